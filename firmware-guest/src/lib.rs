@@ -1,0 +1,2 @@
+//! vigil-guest (placeholder until the agent lands).
+#![no_std]

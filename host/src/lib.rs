@@ -1,0 +1,1 @@
+//! vigil-host (placeholder until the daemon lands).
