@@ -438,3 +438,186 @@ impl<'de, const N: usize> de::Deserialize<'de> for Bounded<N> {
         d.deserialize_str(V::<N>)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    extern crate std;
+    use super::*;
+    use std::format;
+    use std::string::ToString;
+
+    const EXAMPLES: [&str; 8] = [
+        r#"{"version":3,"revision":1,"msg_type":"init","sequence":1,"invocation_id":1804289383,"name":"vm-1","heartbeat_interval_ms":1000,"vote_secs":9,"shutdown_notice_secs":9,"suspend_notice_secs":9,"resume_notice_secs":14,"restart_secs":601,"corrective_action":"reboot"}"#,
+        r#"{"version":3,"revision":1,"msg_type":"init_ack","sequence":7,"invocation_id":1804289383}"#,
+        r#"{"version":3,"revision":1,"msg_type":"challenge","sequence":8,"heartbeat_challenge":846930886}"#,
+        r#"{"version":3,"revision":1,"msg_type":"challenge_response","sequence":2,"heartbeat_response":846930886,"heartbeat_health":"healthy","corrective_action":"reboot","log_msg":""}"#,
+        r#"{"version":3,"revision":1,"msg_type":"action_notify","sequence":9,"invocation_id":1804289383,"event_type":"live_migrate_begin","notification_type":"revocable","timeout_ms":9000}"#,
+        r#"{"version":3,"revision":1,"msg_type":"action_response","sequence":3,"invocation_id":1804289383,"event_type":"live_migrate_begin","notification_type":"revocable","vote_result":"reject","log_msg":"standby not synced"}"#,
+        r#"{"version":3,"revision":1,"msg_type":"exit","sequence":4,"log_msg":"Exiting..."}"#,
+        r#"{"version":3,"revision":1,"msg_type":"nack","sequence":10,"invocation_id":1804289383,"log_msg":"failed to parse vote_result"}"#,
+    ];
+
+    fn enc(m: &Message) -> heapless::Vec<u8, MAX_WIRE> {
+        let mut buf = [0u8; MAX_WIRE];
+        let n = m.encode(&mut buf).unwrap();
+        heapless::Vec::from_slice(&buf[..n]).unwrap()
+    }
+
+    #[test]
+    fn protocol_examples_decode_to_the_exact_values() {
+        let m: [Message; 8] = EXAMPLES.map(|e| decode(e.as_bytes()).unwrap());
+        assert_eq!(m[0].sequence, 1);
+        let Body::Init(init) = &m[0].body else { panic!("{:?}", m[0]) };
+        assert_eq!(init.invocation_id, 1804289383);
+        assert_eq!(init.name.as_str(), "vm-1");
+        assert_eq!(
+            (init.heartbeat_interval_ms, init.vote_secs, init.shutdown_notice_secs, init.suspend_notice_secs),
+            (1000, 9, 9, 9)
+        );
+        assert_eq!((init.resume_notice_secs, init.restart_secs), (14, 601));
+        assert_eq!(init.corrective_action, CorrectiveAction::Reboot);
+        assert_eq!(m[1].body, Body::InitAck { invocation_id: 1804289383 });
+        assert_eq!(m[2].body, Body::Challenge { heartbeat_challenge: 846930886 });
+        let Body::ChallengeResponse(r) = &m[3].body else { panic!() };
+        assert_eq!((r.heartbeat_response, r.heartbeat_health), (846930886, Health::Healthy));
+        assert_eq!(
+            m[4].body,
+            Body::ActionNotify(ActionNotify {
+                invocation_id: 1804289383,
+                event_type: EventType::LiveMigrateBegin,
+                notification_type: NotificationType::Revocable,
+                timeout_ms: 9000
+            })
+        );
+        let Body::ActionResponse(a) = &m[5].body else { panic!() };
+        assert_eq!((a.vote_result, a.log_msg.as_str()), (VoteResult::Reject, "standby not synced"));
+        assert_eq!(m[6].body, Body::Exit { log_msg: bounded("Exiting...") });
+        assert_eq!(m[7].body, Body::Nack { invocation_id: 1804289383, log_msg: bounded("failed to parse vote_result") });
+    }
+
+    #[test]
+    fn we_encode_the_examples_byte_for_byte() {
+        for e in EXAMPLES {
+            let m = decode(e.as_bytes()).unwrap();
+            let wire = enc(&m);
+            assert_eq!(&wire[1..wire.len() - 1], e.as_bytes());
+            assert_eq!((wire[0], wire[wire.len() - 1]), (b'\n', b'\n'));
+        }
+    }
+
+    #[test]
+    fn strings_are_escaped_and_unescaped() {
+        let nasty = "say \"hi\" \\ back\tslash \u{1} é";
+        let m = Message::new(
+            5,
+            Body::Exit { log_msg: heapless::String::try_from(nasty).unwrap() },
+        );
+        let wire = enc(&m);
+        assert!(core::str::from_utf8(&wire).unwrap().contains(r#"say \"hi\" \\ back\tslash \u0001 é"#));
+        assert_eq!(decode(&wire[1..wire.len() - 1]).unwrap(), m);
+        // \u escapes of the reference's JSON library decode too
+        let line = br#"{"version":3,"revision":1,"msg_type":"exit","sequence":1,"log_msg":"a\u0022b\/c"}"#;
+        assert_eq!(decode(line).unwrap().body, Body::Exit { log_msg: bounded("a\"b/c") });
+    }
+
+    #[test]
+    fn field_order_whitespace_and_unknown_fields_are_free() {
+        let line = br#" { "sequence" : 9, "x":{"y":[1,{"z":"}"}]}, "heartbeat_challenge":7, "msg_type":"challenge", "revision":2, "extra":"\"q", "version":4 } "#;
+        let m = decode(line).unwrap();
+        assert_eq!((m.version, m.revision, m.sequence), (4, 2, 9));
+        assert_eq!(m.body, Body::Challenge { heartbeat_challenge: 7 });
+    }
+
+    fn err(line: &str) -> DecodeError {
+        decode(line.as_bytes()).unwrap_err()
+    }
+
+    const H: &str = r#""version":3,"revision":1,"sequence":1"#;
+
+    #[test]
+    fn each_failure_is_a_distinct_typed_error() {
+        assert_eq!(err("{"), DecodeError::Syntax);
+        assert_eq!(err("not json"), DecodeError::NotAnObject);
+        assert_eq!(err("{\"a\" 1}"), DecodeError::Syntax);
+        assert_eq!(err("[1,2]"), DecodeError::NotAnObject);
+        assert_eq!(err(&format!(r#"{{{H},"msg_type":"exit"}} trailing"#)), DecodeError::Syntax);
+        assert_eq!(err(&format!(r#"{{{H}}}"#)), DecodeError::MissingField(Field::MsgType));
+        assert_eq!(
+            err(&format!(r#"{{{H},"msg_type":"init_ack"}}"#)),
+            DecodeError::MissingField(Field::InvocationId)
+        );
+        assert_eq!(
+            err(&format!(r#"{{{H},"msg_type":"init_ack","invocation_id":"7"}}"#)),
+            DecodeError::WrongType(Field::InvocationId)
+        );
+        assert_eq!(err(&format!(r#"{{{H},"msg_type":3}}"#)), DecodeError::WrongType(Field::MsgType));
+        assert_eq!(
+            err(&format!(r#"{{{H},"msg_type":"challenge","heartbeat_challenge":4294967296}}"#)),
+            DecodeError::NumberOutOfRange(Field::HeartbeatChallenge)
+        );
+        assert_eq!(
+            err(&format!(r#"{{{H},"msg_type":"challenge","heartbeat_challenge":-1}}"#)),
+            DecodeError::NumberOutOfRange(Field::HeartbeatChallenge)
+        );
+        let long = "x".repeat(225);
+        assert_eq!(
+            err(&format!(r#"{{{H},"msg_type":"exit","log_msg":"{long}"}}"#)),
+            DecodeError::StringTooLong(Field::LogMsg)
+        );
+        assert_eq!(
+            err(&format!(r#"{{{H},"msg_type":"challenge_response","heartbeat_response":1,"heartbeat_health":"meh","corrective_action":"none"}}"#)),
+            DecodeError::InvalidValue(Field::HeartbeatHealth)
+        );
+        assert_eq!(
+            err(&format!(r#"{{{H},"msg_type":"init_ack","invocation_id":1,"invocation_id":2}}"#)),
+            DecodeError::DuplicateField(Field::InvocationId)
+        );
+        assert_eq!(
+            err(r#"{"version":2,"revision":0,"msg_type":"init","sequence":1}"#),
+            DecodeError::UnsupportedVersion(2)
+        );
+        assert_eq!(err(&format!(r#"{{{H},"msg_type":"hello"}}"#)), DecodeError::UnknownMsgType);
+        let deep = format!(r#"{{{H},"msg_type":"exit","x":{}{}}}"#, "[".repeat(9), "]".repeat(9));
+        assert_eq!(err(&deep), DecodeError::TooDeep);
+        assert_eq!(decode(b"{\"log_msg\":\"\xff\"}").unwrap_err(), DecodeError::Syntax);
+    }
+
+    #[test]
+    fn exactly_at_the_string_limits_is_fine() {
+        let name = "n".repeat(MAX_NAME);
+        let line = format!(
+            r#"{{{H},"msg_type":"init","invocation_id":1,"name":"{name}","heartbeat_interval_ms":1,"vote_secs":1,"shutdown_notice_secs":1,"suspend_notice_secs":1,"resume_notice_secs":1,"restart_secs":1,"corrective_action":"log"}}"#
+        );
+        let Body::Init(init) = decode(line.as_bytes()).unwrap().body else { panic!() };
+        assert_eq!(init.name.len(), MAX_NAME);
+        let over = line.replace(&name, &"n".repeat(MAX_NAME + 1));
+        assert_eq!(decode(over.as_bytes()).unwrap_err(), DecodeError::StringTooLong(Field::Name));
+    }
+
+    #[test]
+    fn encoding_reports_the_room_it_needs() {
+        let m = Message::new(1, Body::InitAck { invocation_id: 42 });
+        let full = enc(&m);
+        let mut small = [0u8; 10];
+        assert_eq!(m.encode(&mut small), Err(EncodeError::BufferTooSmall { needed: full.len() }));
+        let mut exact = [0u8; 128];
+        assert_eq!(m.encode(&mut exact[..full.len()]), Ok(full.len()));
+        // 224 bytes of quotes double when escaped; fine. Control characters would grow six-fold, which is why
+        // `bounded` replaces them.
+        let quotes: LogMsg = heapless::String::try_from("\"".repeat(MAX_LOG_MSG).as_str()).unwrap();
+        assert!(Message::new(1, Body::Exit { log_msg: quotes }).encode(&mut [0u8; MAX_WIRE]).is_ok());
+        let ctl: LogMsg = heapless::String::try_from("\u{1}".repeat(MAX_LOG_MSG).as_str()).unwrap();
+        let m = Message::new(1, Body::Exit { log_msg: ctl });
+        assert_eq!(m.encode(&mut [0u8; MAX_WIRE]), Err(EncodeError::MessageTooLong));
+        assert_eq!(m.encode(&mut [0u8; 16]), Err(EncodeError::MessageTooLong));
+    }
+
+    #[test]
+    fn bounded_cuts_at_char_boundaries_and_drops_controls() {
+        let s: heapless::String<4> = bounded("aé\nbc");
+        assert_eq!(s.as_str(), "aé ");
+        assert!(EventType::Stop.is_voted() && !EventType::ResizeEnd.is_voted());
+        assert!(CorrectiveAction::Stop > CorrectiveAction::Reboot);
+        assert!(CorrectiveAction::Reboot > CorrectiveAction::Log && CorrectiveAction::Log > CorrectiveAction::None);
+    }
+}
