@@ -12,7 +12,8 @@ use crate::framer::LineFramer;
 use crate::monitor::ProtocolError;
 use crate::msg::*;
 use crate::time::{Duration, Instant};
-use crate::{EventQueue, IdSource};
+use crate::timers::Timers;
+use crate::IdSource;
 
 /// What the agent declares in `init`, and its own timing; `Default` matches the reference guest.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -136,7 +137,6 @@ enum Timer {
     Action = 2,
 }
 const TIMERS: usize = 3;
-const EVENTS: usize = 1;
 
 #[derive(Clone, Debug)]
 struct Answer {
@@ -163,13 +163,14 @@ pub struct Agent<R> {
     health_msg: LogMsg,
     last_request: Option<(CorrectiveAction, Instant)>,
     pending_action: Option<ActionNotify>,
-    timers: [Option<Instant>; TIMERS],
+    timers: Timers<TIMERS>,
     tx_init: bool,
     tx_response: Option<u32>,
     tx_answer: Option<Answer>,
     tx_exit: Option<&'static str>,
     sequence: u32,
-    events: EventQueue<AgentEvent, EVENTS>,
+    /// At most one undelivered event: input stops while it waits.
+    event: Option<AgentEvent>,
     stats: AgentStats,
 }
 
@@ -189,13 +190,13 @@ impl<R: IdSource> Agent<R> {
             health_msg: LogMsg::new(),
             last_request: None,
             pending_action: None,
-            timers: [None; TIMERS],
+            timers: Timers::new(),
             tx_init: false,
             tx_response: None,
             tx_answer: None,
             tx_exit: None,
             sequence: 1,
-            events: EventQueue::new(),
+            event: None,
             stats: AgentStats::default(),
         };
         agent.send_init(now);
@@ -238,7 +239,7 @@ impl<R: IdSource> Agent<R> {
             return input.len();
         }
         let mut used = 0;
-        while used < input.len() && self.events.is_empty() {
+        while used < input.len() && self.event.is_none() {
             let (n, item) = self.framer.push(&input[used..]);
             used += n;
             let parsed = match item {
@@ -257,7 +258,7 @@ impl<R: IdSource> Agent<R> {
     /// Lets due timers fire; call again (after draining events) while `poll_timeout() <= now`.
     pub fn handle_timeout(&mut self, now: Instant) {
         if self.due(Timer::Action, now) {
-            self.timers[Timer::Action as usize] = None;
+            self.timers.stop(Timer::Action as usize);
             if let Some(notify) = self.pending_action.take() {
                 let result = match notify.notification_type {
                     NotificationType::Revocable => VoteResult::Accept,
@@ -266,13 +267,17 @@ impl<R: IdSource> Agent<R> {
                 self.queue_answer(notify, result, "no objection");
             }
         }
-        if self.due(Timer::Retry, now) && self.state == AgentState::Registering {
-            self.previous_id = Some(self.invocation_id);
-            self.invocation_id = self.fresh_id();
-            self.send_init(now);
+        if self.due(Timer::Retry, now) {
+            if self.state == AgentState::Registering {
+                self.previous_id = Some(self.invocation_id);
+                self.invocation_id = self.fresh_id();
+                self.send_init(now);
+            } else {
+                self.timers.stop(Timer::Retry as usize);
+            }
         }
-        if self.due(Timer::Silence, now) && self.events.is_empty() {
-            self.timers[Timer::Silence as usize] = None;
+        if self.due(Timer::Silence, now) && self.event.is_none() {
+            self.timers.stop(Timer::Silence as usize);
             self.previous_id = Some(self.invocation_id);
             self.invocation_id = self.fresh_id();
             self.state = AgentState::Registering;
@@ -289,7 +294,7 @@ impl<R: IdSource> Agent<R> {
         }
         self.framer.reset();
         self.tx_response = None;
-        self.timers[Timer::Silence as usize] = None;
+        self.timers.stop(Timer::Silence as usize);
         self.previous_id = Some(self.invocation_id);
         self.invocation_id = self.fresh_id();
         self.state = AgentState::Registering;
@@ -309,7 +314,7 @@ impl<R: IdSource> Agent<R> {
     /// Answers the open vote or notice.
     pub fn answer_action(&mut self, result: VoteResult, log_msg: &str) -> Result<(), NoActionPending> {
         let notify = self.pending_action.take().ok_or(NoActionPending)?;
-        self.timers[Timer::Action as usize] = None;
+        self.timers.stop(Timer::Action as usize);
         self.queue_answer(notify, result, log_msg);
         Ok(())
     }
@@ -317,7 +322,7 @@ impl<R: IdSource> Agent<R> {
     /// Queues `exit` (a graceful deregistration): the agent answers nothing afterwards.
     pub fn shutdown(&mut self, log_msg: &'static str) {
         self.state = AgentState::Exited;
-        self.timers = [None; TIMERS];
+        self.timers.clear();
         self.tx_init = false;
         self.tx_response = None;
         self.tx_exit = Some(log_msg);
@@ -328,13 +333,13 @@ impl<R: IdSource> Agent<R> {
     /// The next event, if any.
     #[must_use]
     pub fn poll_event(&mut self) -> Option<AgentEvent> {
-        self.events.pop_front()
+        self.event.take()
     }
 
     /// The earliest time [`handle_timeout`](Self::handle_timeout) must be called.
     #[must_use]
     pub fn poll_timeout(&self) -> Option<Instant> {
-        self.timers.iter().flatten().min().copied()
+        self.timers.next()
     }
 
     /// Writes the next message for the host into `buf`; `None` if nothing is pending.
@@ -406,7 +411,7 @@ impl<R: IdSource> Agent<R> {
                     AgentState::Registering if ours => {
                         self.invocation_id = invocation_id;
                         self.state = AgentState::Registered;
-                        self.timers[Timer::Retry as usize] = None;
+                        self.timers.stop(Timer::Retry as usize);
                         self.arm_silence(now);
                         self.push(AgentEvent::Registered { invocation_id });
                     }
@@ -438,7 +443,7 @@ impl<R: IdSource> Agent<R> {
                     let timeout = u64::from(notify.timeout_ms);
                     let deadline = now + Duration::from_millis(timeout - timeout / 10);
                     self.pending_action = Some(notify);
-                    self.timers[Timer::Action as usize] = Some(deadline);
+                    self.timers.set(Timer::Action as usize, deadline);
                     self.push(AgentEvent::ActionRequest { notify, deadline });
                 }
             }
@@ -456,12 +461,12 @@ impl<R: IdSource> Agent<R> {
 
     fn send_init(&mut self, now: Instant) {
         self.tx_init = true;
-        self.timers[Timer::Retry as usize] = Some(now + self.config.init_retry);
+        self.timers.set(Timer::Retry as usize, now + self.config.init_retry);
     }
 
     fn arm_silence(&mut self, now: Instant) {
         let twice = Duration::from_millis(u64::from(self.config.heartbeat_interval_ms)).saturating_mul(2);
-        self.timers[Timer::Silence as usize] = Some(now + twice.max(self.config.min_silence));
+        self.timers.set(Timer::Silence as usize, now + twice.max(self.config.min_silence));
     }
 
     fn fresh_id(&mut self) -> u32 {
@@ -479,13 +484,17 @@ impl<R: IdSource> Agent<R> {
     }
 
     fn push(&mut self, e: AgentEvent) {
-        if self.events.push_back(e).is_err() {
+        // Input and timers stop while an event waits, so this slot is free; were it not, the waiting event is
+        // kept and this one counted rather than overwriting it.
+        if self.event.is_some() {
             self.stats.protocol_errors += 1;
+        } else {
+            self.event = Some(e);
         }
     }
 
     fn due(&self, t: Timer, now: Instant) -> bool {
-        self.timers[t as usize].is_some_and(|d| d <= now)
+        self.timers.is_due(t as usize, now)
     }
 }
 
@@ -496,5 +505,214 @@ impl<R> fmt::Debug for Agent<R> {
             .field("invocation_id", &self.invocation_id)
             .field("timers", &self.timers)
             .finish_non_exhaustive()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    extern crate std;
+    use super::*;
+    use std::format;
+    use std::string::String;
+    use std::vec::Vec;
+
+    fn at(ms: u64) -> Instant {
+        Instant::from_millis(ms)
+    }
+
+    struct Ids(u32);
+    impl IdSource for Ids {
+        fn next_id(&mut self) -> u32 {
+            self.0 += 1;
+            self.0
+        }
+    }
+
+    struct Script {
+        a: Agent<Ids>,
+    }
+
+    impl Script {
+        fn new() -> Self {
+            let config = AgentConfig { name: bounded("vm-1"), ..AgentConfig::default() };
+            Script { a: Agent::new(config, Ids(1000), at(0)) }
+        }
+        fn feed(&mut self, t: u64, s: &str) -> Vec<AgentEvent> {
+            let mut input = s.as_bytes();
+            let mut ev = Vec::new();
+            while !input.is_empty() {
+                let n = self.a.handle_bytes(at(t), input);
+                input = &input[n..];
+                while let Some(e) = self.a.poll_event() {
+                    ev.push(e);
+                }
+            }
+            ev
+        }
+        fn advance(&mut self, t: u64) -> Vec<AgentEvent> {
+            let mut ev = Vec::new();
+            for _ in 0..100 {
+                match self.a.poll_timeout() {
+                    Some(d) if d <= at(t) => self.a.handle_timeout(d),
+                    _ => break,
+                }
+                while let Some(e) = self.a.poll_event() {
+                    ev.push(e);
+                }
+            }
+            ev
+        }
+        fn sent(&mut self, t: u64) -> Vec<Body> {
+            let mut out = Vec::new();
+            let mut buf = [0u8; MAX_WIRE];
+            while let Some(n) = self.a.poll_transmit(at(t), &mut buf) {
+                out.push(crate::decode(&buf[1..n - 1]).unwrap().body);
+            }
+            out
+        }
+        fn registered(&mut self) -> u32 {
+            let Body::Init(init) = &self.sent(0)[0] else { panic!() };
+            let id = init.invocation_id;
+            assert_eq!(self.feed(1, &ack(id)), [AgentEvent::Registered { invocation_id: id }]);
+            id
+        }
+    }
+
+    fn ack(id: u32) -> String {
+        format!("\n{{\"version\": 3, \"revision\": 1, \"sequence\": 1, \"msg_type\": \"init_ack\", \"invocation_id\": {id}}}\n")
+    }
+    fn challenge(n: u32) -> String {
+        format!("\n{{\"version\": 3, \"revision\": 1, \"sequence\": 1, \"msg_type\": \"challenge\", \"heartbeat_challenge\": {n}}}\n")
+    }
+    fn notify(id: u32, event: &str, kind: &str, timeout: u32) -> String {
+        format!("{{\"version\":3,\"revision\":1,\"sequence\":9,\"msg_type\":\"action_notify\",\"invocation_id\":{id},\"event_type\":\"{event}\",\"notification_type\":\"{kind}\",\"timeout_ms\":{timeout}}}\n")
+    }
+
+    #[test]
+    fn registers_at_once_then_every_5s_with_a_new_id_and_accepts_the_previous_ids_ack() {
+        let mut s = Script::new();
+        let sent = s.sent(0);
+        let [Body::Init(first)] = sent.as_slice() else { panic!("{sent:?}") };
+        assert_eq!(first.name.as_str(), "vm-1");
+        assert_eq!(first.corrective_action, CorrectiveAction::Reboot);
+        assert!(s.advance(4999).is_empty());
+        assert!(s.sent(4999).is_empty());
+        s.advance(5000);
+        let sent = s.sent(5000);
+        let [Body::Init(second)] = sent.as_slice() else { panic!() };
+        assert_ne!(second.invocation_id, first.invocation_id);
+        // a stranger's ack is refused
+        assert!(matches!(s.feed(5001, &ack(1)).as_slice(), [AgentEvent::ProtocolError(_)]));
+        // the ack of the previous attempt arrives late: accepted
+        assert_eq!(s.feed(5002, &ack(first.invocation_id)), [AgentEvent::Registered { invocation_id: first.invocation_id }]);
+        assert_eq!(s.a.state(), AgentState::Registered);
+        assert_eq!(s.a.invocation_id(), first.invocation_id);
+    }
+
+    #[test]
+    fn answers_every_challenge_with_the_current_health() {
+        let mut s = Script::new();
+        s.registered();
+        s.feed(100, &challenge(846930886));
+        let sent = s.sent(100);
+        let [Body::ChallengeResponse(r)] = sent.as_slice() else { panic!() };
+        assert_eq!((r.heartbeat_response, r.heartbeat_health), (846930886, Health::Healthy));
+        assert_eq!(r.corrective_action, CorrectiveAction::Reboot, "healthy answers carry the configured action");
+        s.a.set_health(Health::Unhealthy, CorrectiveAction::Stop, "app \"x\" dead");
+        s.feed(1100, &challenge(5));
+        let sent = s.sent(1100);
+        let [Body::ChallengeResponse(r)] = sent.as_slice() else { panic!() };
+        assert_eq!((r.heartbeat_health, r.corrective_action, r.log_msg.as_str()), (Health::Unhealthy, CorrectiveAction::Stop, "app \"x\" dead"));
+        // the same action is not requested again within 60 s
+        s.feed(2100, &challenge(6));
+        let sent = s.sent(2100);
+        let [Body::ChallengeResponse(r)] = sent.as_slice() else { panic!() };
+        assert_eq!((r.heartbeat_health, r.corrective_action), (Health::Unhealthy, CorrectiveAction::None));
+        s.feed(61_100, &challenge(7));
+        let sent = s.sent(61_100);
+        let [Body::ChallengeResponse(r)] = sent.as_slice() else { panic!() };
+        assert_eq!(r.corrective_action, CorrectiveAction::Stop);
+    }
+
+    #[test]
+    fn registers_again_when_challenges_stop() {
+        let mut s = Script::new();
+        let id = s.registered();
+        s.feed(1000, &challenge(1));
+        s.sent(1000);
+        // interval 1 s: silence limit max(2 s, 5 s) = 5 s after the last challenge
+        assert!(s.advance(5999).is_empty());
+        assert_eq!(s.advance(6000), [AgentEvent::RegistrationLost]);
+        let sent = s.sent(6000);
+        let [Body::Init(init)] = sent.as_slice() else { panic!() };
+        assert_ne!(init.invocation_id, id);
+        assert_eq!(s.a.state(), AgentState::Registering);
+        // challenges while registering are not answered
+        assert!(matches!(s.feed(6001, &challenge(2)).as_slice(), [AgentEvent::ProtocolError(_)]));
+        assert!(s.sent(6001).is_empty());
+    }
+
+    #[test]
+    fn votes_are_the_callers_and_silence_accepts() {
+        let mut s = Script::new();
+        let id = s.registered();
+        let ev = s.feed(10, &notify(id, "stop", "revocable", 3000));
+        let [AgentEvent::ActionRequest { notify: n, deadline }] = ev.as_slice() else { panic!("{ev:?}") };
+        assert_eq!((n.event_type, n.timeout_ms), (EventType::Stop, 3000));
+        assert_eq!(*deadline, at(10 + 2700));
+        s.a.answer_action(VoteResult::Reject, "standby not synced").unwrap();
+        assert_eq!(s.a.answer_action(VoteResult::Accept, ""), Err(NoActionPending));
+        let sent = s.sent(20);
+        let [Body::ActionResponse(r)] = sent.as_slice() else { panic!() };
+        assert_eq!((r.invocation_id, r.vote_result, r.log_msg.as_str()), (id, VoteResult::Reject, "standby not synced"));
+        // nobody answers: accept (vote) before the host's timeout
+        s.feed(100, &notify(id, "live_migrate_begin", "revocable", 1000));
+        s.advance(1000);
+        let sent = s.sent(1000);
+        let [Body::ActionResponse(r)] = sent.as_slice() else { panic!() };
+        assert_eq!(r.vote_result, VoteResult::Accept);
+        // and complete (notice)
+        s.feed(2000, &notify(id, "live_migrate_end", "irrevocable", 1000));
+        s.advance(3000);
+        let sent = s.sent(3000);
+        let [Body::ActionResponse(r)] = sent.as_slice() else { panic!() };
+        assert_eq!(r.vote_result, VoteResult::Complete);
+        // wrong invocation: refused
+        assert!(matches!(s.feed(4000, &notify(id + 1, "stop", "revocable", 1000)).as_slice(), [AgentEvent::ProtocolError(ProtocolError::WrongInvocationId { .. })]));
+    }
+
+    #[test]
+    fn exit_then_silence() {
+        let mut s = Script::new();
+        s.registered();
+        s.a.shutdown("Exiting...");
+        assert_eq!(s.sent(10), [Body::Exit { log_msg: bounded("Exiting...") }]);
+        assert_eq!(s.a.poll_timeout(), None);
+        assert_eq!(s.a.handle_bytes(at(11), challenge(1).as_bytes()), challenge(1).len());
+        assert!(s.sent(11).is_empty());
+    }
+
+    #[test]
+    fn nack_is_reported() {
+        let mut s = Script::new();
+        let ev = s.feed(0, "{\"version\":3,\"revision\":1,\"msg_type\":\"nack\",\"sequence\":10,\"invocation_id\":1,\"log_msg\":\"failed to parse vote_result\"}\n");
+        assert_eq!(ev, [AgentEvent::Nacked { log_msg: bounded("failed to parse vote_result") }]);
+        assert_eq!(s.a.stats().nacks, 1);
+    }
+
+    #[test]
+    fn reconnect_registers_anew() {
+        let mut s = Script::new();
+        s.registered();
+        s.a.reconnected(at(50));
+        assert!(matches!(s.sent(50).as_slice(), [Body::Init(_)]));
+        assert_eq!(s.a.state(), AgentState::Registering);
+    }
+
+    #[test]
+    fn size_fits_the_budget() {
+        let size = core::mem::size_of::<Agent<crate::XorShift32>>();
+        std::println!("size_of::<Agent<XorShift32>>() = {size}");
+        assert!(size < 2048, "Agent is {size} bytes");
     }
 }

@@ -216,7 +216,7 @@ struct Raw {
     /// The first field-level problem found (the parse goes on so that syntax errors still win).
     problem: Option<DecodeError>,
     ints: [u32; N_INTS],
-    msg_type: Option<heapless::String<MAX_STR>>,
+    msg_type: Option<Text<MAX_STR>>,
     health: Option<Health>,
     action: Option<CorrectiveAction>,
     event_type: Option<EventType>,
@@ -258,7 +258,7 @@ impl Raw {
         v.ok_or(DecodeError::MissingField(f))
     }
 
-    fn text<const N: usize>(&self, f: Field, s: &heapless::String<N>) -> Result<heapless::String<N>, DecodeError> {
+    fn text<const N: usize>(&self, f: Field, s: &Text<N>) -> Result<Text<N>, DecodeError> {
         if self.has(f) {
             Ok(s.clone())
         } else {
@@ -354,7 +354,7 @@ impl<'de> Visitor<'de> for &mut Raw {
                     Field::MsgType => match map.next_value::<Bounded<MAX_STR>>()?.0 {
                         Some(s) => self.msg_type = Some(s),
                         // An over-long msg_type cannot be a known one.
-                        None => self.msg_type = Some(heapless::String::new()),
+                        None => self.msg_type = Some(Text::new()),
                     },
                     Field::Name => match map.next_value::<Bounded<MAX_NAME>>()?.0 {
                         Some(s) => self.name = s,
@@ -421,7 +421,7 @@ impl<'de> de::Deserialize<'de> for Key {
 }
 
 /// A string of at most `N` bytes; `None` when it was longer (the parse goes on).
-struct Bounded<const N: usize>(Option<heapless::String<N>>);
+struct Bounded<const N: usize>(Option<Text<N>>);
 
 impl<'de, const N: usize> de::Deserialize<'de> for Bounded<N> {
     fn deserialize<D: de::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
@@ -432,7 +432,7 @@ impl<'de, const N: usize> de::Deserialize<'de> for Bounded<N> {
                 f.write_str("a string")
             }
             fn visit_str<E: de::Error>(self, s: &str) -> Result<Bounded<N>, E> {
-                Ok(Bounded(heapless::String::try_from(s).ok()))
+                Ok(Bounded(Text::try_from(s).ok()))
             }
         }
         d.deserialize_str(V::<N>)
@@ -510,7 +510,7 @@ mod tests {
         let nasty = "say \"hi\" \\ back\tslash \u{1} é";
         let m = Message::new(
             5,
-            Body::Exit { log_msg: heapless::String::try_from(nasty).unwrap() },
+            Body::Exit { log_msg: Text::try_from(nasty).unwrap() },
         );
         let wire = enc(&m);
         assert!(core::str::from_utf8(&wire).unwrap().contains(r#"say \"hi\" \\ back\tslash \u0001 é"#));
@@ -604,9 +604,9 @@ mod tests {
         assert_eq!(m.encode(&mut exact[..full.len()]), Ok(full.len()));
         // 224 bytes of quotes double when escaped; fine. Control characters would grow six-fold, which is why
         // `bounded` replaces them.
-        let quotes: LogMsg = heapless::String::try_from("\"".repeat(MAX_LOG_MSG).as_str()).unwrap();
+        let quotes: LogMsg = Text::try_from("\"".repeat(MAX_LOG_MSG).as_str()).unwrap();
         assert!(Message::new(1, Body::Exit { log_msg: quotes }).encode(&mut [0u8; MAX_WIRE]).is_ok());
-        let ctl: LogMsg = heapless::String::try_from("\u{1}".repeat(MAX_LOG_MSG).as_str()).unwrap();
+        let ctl: LogMsg = Text::try_from("\u{1}".repeat(MAX_LOG_MSG).as_str()).unwrap();
         let m = Message::new(1, Body::Exit { log_msg: ctl });
         assert_eq!(m.encode(&mut [0u8; MAX_WIRE]), Err(EncodeError::MessageTooLong));
         assert_eq!(m.encode(&mut [0u8; 16]), Err(EncodeError::MessageTooLong));
@@ -614,7 +614,7 @@ mod tests {
 
     #[test]
     fn bounded_cuts_at_char_boundaries_and_drops_controls() {
-        let s: heapless::String<4> = bounded("aé\nbc");
+        let s: Text<4> = bounded("aé\nbc");
         assert_eq!(s.as_str(), "aé ");
         assert!(EventType::Stop.is_voted() && !EventType::ResizeEnd.is_voted());
         assert!(CorrectiveAction::Stop > CorrectiveAction::Reboot);

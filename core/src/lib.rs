@@ -27,6 +27,7 @@ mod framer;
 mod monitor;
 mod msg;
 mod time;
+mod timers;
 
 pub use agent::{Agent, AgentConfig, AgentEvent, AgentState, AgentStats};
 pub use codec::{decode, DecodeError, Field, MAX_DEPTH};

@@ -10,6 +10,7 @@ use crate::codec::{decode, DecodeError};
 use crate::framer::{FrameError, LineFramer};
 use crate::msg::*;
 use crate::time::{Duration, Instant};
+use crate::timers::Timers;
 use crate::{EventQueue, IdSource};
 
 /// Tunables of a [`Monitor`]; `Default` gives the reference behaviour.
@@ -274,7 +275,7 @@ pub struct Monitor<R> {
     challenged_at: Instant,
     last_heartbeat: Option<Instant>,
     vote: Option<Vote>,
-    timers: [Option<Instant>; TIMERS],
+    timers: Timers<TIMERS>,
     tx_nack: Option<&'static str>,
     tx_init_ack: bool,
     tx_challenge: bool,
@@ -301,7 +302,7 @@ impl<R: IdSource> Monitor<R> {
             challenged_at: Instant::ZERO,
             last_heartbeat: None,
             vote: None,
-            timers: [None; TIMERS],
+            timers: Timers::new(),
             tx_nack: None,
             tx_init_ack: false,
             tx_challenge: false,
@@ -436,7 +437,7 @@ impl<R: IdSource> Monitor<R> {
     /// The earliest time [`handle_timeout`](Self::handle_timeout) must be called, if any.
     #[must_use]
     pub fn poll_timeout(&self) -> Option<Instant> {
-        self.timers.iter().flatten().min().copied()
+        self.timers.next()
     }
 
     /// Writes the next message for the guest into `buf` and returns its length, or `None` if nothing is pending.
@@ -566,7 +567,7 @@ impl<R: IdSource> Monitor<R> {
         if let Some(vote) = self.vote.take() {
             self.push_vote_result(vote, VoteResult::Error, bounded("guest agent exited before answering"));
         }
-        self.timers = [None; TIMERS];
+        self.timers.clear();
         self.tx_challenge = false;
         self.state = MonitorState::Exited;
         self.fault = None;
@@ -575,7 +576,7 @@ impl<R: IdSource> Monitor<R> {
     }
 
     fn on_interval_end(&mut self, now: Instant) {
-        let due = self.timers[Timer::Challenge as usize].unwrap_or(now);
+        let due = self.timers.get(Timer::Challenge as usize).unwrap_or(now);
         let interval = self.registration.as_ref().map_or(self.config.min_interval, |r| r.interval);
         if !self.answered {
             self.misses = self.misses.saturating_add(1);
@@ -662,7 +663,7 @@ impl<R: IdSource> Monitor<R> {
             self.push_vote_result(vote, VoteResult::Error, bounded("connection to guest lost"));
         }
         self.framer.reset();
-        self.timers = [None; TIMERS];
+        self.timers.clear();
         self.registration = None;
         self.tx_nack = None;
         self.tx_init_ack = false;
@@ -673,11 +674,14 @@ impl<R: IdSource> Monitor<R> {
     }
 
     fn due(&self, t: Timer, now: Instant) -> bool {
-        self.timers[t as usize].is_some_and(|d| d <= now)
+        self.timers.is_due(t as usize, now)
     }
 
     fn set_timer(&mut self, t: Timer, at: Option<Instant>) {
-        self.timers[t as usize] = at;
+        match at {
+            Some(at) => self.timers.set(t as usize, at),
+            None => self.timers.stop(t as usize),
+        }
     }
 }
 

@@ -27,14 +27,16 @@ pub const MAX_WIRE: usize = MAX_LINE + 2;
 pub const MAX_NONCE: u32 = i32::MAX as u32;
 
 /// A guest's name as it declares it in `init`.
-pub type Name = heapless::String<MAX_NAME>;
+pub type Name = Text<MAX_NAME>;
 /// A free-text `log_msg`.
-pub type LogMsg = heapless::String<MAX_LOG_MSG>;
+pub type LogMsg = Text<MAX_LOG_MSG>;
+/// A bounded string of at most `N` (<= 255) bytes with a one-byte length.
+pub type Text<const N: usize> = heapless::String<N, u8>;
 
 /// Copies `s` into a bounded string, cutting at a character boundary if it is too long, and replacing control
 /// characters with spaces so the encoded form stays small (each would otherwise take six bytes as `\u00XX`).
-pub fn bounded<const N: usize>(s: &str) -> heapless::String<N> {
-    let mut out = heapless::String::new();
+pub fn bounded<const N: usize>(s: &str) -> Text<N> {
+    let mut out = Text::new();
     for c in s.chars() {
         let c = if c.is_control() { ' ' } else { c };
         if out.push(c).is_err() {
