@@ -444,7 +444,6 @@ mod tests {
     extern crate std;
     use super::*;
     use std::format;
-    use std::string::ToString;
 
     const EXAMPLES: [&str; 8] = [
         r#"{"version":3,"revision":1,"msg_type":"init","sequence":1,"invocation_id":1804289383,"name":"vm-1","heartbeat_interval_ms":1000,"vote_secs":9,"shutdown_notice_secs":9,"suspend_notice_secs":9,"resume_notice_secs":14,"restart_secs":601,"corrective_action":"reboot"}"#,

@@ -112,6 +112,7 @@ impl ProtocolError {
 /// What the monitor tells its caller.
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
+#[allow(clippy::large_enum_variant)] // no heap in the core: texts are carried inline
 pub enum MonitorEvent {
     /// The guest sent `init` (first time, or again: a new session either way).
     Registered(Registration),
@@ -886,7 +887,7 @@ mod tests {
             [MonitorEvent::Unhealthy { corrective_action: CorrectiveAction::Log, log_msg: bounded("db \"down\"") }]
         );
         assert_eq!(s.m.fault(), Some(Fault::Unhealthy(CorrectiveAction::Log)));
-        let mut next = |s: &mut Script, t: u64| {
+        let next = |s: &mut Script, t: u64| {
             s.advance(t);
             s.sent(t);
             s.nonce()

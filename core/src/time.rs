@@ -163,7 +163,7 @@ impl StdClock {
 
     /// A core instant as an OS instant.
     pub fn to_std(&self, t: Instant) -> std::time::Instant {
-        self.origin + std::time::Duration::from_millis(t.as_millis())
+        self.origin + core::time::Duration::from_millis(t.as_millis())
     }
 }
 
