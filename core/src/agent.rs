@@ -306,23 +306,14 @@ impl<R: IdSource> Agent<R> {
 
     /// Sets the health that answers carry from now on. `log_msg` is cut to 224 bytes; control characters become
     /// spaces.
-    pub fn set_health(
-        &mut self,
-        health: Health,
-        corrective_action: CorrectiveAction,
-        log_msg: &str,
-    ) {
+    pub fn set_health(&mut self, health: Health, corrective_action: CorrectiveAction, log_msg: &str) {
         self.health = health;
         self.action = corrective_action;
         self.health_msg = bounded(log_msg);
     }
 
     /// Answers the open vote or notice.
-    pub fn answer_action(
-        &mut self,
-        result: VoteResult,
-        log_msg: &str,
-    ) -> Result<(), NoActionPending> {
+    pub fn answer_action(&mut self, result: VoteResult, log_msg: &str) -> Result<(), NoActionPending> {
         let notify = self.pending_action.take().ok_or(NoActionPending)?;
         self.timers.stop(Timer::Action as usize);
         self.queue_answer(notify, result, log_msg);
@@ -382,9 +373,7 @@ impl<R: IdSource> Agent<R> {
                 corrective_action: self.config.corrective_action,
             })
         } else if let Some(log_msg) = self.tx_exit.take() {
-            Body::Exit {
-                log_msg: bounded(log_msg),
-            }
+            Body::Exit { log_msg: bounded(log_msg) }
         } else {
             return None;
         };
@@ -400,9 +389,7 @@ impl<R: IdSource> Agent<R> {
         let corrective_action = match self.health {
             Health::Healthy => self.config.corrective_action,
             Health::Unhealthy => match self.last_request {
-                Some((a, at)) if a == self.action && now < at + self.config.action_holdoff => {
-                    CorrectiveAction::None
-                }
+                Some((a, at)) if a == self.action && now < at + self.config.action_holdoff => CorrectiveAction::None,
                 _ => {
                     self.last_request = Some((self.action, now));
                     self.action
@@ -420,8 +407,7 @@ impl<R: IdSource> Agent<R> {
     fn on_message(&mut self, now: Instant, msg: Message) {
         match msg.body {
             Body::InitAck { invocation_id } => {
-                let ours =
-                    invocation_id == self.invocation_id || Some(invocation_id) == self.previous_id;
+                let ours = invocation_id == self.invocation_id || Some(invocation_id) == self.previous_id;
                 match self.state {
                     AgentState::Registering if ours => {
                         self.invocation_id = invocation_id;
@@ -437,9 +423,7 @@ impl<R: IdSource> Agent<R> {
                     }),
                 }
             }
-            Body::Challenge {
-                heartbeat_challenge,
-            } => {
+            Body::Challenge { heartbeat_challenge } => {
                 if self.state == AgentState::Registered {
                     self.tx_response = Some(heartbeat_challenge);
                     self.arm_silence(now);
@@ -473,26 +457,17 @@ impl<R: IdSource> Agent<R> {
     }
 
     fn queue_answer(&mut self, notify: ActionNotify, result: VoteResult, log_msg: &str) {
-        self.tx_answer = Some(Answer {
-            notify,
-            result,
-            log_msg: bounded(log_msg),
-        });
+        self.tx_answer = Some(Answer { notify, result, log_msg: bounded(log_msg) });
     }
 
     fn send_init(&mut self, now: Instant) {
         self.tx_init = true;
-        self.timers
-            .set(Timer::Retry as usize, now + self.config.init_retry);
+        self.timers.set(Timer::Retry as usize, now + self.config.init_retry);
     }
 
     fn arm_silence(&mut self, now: Instant) {
-        let twice =
-            Duration::from_millis(u64::from(self.config.heartbeat_interval_ms)).saturating_mul(2);
-        self.timers.set(
-            Timer::Silence as usize,
-            now + twice.max(self.config.min_silence),
-        );
+        let twice = Duration::from_millis(u64::from(self.config.heartbeat_interval_ms)).saturating_mul(2);
+        self.timers.set(Timer::Silence as usize, now + twice.max(self.config.min_silence));
     }
 
     fn fresh_id(&mut self) -> u32 {
@@ -560,13 +535,8 @@ mod tests {
 
     impl Script {
         fn new() -> Self {
-            let config = AgentConfig {
-                name: bounded("vm-1"),
-                ..AgentConfig::default()
-            };
-            Script {
-                a: Agent::new(config, Ids(1000), at(0)),
-            }
+            let config = AgentConfig { name: bounded("vm-1"), ..AgentConfig::default() };
+            Script { a: Agent::new(config, Ids(1000), at(0)) }
         }
         fn feed(&mut self, t: u64, s: &str) -> Vec<AgentEvent> {
             let mut input = s.as_bytes();
@@ -602,14 +572,9 @@ mod tests {
             out
         }
         fn registered(&mut self) -> u32 {
-            let Body::Init(init) = &self.sent(0)[0] else {
-                panic!()
-            };
+            let Body::Init(init) = &self.sent(0)[0] else { panic!() };
             let id = init.invocation_id;
-            assert_eq!(
-                self.feed(1, &ack(id)),
-                [AgentEvent::Registered { invocation_id: id }]
-            );
+            assert_eq!(self.feed(1, &ack(id)), [AgentEvent::Registered { invocation_id: id }]);
             id
         }
     }
@@ -628,30 +593,21 @@ mod tests {
     fn registers_at_once_then_every_5s_with_a_new_id_and_accepts_the_previous_ids_ack() {
         let mut s = Script::new();
         let sent = s.sent(0);
-        let [Body::Init(first)] = sent.as_slice() else {
-            panic!("{sent:?}")
-        };
+        let [Body::Init(first)] = sent.as_slice() else { panic!("{sent:?}") };
         assert_eq!(first.name.as_str(), "vm-1");
         assert_eq!(first.corrective_action, CorrectiveAction::Reboot);
         assert!(s.advance(4999).is_empty());
         assert!(s.sent(4999).is_empty());
         s.advance(5000);
         let sent = s.sent(5000);
-        let [Body::Init(second)] = sent.as_slice() else {
-            panic!()
-        };
+        let [Body::Init(second)] = sent.as_slice() else { panic!() };
         assert_ne!(second.invocation_id, first.invocation_id);
         // a stranger's ack is refused
-        assert!(matches!(
-            s.feed(5001, &ack(1)).as_slice(),
-            [AgentEvent::ProtocolError(_)]
-        ));
+        assert!(matches!(s.feed(5001, &ack(1)).as_slice(), [AgentEvent::ProtocolError(_)]));
         // the ack of the previous attempt arrives late: accepted
         assert_eq!(
             s.feed(5002, &ack(first.invocation_id)),
-            [AgentEvent::Registered {
-                invocation_id: first.invocation_id
-            }]
+            [AgentEvent::Registered { invocation_id: first.invocation_id }]
         );
         assert_eq!(s.a.state(), AgentState::Registered);
         assert_eq!(s.a.invocation_id(), first.invocation_id);
@@ -663,24 +619,13 @@ mod tests {
         s.registered();
         s.feed(100, &challenge(846930886));
         let sent = s.sent(100);
-        let [Body::ChallengeResponse(r)] = sent.as_slice() else {
-            panic!()
-        };
-        assert_eq!(
-            (r.heartbeat_response, r.heartbeat_health),
-            (846930886, Health::Healthy)
-        );
-        assert_eq!(
-            r.corrective_action,
-            CorrectiveAction::Reboot,
-            "healthy answers carry the configured action"
-        );
+        let [Body::ChallengeResponse(r)] = sent.as_slice() else { panic!() };
+        assert_eq!((r.heartbeat_response, r.heartbeat_health), (846930886, Health::Healthy));
+        assert_eq!(r.corrective_action, CorrectiveAction::Reboot, "healthy answers carry the configured action");
         s.a.set_health(Health::Unhealthy, CorrectiveAction::Stop, "app \"x\" dead");
         s.feed(1100, &challenge(5));
         let sent = s.sent(1100);
-        let [Body::ChallengeResponse(r)] = sent.as_slice() else {
-            panic!()
-        };
+        let [Body::ChallengeResponse(r)] = sent.as_slice() else { panic!() };
         assert_eq!(
             (r.heartbeat_health, r.corrective_action, r.log_msg.as_str()),
             (Health::Unhealthy, CorrectiveAction::Stop, "app \"x\" dead")
@@ -688,18 +633,11 @@ mod tests {
         // the same action is not requested again within 60 s
         s.feed(2100, &challenge(6));
         let sent = s.sent(2100);
-        let [Body::ChallengeResponse(r)] = sent.as_slice() else {
-            panic!()
-        };
-        assert_eq!(
-            (r.heartbeat_health, r.corrective_action),
-            (Health::Unhealthy, CorrectiveAction::None)
-        );
+        let [Body::ChallengeResponse(r)] = sent.as_slice() else { panic!() };
+        assert_eq!((r.heartbeat_health, r.corrective_action), (Health::Unhealthy, CorrectiveAction::None));
         s.feed(61_100, &challenge(7));
         let sent = s.sent(61_100);
-        let [Body::ChallengeResponse(r)] = sent.as_slice() else {
-            panic!()
-        };
+        let [Body::ChallengeResponse(r)] = sent.as_slice() else { panic!() };
         assert_eq!(r.corrective_action, CorrectiveAction::Stop);
     }
 
@@ -713,16 +651,11 @@ mod tests {
         assert!(s.advance(5999).is_empty());
         assert_eq!(s.advance(6000), [AgentEvent::RegistrationLost]);
         let sent = s.sent(6000);
-        let [Body::Init(init)] = sent.as_slice() else {
-            panic!()
-        };
+        let [Body::Init(init)] = sent.as_slice() else { panic!() };
         assert_ne!(init.invocation_id, id);
         assert_eq!(s.a.state(), AgentState::Registering);
         // challenges while registering are not answered
-        assert!(matches!(
-            s.feed(6001, &challenge(2)).as_slice(),
-            [AgentEvent::ProtocolError(_)]
-        ));
+        assert!(matches!(s.feed(6001, &challenge(2)).as_slice(), [AgentEvent::ProtocolError(_)]));
         assert!(s.sent(6001).is_empty());
     }
 
@@ -731,25 +664,13 @@ mod tests {
         let mut s = Script::new();
         let id = s.registered();
         let ev = s.feed(10, &notify(id, "stop", "revocable", 3000));
-        let [AgentEvent::ActionRequest {
-            notify: n,
-            deadline,
-        }] = ev.as_slice()
-        else {
-            panic!("{ev:?}")
-        };
+        let [AgentEvent::ActionRequest { notify: n, deadline }] = ev.as_slice() else { panic!("{ev:?}") };
         assert_eq!((n.event_type, n.timeout_ms), (EventType::Stop, 3000));
         assert_eq!(*deadline, at(10 + 2700));
-        s.a.answer_action(VoteResult::Reject, "standby not synced")
-            .unwrap();
-        assert_eq!(
-            s.a.answer_action(VoteResult::Accept, ""),
-            Err(NoActionPending)
-        );
+        s.a.answer_action(VoteResult::Reject, "standby not synced").unwrap();
+        assert_eq!(s.a.answer_action(VoteResult::Accept, ""), Err(NoActionPending));
         let sent = s.sent(20);
-        let [Body::ActionResponse(r)] = sent.as_slice() else {
-            panic!()
-        };
+        let [Body::ActionResponse(r)] = sent.as_slice() else { panic!() };
         assert_eq!(
             (r.invocation_id, r.vote_result, r.log_msg.as_str()),
             (id, VoteResult::Reject, "standby not synced")
@@ -758,25 +679,18 @@ mod tests {
         s.feed(100, &notify(id, "live_migrate_begin", "revocable", 1000));
         s.advance(1000);
         let sent = s.sent(1000);
-        let [Body::ActionResponse(r)] = sent.as_slice() else {
-            panic!()
-        };
+        let [Body::ActionResponse(r)] = sent.as_slice() else { panic!() };
         assert_eq!(r.vote_result, VoteResult::Accept);
         // and complete (notice)
         s.feed(2000, &notify(id, "live_migrate_end", "irrevocable", 1000));
         s.advance(3000);
         let sent = s.sent(3000);
-        let [Body::ActionResponse(r)] = sent.as_slice() else {
-            panic!()
-        };
+        let [Body::ActionResponse(r)] = sent.as_slice() else { panic!() };
         assert_eq!(r.vote_result, VoteResult::Complete);
         // wrong invocation: refused
         assert!(matches!(
-            s.feed(4000, &notify(id + 1, "stop", "revocable", 1000))
-                .as_slice(),
-            [AgentEvent::ProtocolError(
-                ProtocolError::WrongInvocationId { .. }
-            )]
+            s.feed(4000, &notify(id + 1, "stop", "revocable", 1000)).as_slice(),
+            [AgentEvent::ProtocolError(ProtocolError::WrongInvocationId { .. })]
         ));
     }
 
@@ -785,17 +699,9 @@ mod tests {
         let mut s = Script::new();
         s.registered();
         s.a.shutdown("Exiting...");
-        assert_eq!(
-            s.sent(10),
-            [Body::Exit {
-                log_msg: bounded("Exiting...")
-            }]
-        );
+        assert_eq!(s.sent(10), [Body::Exit { log_msg: bounded("Exiting...") }]);
         assert_eq!(s.a.poll_timeout(), None);
-        assert_eq!(
-            s.a.handle_bytes(at(11), challenge(1).as_bytes()),
-            challenge(1).len()
-        );
+        assert_eq!(s.a.handle_bytes(at(11), challenge(1).as_bytes()), challenge(1).len());
         assert!(s.sent(11).is_empty());
     }
 
@@ -803,12 +709,7 @@ mod tests {
     fn nack_is_reported() {
         let mut s = Script::new();
         let ev = s.feed(0, "{\"version\":3,\"revision\":1,\"msg_type\":\"nack\",\"sequence\":10,\"invocation_id\":1,\"log_msg\":\"failed to parse vote_result\"}\n");
-        assert_eq!(
-            ev,
-            [AgentEvent::Nacked {
-                log_msg: bounded("failed to parse vote_result")
-            }]
-        );
+        assert_eq!(ev, [AgentEvent::Nacked { log_msg: bounded("failed to parse vote_result") }]);
         assert_eq!(s.a.stats().nacks, 1);
     }
 

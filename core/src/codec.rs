@@ -293,12 +293,8 @@ impl Raw {
                 restart_secs: self.int(Field::RestartSecs)?,
                 corrective_action: self.need(Field::CorrectiveAction, self.action)?,
             }),
-            MsgType::InitAck => Body::InitAck {
-                invocation_id: self.int(Field::InvocationId)?,
-            },
-            MsgType::Challenge => Body::Challenge {
-                heartbeat_challenge: self.int(Field::HeartbeatChallenge)?,
-            },
+            MsgType::InitAck => Body::InitAck { invocation_id: self.int(Field::InvocationId)? },
+            MsgType::Challenge => Body::Challenge { heartbeat_challenge: self.int(Field::HeartbeatChallenge)? },
             MsgType::ChallengeResponse => Body::ChallengeResponse(ChallengeResponse {
                 heartbeat_response: self.int(Field::HeartbeatResponse)?,
                 heartbeat_health: self.need(Field::HeartbeatHealth, self.health)?,
@@ -319,20 +315,12 @@ impl Raw {
                 vote_result: self.need(Field::VoteResult, self.vote_result)?,
                 log_msg: self.log_msg.clone(),
             }),
-            MsgType::Exit => Body::Exit {
-                log_msg: self.log_msg.clone(),
-            },
-            MsgType::Nack => Body::Nack {
-                invocation_id: self.int(Field::InvocationId)?,
-                log_msg: self.log_msg.clone(),
-            },
+            MsgType::Exit => Body::Exit { log_msg: self.log_msg.clone() },
+            MsgType::Nack => {
+                Body::Nack { invocation_id: self.int(Field::InvocationId)?, log_msg: self.log_msg.clone() }
+            }
         };
-        Ok(Message {
-            version,
-            revision,
-            sequence,
-            body,
-        })
+        Ok(Message { version, revision, sequence, body })
     }
 }
 
@@ -378,24 +366,15 @@ impl<'de> Visitor<'de> for &mut Raw {
                         Some(s) => self.log_msg = s,
                         None => self.note(DecodeError::StringTooLong(field)),
                     },
-                    Field::HeartbeatHealth => {
-                        self.health = self.word(field, map.next_value()?, Health::from_wire)
-                    }
+                    Field::HeartbeatHealth => self.health = self.word(field, map.next_value()?, Health::from_wire),
                     Field::CorrectiveAction => {
-                        self.action =
-                            self.word(field, map.next_value()?, CorrectiveAction::from_wire)
+                        self.action = self.word(field, map.next_value()?, CorrectiveAction::from_wire)
                     }
-                    Field::EventType => {
-                        self.event_type = self.word(field, map.next_value()?, EventType::from_wire)
-                    }
+                    Field::EventType => self.event_type = self.word(field, map.next_value()?, EventType::from_wire),
                     Field::NotificationType => {
-                        self.notification_type =
-                            self.word(field, map.next_value()?, NotificationType::from_wire)
+                        self.notification_type = self.word(field, map.next_value()?, NotificationType::from_wire)
                     }
-                    Field::VoteResult => {
-                        self.vote_result =
-                            self.word(field, map.next_value()?, VoteResult::from_wire)
-                    }
+                    Field::VoteResult => self.vote_result = self.word(field, map.next_value()?, VoteResult::from_wire),
                     _ => {
                         map.next_value::<IgnoredAny>()?;
                     }
@@ -409,12 +388,7 @@ impl<'de> Visitor<'de> for &mut Raw {
 
 impl Raw {
     /// Maps an enumerated string; notes `StringTooLong` or `InvalidValue` and yields `None` on failure.
-    fn word<T>(
-        &mut self,
-        f: Field,
-        s: Bounded<MAX_STR>,
-        parse: fn(&str) -> Option<T>,
-    ) -> Option<T> {
+    fn word<T>(&mut self, f: Field, s: Bounded<MAX_STR>, parse: fn(&str) -> Option<T>) -> Option<T> {
         let Some(s) = s.0 else {
             self.note(DecodeError::StringTooLong(f));
             return None;
@@ -492,41 +466,19 @@ mod tests {
     fn protocol_examples_decode_to_the_exact_values() {
         let m: [Message; 8] = EXAMPLES.map(|e| decode(e.as_bytes()).unwrap());
         assert_eq!(m[0].sequence, 1);
-        let Body::Init(init) = &m[0].body else {
-            panic!("{:?}", m[0])
-        };
+        let Body::Init(init) = &m[0].body else { panic!("{:?}", m[0]) };
         assert_eq!(init.invocation_id, 1804289383);
         assert_eq!(init.name.as_str(), "vm-1");
         assert_eq!(
-            (
-                init.heartbeat_interval_ms,
-                init.vote_secs,
-                init.shutdown_notice_secs,
-                init.suspend_notice_secs
-            ),
+            (init.heartbeat_interval_ms, init.vote_secs, init.shutdown_notice_secs, init.suspend_notice_secs),
             (1000, 9, 9, 9)
         );
         assert_eq!((init.resume_notice_secs, init.restart_secs), (14, 601));
         assert_eq!(init.corrective_action, CorrectiveAction::Reboot);
-        assert_eq!(
-            m[1].body,
-            Body::InitAck {
-                invocation_id: 1804289383
-            }
-        );
-        assert_eq!(
-            m[2].body,
-            Body::Challenge {
-                heartbeat_challenge: 846930886
-            }
-        );
-        let Body::ChallengeResponse(r) = &m[3].body else {
-            panic!()
-        };
-        assert_eq!(
-            (r.heartbeat_response, r.heartbeat_health),
-            (846930886, Health::Healthy)
-        );
+        assert_eq!(m[1].body, Body::InitAck { invocation_id: 1804289383 });
+        assert_eq!(m[2].body, Body::Challenge { heartbeat_challenge: 846930886 });
+        let Body::ChallengeResponse(r) = &m[3].body else { panic!() };
+        assert_eq!((r.heartbeat_response, r.heartbeat_health), (846930886, Health::Healthy));
         assert_eq!(
             m[4].body,
             Body::ActionNotify(ActionNotify {
@@ -536,25 +488,12 @@ mod tests {
                 timeout_ms: 9000
             })
         );
-        let Body::ActionResponse(a) = &m[5].body else {
-            panic!()
-        };
-        assert_eq!(
-            (a.vote_result, a.log_msg.as_str()),
-            (VoteResult::Reject, "standby not synced")
-        );
-        assert_eq!(
-            m[6].body,
-            Body::Exit {
-                log_msg: bounded("Exiting...")
-            }
-        );
+        let Body::ActionResponse(a) = &m[5].body else { panic!() };
+        assert_eq!((a.vote_result, a.log_msg.as_str()), (VoteResult::Reject, "standby not synced"));
+        assert_eq!(m[6].body, Body::Exit { log_msg: bounded("Exiting...") });
         assert_eq!(
             m[7].body,
-            Body::Nack {
-                invocation_id: 1804289383,
-                log_msg: bounded("failed to parse vote_result")
-            }
+            Body::Nack { invocation_id: 1804289383, log_msg: bounded("failed to parse vote_result") }
         );
     }
 
@@ -571,26 +510,13 @@ mod tests {
     #[test]
     fn strings_are_escaped_and_unescaped() {
         let nasty = "say \"hi\" \\ back\tslash \u{1} é";
-        let m = Message::new(
-            5,
-            Body::Exit {
-                log_msg: Text::try_from(nasty).unwrap(),
-            },
-        );
+        let m = Message::new(5, Body::Exit { log_msg: Text::try_from(nasty).unwrap() });
         let wire = enc(&m);
-        assert!(core::str::from_utf8(&wire)
-            .unwrap()
-            .contains(r#"say \"hi\" \\ back\tslash \u0001 é"#));
+        assert!(core::str::from_utf8(&wire).unwrap().contains(r#"say \"hi\" \\ back\tslash \u0001 é"#));
         assert_eq!(decode(&wire[1..wire.len() - 1]).unwrap(), m);
         // \u escapes of the reference's JSON library decode too
-        let line =
-            br#"{"version":3,"revision":1,"msg_type":"exit","sequence":1,"log_msg":"a\u0022b\/c"}"#;
-        assert_eq!(
-            decode(line).unwrap().body,
-            Body::Exit {
-                log_msg: bounded("a\"b/c")
-            }
-        );
+        let line = br#"{"version":3,"revision":1,"msg_type":"exit","sequence":1,"log_msg":"a\u0022b\/c"}"#;
+        assert_eq!(decode(line).unwrap().body, Body::Exit { log_msg: bounded("a\"b/c") });
     }
 
     #[test]
@@ -598,12 +524,7 @@ mod tests {
         let line = br#" { "sequence" : 9, "x":{"y":[1,{"z":"}"}]}, "heartbeat_challenge":7, "msg_type":"challenge", "revision":2, "extra":"\"q", "version":4 } "#;
         let m = decode(line).unwrap();
         assert_eq!((m.version, m.revision, m.sequence), (4, 2, 9));
-        assert_eq!(
-            m.body,
-            Body::Challenge {
-                heartbeat_challenge: 7
-            }
-        );
+        assert_eq!(m.body, Body::Challenge { heartbeat_challenge: 7 });
     }
 
     fn err(line: &str) -> DecodeError {
@@ -618,38 +539,20 @@ mod tests {
         assert_eq!(err("not json"), DecodeError::NotAnObject);
         assert_eq!(err("{\"a\" 1}"), DecodeError::Syntax);
         assert_eq!(err("[1,2]"), DecodeError::NotAnObject);
+        assert_eq!(err(&format!(r#"{{{H},"msg_type":"exit"}} trailing"#)), DecodeError::Syntax);
+        assert_eq!(err(&format!(r#"{{{H}}}"#)), DecodeError::MissingField(Field::MsgType));
+        assert_eq!(err(&format!(r#"{{{H},"msg_type":"init_ack"}}"#)), DecodeError::MissingField(Field::InvocationId));
         assert_eq!(
-            err(&format!(r#"{{{H},"msg_type":"exit"}} trailing"#)),
-            DecodeError::Syntax
-        );
-        assert_eq!(
-            err(&format!(r#"{{{H}}}"#)),
-            DecodeError::MissingField(Field::MsgType)
-        );
-        assert_eq!(
-            err(&format!(r#"{{{H},"msg_type":"init_ack"}}"#)),
-            DecodeError::MissingField(Field::InvocationId)
-        );
-        assert_eq!(
-            err(&format!(
-                r#"{{{H},"msg_type":"init_ack","invocation_id":"7"}}"#
-            )),
+            err(&format!(r#"{{{H},"msg_type":"init_ack","invocation_id":"7"}}"#)),
             DecodeError::WrongType(Field::InvocationId)
         );
+        assert_eq!(err(&format!(r#"{{{H},"msg_type":3}}"#)), DecodeError::WrongType(Field::MsgType));
         assert_eq!(
-            err(&format!(r#"{{{H},"msg_type":3}}"#)),
-            DecodeError::WrongType(Field::MsgType)
-        );
-        assert_eq!(
-            err(&format!(
-                r#"{{{H},"msg_type":"challenge","heartbeat_challenge":4294967296}}"#
-            )),
+            err(&format!(r#"{{{H},"msg_type":"challenge","heartbeat_challenge":4294967296}}"#)),
             DecodeError::NumberOutOfRange(Field::HeartbeatChallenge)
         );
         assert_eq!(
-            err(&format!(
-                r#"{{{H},"msg_type":"challenge","heartbeat_challenge":-1}}"#
-            )),
+            err(&format!(r#"{{{H},"msg_type":"challenge","heartbeat_challenge":-1}}"#)),
             DecodeError::NumberOutOfRange(Field::HeartbeatChallenge)
         );
         let long = "x".repeat(225);
@@ -664,29 +567,17 @@ mod tests {
             DecodeError::InvalidValue(Field::HeartbeatHealth)
         );
         assert_eq!(
-            err(&format!(
-                r#"{{{H},"msg_type":"init_ack","invocation_id":1,"invocation_id":2}}"#
-            )),
+            err(&format!(r#"{{{H},"msg_type":"init_ack","invocation_id":1,"invocation_id":2}}"#)),
             DecodeError::DuplicateField(Field::InvocationId)
         );
         assert_eq!(
             err(r#"{"version":2,"revision":0,"msg_type":"init","sequence":1}"#),
             DecodeError::UnsupportedVersion(2)
         );
-        assert_eq!(
-            err(&format!(r#"{{{H},"msg_type":"hello"}}"#)),
-            DecodeError::UnknownMsgType
-        );
-        let deep = format!(
-            r#"{{{H},"msg_type":"exit","x":{}{}}}"#,
-            "[".repeat(9),
-            "]".repeat(9)
-        );
+        assert_eq!(err(&format!(r#"{{{H},"msg_type":"hello"}}"#)), DecodeError::UnknownMsgType);
+        let deep = format!(r#"{{{H},"msg_type":"exit","x":{}{}}}"#, "[".repeat(9), "]".repeat(9));
         assert_eq!(err(&deep), DecodeError::TooDeep);
-        assert_eq!(
-            decode(b"{\"log_msg\":\"\xff\"}").unwrap_err(),
-            DecodeError::Syntax
-        );
+        assert_eq!(decode(b"{\"log_msg\":\"\xff\"}").unwrap_err(), DecodeError::Syntax);
     }
 
     #[test]
@@ -695,15 +586,10 @@ mod tests {
         let line = format!(
             r#"{{{H},"msg_type":"init","invocation_id":1,"name":"{name}","heartbeat_interval_ms":1,"vote_secs":1,"shutdown_notice_secs":1,"suspend_notice_secs":1,"resume_notice_secs":1,"restart_secs":1,"corrective_action":"log"}}"#
         );
-        let Body::Init(init) = decode(line.as_bytes()).unwrap().body else {
-            panic!()
-        };
+        let Body::Init(init) = decode(line.as_bytes()).unwrap().body else { panic!() };
         assert_eq!(init.name.len(), MAX_NAME);
         let over = line.replace(&name, &"n".repeat(MAX_NAME + 1));
-        assert_eq!(
-            decode(over.as_bytes()).unwrap_err(),
-            DecodeError::StringTooLong(Field::Name)
-        );
+        assert_eq!(decode(over.as_bytes()).unwrap_err(), DecodeError::StringTooLong(Field::Name));
     }
 
     #[test]
@@ -711,24 +597,16 @@ mod tests {
         let m = Message::new(1, Body::InitAck { invocation_id: 42 });
         let full = enc(&m);
         let mut small = [0u8; 10];
-        assert_eq!(
-            m.encode(&mut small),
-            Err(EncodeError::BufferTooSmall { needed: full.len() })
-        );
+        assert_eq!(m.encode(&mut small), Err(EncodeError::BufferTooSmall { needed: full.len() }));
         let mut exact = [0u8; 128];
         assert_eq!(m.encode(&mut exact[..full.len()]), Ok(full.len()));
         // 224 bytes of quotes double when escaped; fine. Control characters would grow six-fold, which is why
         // `bounded` replaces them.
         let quotes: LogMsg = Text::try_from("\"".repeat(MAX_LOG_MSG).as_str()).unwrap();
-        assert!(Message::new(1, Body::Exit { log_msg: quotes })
-            .encode(&mut [0u8; MAX_WIRE])
-            .is_ok());
+        assert!(Message::new(1, Body::Exit { log_msg: quotes }).encode(&mut [0u8; MAX_WIRE]).is_ok());
         let ctl: LogMsg = Text::try_from("\u{1}".repeat(MAX_LOG_MSG).as_str()).unwrap();
         let m = Message::new(1, Body::Exit { log_msg: ctl });
-        assert_eq!(
-            m.encode(&mut [0u8; MAX_WIRE]),
-            Err(EncodeError::MessageTooLong)
-        );
+        assert_eq!(m.encode(&mut [0u8; MAX_WIRE]), Err(EncodeError::MessageTooLong));
         assert_eq!(m.encode(&mut [0u8; 16]), Err(EncodeError::MessageTooLong));
     }
 
@@ -738,9 +616,6 @@ mod tests {
         assert_eq!(s.as_str(), "aé ");
         assert!(EventType::Stop.is_voted() && !EventType::ResizeEnd.is_voted());
         assert!(CorrectiveAction::Stop > CorrectiveAction::Reboot);
-        assert!(
-            CorrectiveAction::Reboot > CorrectiveAction::Log
-                && CorrectiveAction::Log > CorrectiveAction::None
-        );
+        assert!(CorrectiveAction::Reboot > CorrectiveAction::Log && CorrectiveAction::Log > CorrectiveAction::None);
     }
 }

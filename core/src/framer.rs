@@ -62,11 +62,7 @@ pub struct LineFramer {
 impl LineFramer {
     /// An empty framer.
     pub const fn new() -> Self {
-        LineFramer {
-            buf: [0; BUF],
-            len: 0,
-            discarding: false,
-        }
+        LineFramer { buf: [0; BUF], len: 0, discarding: false }
     }
 
     /// Forgets any partial line (for a new connection).
@@ -85,10 +81,7 @@ impl LineFramer {
     /// `\r\n`, never empty) or the error that replaced it.
     ///
     /// A line that arrives whole in `input` while nothing is buffered is returned without copying.
-    pub fn push<'a>(
-        &'a mut self,
-        input: &'a [u8],
-    ) -> (usize, Option<Result<&'a [u8], FrameError>>) {
+    pub fn push<'a>(&'a mut self, input: &'a [u8]) -> (usize, Option<Result<&'a [u8], FrameError>>) {
         let mut start = 0;
         if self.discarding {
             match memchr_nl(input) {
@@ -132,11 +125,7 @@ impl LineFramer {
             }
             let total = held + segment.len();
             self.buf[held..total].copy_from_slice(segment);
-            let end = if self.buf[total - 1] == b'\r' {
-                total - 1
-            } else {
-                total
-            };
+            let end = if self.buf[total - 1] == b'\r' { total - 1 } else { total };
             if end == 0 {
                 start = used;
                 continue;
@@ -157,10 +146,7 @@ impl Default for LineFramer {
 
 impl fmt::Debug for LineFramer {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("LineFramer")
-            .field("buffered", &self.len)
-            .field("discarding", &self.discarding)
-            .finish()
+        f.debug_struct("LineFramer").field("buffered", &self.len).field("discarding", &self.discarding).finish()
     }
 }
 
@@ -202,14 +188,7 @@ mod tests {
     #[test]
     fn several_lines_in_one_read_and_empty_lines_skipped() {
         let out = frame(&[b"\n{a}\n\n{b}\r\n\r\n{c}\n"]);
-        assert_eq!(
-            out,
-            [
-                Ok(b"{a}".to_vec()),
-                Ok(b"{b}".to_vec()),
-                Ok(b"{c}".to_vec())
-            ]
-        );
+        assert_eq!(out, [Ok(b"{a}".to_vec()), Ok(b"{b}".to_vec()), Ok(b"{c}".to_vec())]);
     }
 
     #[test]
@@ -226,14 +205,7 @@ mod tests {
         stream.extend_from_slice(&[b'y'; MAX_LINE + 1]);
         stream.extend_from_slice(b"\n{ok}\n");
         let out = frame(&[&stream]);
-        assert_eq!(
-            out,
-            [
-                Ok(at.to_vec()),
-                Err(FrameError::LineTooLong),
-                Ok(b"{ok}".to_vec())
-            ]
-        );
+        assert_eq!(out, [Ok(at.to_vec()), Err(FrameError::LineTooLong), Ok(b"{ok}".to_vec())]);
         // the same, split into single bytes, so the buffered path is exercised
         let singles: Vec<&[u8]> = stream.chunks(1).collect();
         assert_eq!(frame(&singles), out);

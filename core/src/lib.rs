@@ -33,8 +33,7 @@ pub use agent::{Agent, AgentConfig, AgentEvent, AgentState, AgentStats};
 pub use codec::{decode, DecodeError, Field, MAX_DEPTH};
 pub use framer::{FrameError, LineFramer, MAX_LINE};
 pub use monitor::{
-    Fault, Monitor, MonitorConfig, MonitorEvent, MonitorState, MonitorStats, NotifyError,
-    ProtocolError, Registration,
+    Fault, Monitor, MonitorConfig, MonitorEvent, MonitorState, MonitorStats, NotifyError, ProtocolError, Registration,
 };
 pub use msg::*;
 #[cfg(feature = "std")]

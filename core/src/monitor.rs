@@ -350,10 +350,7 @@ impl<R: IdSource> Monitor<R> {
     pub fn connected(&mut self, now: Instant) {
         self.end_session();
         self.state = MonitorState::AwaitingInit;
-        self.set_timer(
-            Timer::Registration,
-            Some(now + self.config.registration_timeout),
-        );
+        self.set_timer(Timer::Registration, Some(now + self.config.registration_timeout));
     }
 
     /// The transport is gone. An open vote ends with `error`.
@@ -422,19 +419,10 @@ impl<R: IdSource> Monitor<R> {
         if self.vote.is_some() {
             return Err(NotifyError::Busy);
         }
-        let timeout_ms =
-            u32::try_from(timeout.as_millis()).map_err(|_| NotifyError::TimeoutTooLong)?;
-        let invocation_id = self
-            .registration
-            .as_ref()
-            .map_or(0, |r| r.init.invocation_id);
+        let timeout_ms = u32::try_from(timeout.as_millis()).map_err(|_| NotifyError::TimeoutTooLong)?;
+        let invocation_id = self.registration.as_ref().map_or(0, |r| r.init.invocation_id);
         self.vote = Some(Vote {
-            notify: ActionNotify {
-                invocation_id,
-                event_type,
-                notification_type,
-                timeout_ms,
-            },
+            notify: ActionNotify { invocation_id, event_type, notification_type, timeout_ms },
             sent: false,
         });
         self.set_timer(Timer::Vote, Some(now + timeout));
@@ -459,25 +447,17 @@ impl<R: IdSource> Monitor<R> {
     /// `now` is when the bytes leave (round-trip times are measured from it).
     #[must_use]
     pub fn poll_transmit(&mut self, now: Instant, buf: &mut [u8; MAX_WIRE]) -> Option<usize> {
-        let invocation_id = self
-            .registration
-            .as_ref()
-            .map_or(0, |r| r.init.invocation_id);
+        let invocation_id = self.registration.as_ref().map_or(0, |r| r.init.invocation_id);
         let body = if let Some(reason) = self.tx_nack.take() {
             self.stats.nacks += 1;
-            Body::Nack {
-                invocation_id,
-                log_msg: bounded(reason),
-            }
+            Body::Nack { invocation_id, log_msg: bounded(reason) }
         } else if self.tx_init_ack {
             self.tx_init_ack = false;
             Body::InitAck { invocation_id }
         } else if self.tx_challenge {
             self.tx_challenge = false;
             self.challenged_at = now;
-            Body::Challenge {
-                heartbeat_challenge: self.nonce,
-            }
+            Body::Challenge { heartbeat_challenge: self.nonce }
         } else if let Some(vote) = self.vote.as_mut().filter(|v| !v.sent) {
             vote.sent = true;
             Body::ActionNotify(vote.notify)
@@ -511,9 +491,7 @@ impl<R: IdSource> Monitor<R> {
             self.push_vote_result(vote, VoteResult::Error, bounded("guest registered anew"));
         }
         let requested = Duration::from_millis(u64::from(init.heartbeat_interval_ms));
-        let interval = requested
-            .max(self.config.min_interval)
-            .min(self.config.max_interval);
+        let interval = requested.max(self.config.min_interval).min(self.config.max_interval);
         let registration = Registration { init, interval };
         self.registration = Some(registration.clone());
         self.state = MonitorState::Heartbeating;
@@ -532,13 +510,7 @@ impl<R: IdSource> Monitor<R> {
             return;
         }
         if self.answered || r.heartbeat_response != self.nonce || self.tx_challenge {
-            self.on_protocol_error(
-                now,
-                ProtocolError::StaleNonce {
-                    expected: self.nonce,
-                    got: r.heartbeat_response,
-                },
-            );
+            self.on_protocol_error(now, ProtocolError::StaleNonce { expected: self.nonce, got: r.heartbeat_response });
             return;
         }
         self.answered = true;
@@ -554,10 +526,7 @@ impl<R: IdSource> Monitor<R> {
                 if self.unhealthy_reported.is_none_or(|prev| action > prev) {
                     self.unhealthy_reported = Some(action);
                     self.fault = Some(Fault::Unhealthy(action));
-                    self.push(MonitorEvent::Unhealthy {
-                        corrective_action: action,
-                        log_msg: r.log_msg,
-                    });
+                    self.push(MonitorEvent::Unhealthy { corrective_action: action, log_msg: r.log_msg });
                 }
             }
             Health::Healthy => {
@@ -570,23 +539,14 @@ impl<R: IdSource> Monitor<R> {
     }
 
     fn on_action_response(&mut self, now: Instant, r: ActionResponse) {
-        let expected = self
-            .registration
-            .as_ref()
-            .map_or(0, |reg| reg.init.invocation_id);
+        let expected = self.registration.as_ref().map_or(0, |reg| reg.init.invocation_id);
         if self.state != MonitorState::Heartbeating {
             self.on_protocol_error(now, ProtocolError::Unexpected(MsgType::ActionResponse));
             return;
         }
         if r.invocation_id != expected {
             self.nack(now, "wrong invocation_id");
-            self.on_protocol_error(
-                now,
-                ProtocolError::WrongInvocationId {
-                    expected,
-                    got: r.invocation_id,
-                },
-            );
+            self.on_protocol_error(now, ProtocolError::WrongInvocationId { expected, got: r.invocation_id });
             return;
         }
         match self.vote {
@@ -605,11 +565,7 @@ impl<R: IdSource> Monitor<R> {
 
     fn on_exit(&mut self, log_msg: LogMsg) {
         if let Some(vote) = self.vote.take() {
-            self.push_vote_result(
-                vote,
-                VoteResult::Error,
-                bounded("guest agent exited before answering"),
-            );
+            self.push_vote_result(vote, VoteResult::Error, bounded("guest agent exited before answering"));
         }
         self.timers.clear();
         self.tx_challenge = false;
@@ -621,10 +577,7 @@ impl<R: IdSource> Monitor<R> {
 
     fn on_interval_end(&mut self, now: Instant) {
         let due = self.timers.get(Timer::Challenge as usize).unwrap_or(now);
-        let interval = self
-            .registration
-            .as_ref()
-            .map_or(self.config.min_interval, |r| r.interval);
+        let interval = self.registration.as_ref().map_or(self.config.min_interval, |r| r.interval);
         if !self.answered {
             self.misses = self.misses.saturating_add(1);
             self.stats.misses += 1;
@@ -635,10 +588,7 @@ impl<R: IdSource> Monitor<R> {
                 self.state = MonitorState::AwaitingInit;
                 self.tx_challenge = false;
                 self.set_timer(Timer::Challenge, None);
-                self.set_timer(
-                    Timer::Registration,
-                    Some(now + self.config.registration_timeout),
-                );
+                self.set_timer(Timer::Registration, Some(now + self.config.registration_timeout));
                 self.push(MonitorEvent::HeartbeatLost {
                     consecutive_misses: self.misses,
                     last_heartbeat: self.last_heartbeat,
@@ -647,11 +597,7 @@ impl<R: IdSource> Monitor<R> {
             }
         }
         // Keep the cadence unless we are already a whole interval late.
-        let next = if due + interval > now {
-            due + interval
-        } else {
-            now + interval
-        };
+        let next = if due + interval > now { due + interval } else { now + interval };
         self.challenge(now, next);
     }
 
@@ -671,9 +617,7 @@ impl<R: IdSource> Monitor<R> {
         self.stats.protocol_errors += 1;
         let reason = match e {
             ProtocolError::Frame(_) => Some("message too long"),
-            ProtocolError::Decode(DecodeError::UnsupportedVersion(_)) => {
-                Some("unsupported version")
-            }
+            ProtocolError::Decode(DecodeError::UnsupportedVersion(_)) => Some("unsupported version"),
             ProtocolError::Decode(DecodeError::UnknownMsgType) => Some("unknown msg_type"),
             ProtocolError::Decode(d) => Some(d.reason()),
             ProtocolError::Unexpected(
@@ -688,9 +632,7 @@ impl<R: IdSource> Monitor<R> {
     }
 
     fn nack(&mut self, now: Instant, reason: &'static str) {
-        let allowed = self
-            .last_nack
-            .is_none_or(|t| now >= t + self.config.nack_interval);
+        let allowed = self.last_nack.is_none_or(|t| now >= t + self.config.nack_interval);
         if allowed && self.tx_nack.is_none() {
             self.tx_nack = Some(reason);
             self.last_nack = Some(now);
@@ -829,18 +771,10 @@ mod tests {
 
         fn register(&mut self, t: u64, interval_ms: u32) -> u32 {
             let ev = self.feed(t, &init_line(77, interval_ms, "reboot"));
-            assert!(
-                matches!(ev.as_slice(), [MonitorEvent::Registered(_)]),
-                "{ev:?}"
-            );
+            assert!(matches!(ev.as_slice(), [MonitorEvent::Registered(_)]), "{ev:?}");
             let sent = self.sent(t);
             assert_eq!(sent[0], Body::InitAck { invocation_id: 77 });
-            let Body::Challenge {
-                heartbeat_challenge,
-            } = sent[1]
-            else {
-                panic!("{sent:?}")
-            };
+            let Body::Challenge { heartbeat_challenge } = sent[1] else { panic!("{sent:?}") };
             heartbeat_challenge
         }
     }
@@ -872,15 +806,10 @@ mod tests {
         assert!(s.feed(40, &ok(n1)).is_empty());
         assert_eq!(s.m.stats().last_rtt, Duration::from_millis(40));
         assert!(s.advance(999).is_empty());
-        assert!(
-            s.sent(999).is_empty(),
-            "no challenge before the interval ends"
-        );
+        assert!(s.sent(999).is_empty(), "no challenge before the interval ends");
         assert!(s.advance(1000).is_empty());
         let sent = s.sent(1000);
-        assert!(
-            matches!(sent.as_slice(), [Body::Challenge { heartbeat_challenge }] if *heartbeat_challenge != n1)
-        );
+        assert!(matches!(sent.as_slice(), [Body::Challenge { heartbeat_challenge }] if *heartbeat_challenge != n1));
         assert_eq!(s.m.poll_timeout(), Some(at(2000)));
     }
 
@@ -888,14 +817,10 @@ mod tests {
     fn interval_is_clamped_to_the_configured_floor_and_ceiling() {
         let mut s = Script::new(MonitorConfig::default());
         let ev = s.feed(0, &init_line(1, 0, "log"));
-        let [MonitorEvent::Registered(r)] = ev.as_slice() else {
-            panic!()
-        };
+        let [MonitorEvent::Registered(r)] = ev.as_slice() else { panic!() };
         assert_eq!(r.interval, Duration::from_millis(100));
         let ev = s.feed(0, &init_line(1, u32::MAX, "log"));
-        let [MonitorEvent::Registered(r)] = ev.as_slice() else {
-            panic!()
-        };
+        let [MonitorEvent::Registered(r)] = ev.as_slice() else { panic!() };
         assert_eq!(r.interval, Duration::from_secs(60));
     }
 
@@ -910,13 +835,7 @@ mod tests {
         assert!(s.advance(2000).is_empty(), "first miss is not a loss");
         assert_eq!(s.sent(2000).len(), 1, "a miss sends a new challenge");
         let ev = s.advance(3000);
-        assert_eq!(
-            ev,
-            [MonitorEvent::HeartbeatLost {
-                consecutive_misses: 2,
-                last_heartbeat: Some(at(10))
-            }]
-        );
+        assert_eq!(ev, [MonitorEvent::HeartbeatLost { consecutive_misses: 2, last_heartbeat: Some(at(10)) }]);
         assert_eq!(s.m.state(), MonitorState::AwaitingInit);
         assert_eq!(s.m.fault(), Some(Fault::Lost));
         assert!(s.sent(3000).is_empty(), "no challenges after loss");
@@ -929,19 +848,10 @@ mod tests {
 
     #[test]
     fn configurable_loss_threshold() {
-        let mut s = Script::new(MonitorConfig {
-            loss_threshold: 3,
-            ..MonitorConfig::default()
-        });
+        let mut s = Script::new(MonitorConfig { loss_threshold: 3, ..MonitorConfig::default() });
         s.register(0, 500);
         assert!(s.advance(1500).is_empty());
-        assert!(matches!(
-            s.advance(2000).as_slice(),
-            [MonitorEvent::HeartbeatLost {
-                consecutive_misses: 4,
-                ..
-            }]
-        ));
+        assert!(matches!(s.advance(2000).as_slice(), [MonitorEvent::HeartbeatLost { consecutive_misses: 4, .. }]));
     }
 
     #[test]
@@ -949,31 +859,20 @@ mod tests {
         let mut s = Script::new(MonitorConfig::default());
         let n = s.register(0, 1000);
         let ev = s.feed(5, &ok(n ^ 1));
-        assert_eq!(
-            ev,
-            [MonitorEvent::ProtocolError(ProtocolError::StaleNonce {
-                expected: n,
-                got: n ^ 1
-            })]
-        );
+        assert_eq!(ev, [MonitorEvent::ProtocolError(ProtocolError::StaleNonce { expected: n, got: n ^ 1 })]);
         assert!(s.sent(5).is_empty(), "a stale nonce gets no nack");
         assert!(s.feed(6, &ok(n)).is_empty());
         // a replay of the nonce just answered
         assert!(matches!(
             s.feed(7, &ok(n)).as_slice(),
-            [MonitorEvent::ProtocolError(
-                ProtocolError::StaleNonce { .. }
-            )]
+            [MonitorEvent::ProtocolError(ProtocolError::StaleNonce { .. })]
         ));
         s.advance(1000);
         s.sent(1000);
         // the old nonce does not count for the new challenge: two misses later, loss
         s.feed(1001, &ok(n));
         s.advance(2000);
-        assert!(matches!(
-            s.advance(3000).as_slice(),
-            [MonitorEvent::HeartbeatLost { .. }]
-        ));
+        assert!(matches!(s.advance(3000).as_slice(), [MonitorEvent::HeartbeatLost { .. }]));
         assert_eq!(s.m.stats().protocol_errors, 3);
     }
 
@@ -984,10 +883,7 @@ mod tests {
         let ev = s.feed(1, &response(n, "unhealthy", "log", "db \\\"down\\\""));
         assert_eq!(
             ev,
-            [MonitorEvent::Unhealthy {
-                corrective_action: CorrectiveAction::Log,
-                log_msg: bounded("db \"down\"")
-            }]
+            [MonitorEvent::Unhealthy { corrective_action: CorrectiveAction::Log, log_msg: bounded("db \"down\"") }]
         );
         assert_eq!(s.m.fault(), Some(Fault::Unhealthy(CorrectiveAction::Log)));
         let next = |s: &mut Script, t: u64| {
@@ -996,24 +892,12 @@ mod tests {
             s.nonce()
         };
         n = next(&mut s, 1000);
-        assert!(
-            s.feed(1001, &response(n, "unhealthy", "log", "still"))
-                .is_empty(),
-            "counts as heartbeat, no repeat"
-        );
+        assert!(s.feed(1001, &response(n, "unhealthy", "log", "still")).is_empty(), "counts as heartbeat, no repeat");
         n = next(&mut s, 2000);
-        assert!(s
-            .feed(2001, &response(n, "unhealthy", "none", "holdoff"))
-            .is_empty());
+        assert!(s.feed(2001, &response(n, "unhealthy", "none", "holdoff")).is_empty());
         n = next(&mut s, 3000);
         let ev = s.feed(3001, &response(n, "unhealthy", "reboot", "worse"));
-        assert!(matches!(
-            ev.as_slice(),
-            [MonitorEvent::Unhealthy {
-                corrective_action: CorrectiveAction::Reboot,
-                ..
-            }]
-        ));
+        assert!(matches!(ev.as_slice(), [MonitorEvent::Unhealthy { corrective_action: CorrectiveAction::Reboot, .. }]));
         n = next(&mut s, 4000);
         assert_eq!(s.feed(4001, &ok(n)), [MonitorEvent::Recovered]);
         n = next(&mut s, 5000);
@@ -1030,9 +914,7 @@ mod tests {
         s.sent(1000);
         // the guest rebooted: fresh init mid-session
         let ev = s.feed(1500, &init_line(99, 2000, "log"));
-        assert!(
-            matches!(ev.as_slice(), [MonitorEvent::Registered(r)] if r.init.invocation_id == 99)
-        );
+        assert!(matches!(ev.as_slice(), [MonitorEvent::Registered(r)] if r.init.invocation_id == 99));
         let sent = s.sent(1500);
         assert_eq!(sent[0], Body::InitAck { invocation_id: 99 });
         assert_eq!(s.m.poll_timeout(), Some(at(3500)));
@@ -1053,13 +935,11 @@ mod tests {
     fn exit_is_a_graceful_deregistration_not_a_fault() {
         let mut s = Script::new(MonitorConfig::default());
         s.register(0, 1000);
-        let ev = s.feed(10, "{\"version\":3,\"revision\":1,\"msg_type\":\"exit\",\"sequence\":4,\"log_msg\":\"Exiting...\"}\n");
-        assert_eq!(
-            ev,
-            [MonitorEvent::Deregistered {
-                log_msg: bounded("Exiting...")
-            }]
+        let ev = s.feed(
+            10,
+            "{\"version\":3,\"revision\":1,\"msg_type\":\"exit\",\"sequence\":4,\"log_msg\":\"Exiting...\"}\n",
         );
+        assert_eq!(ev, [MonitorEvent::Deregistered { log_msg: bounded("Exiting...") }]);
         assert_eq!(s.m.state(), MonitorState::Exited);
         assert_eq!(s.m.poll_timeout(), None);
         assert!(s.advance(1_000_000).is_empty(), "no loss after exit");
@@ -1071,67 +951,20 @@ mod tests {
         let mut s = Script::new(MonitorConfig::default());
         s.register(0, 1000);
         let ev = s.feed(1, "{broken\n");
-        assert_eq!(
-            ev,
-            [MonitorEvent::ProtocolError(ProtocolError::Decode(
-                DecodeError::Syntax
-            ))]
-        );
-        assert_eq!(
-            s.sent(1),
-            [Body::Nack {
-                invocation_id: 77,
-                log_msg: bounded("malformed JSON")
-            }]
-        );
+        assert_eq!(ev, [MonitorEvent::ProtocolError(ProtocolError::Decode(DecodeError::Syntax))]);
+        assert_eq!(s.sent(1), [Body::Nack { invocation_id: 77, log_msg: bounded("malformed JSON") }]);
         // within a second: counted, not nacked
-        s.feed(
-            2,
-            "{\"version\":2,\"revision\":0,\"msg_type\":\"init\",\"sequence\":1}\n",
-        );
+        s.feed(2, "{\"version\":2,\"revision\":0,\"msg_type\":\"init\",\"sequence\":1}\n");
         assert!(s.sent(2).is_empty());
         assert_eq!(s.m.stats().nacks_suppressed, 1);
-        let ev = s.feed(
-            1002,
-            "{\"version\":2,\"revision\":0,\"msg_type\":\"init\",\"sequence\":1}\n",
-        );
-        assert_eq!(
-            ev,
-            [MonitorEvent::ProtocolError(ProtocolError::Decode(
-                DecodeError::UnsupportedVersion(2)
-            ))]
-        );
-        assert_eq!(
-            s.sent(1002),
-            [Body::Nack {
-                invocation_id: 77,
-                log_msg: bounded("unsupported version")
-            }]
-        );
-        s.feed(
-            2002,
-            "{\"version\":3,\"revision\":1,\"msg_type\":\"bogus\",\"sequence\":1}\n",
-        );
-        assert_eq!(
-            s.sent(2002),
-            [Body::Nack {
-                invocation_id: 77,
-                log_msg: bounded("unknown msg_type")
-            }]
-        );
+        let ev = s.feed(1002, "{\"version\":2,\"revision\":0,\"msg_type\":\"init\",\"sequence\":1}\n");
+        assert_eq!(ev, [MonitorEvent::ProtocolError(ProtocolError::Decode(DecodeError::UnsupportedVersion(2)))]);
+        assert_eq!(s.sent(1002), [Body::Nack { invocation_id: 77, log_msg: bounded("unsupported version") }]);
+        s.feed(2002, "{\"version\":3,\"revision\":1,\"msg_type\":\"bogus\",\"sequence\":1}\n");
+        assert_eq!(s.sent(2002), [Body::Nack { invocation_id: 77, log_msg: bounded("unknown msg_type") }]);
         s.feed(3002, "{\"version\":3,\"revision\":1,\"msg_type\":\"action_response\",\"sequence\":3,\"invocation_id\":5,\"event_type\":\"stop\",\"notification_type\":\"revocable\",\"vote_result\":\"accept\",\"log_msg\":\"\"}\n");
-        assert_eq!(
-            s.sent(3002),
-            [Body::Nack {
-                invocation_id: 77,
-                log_msg: bounded("wrong invocation_id")
-            }]
-        );
-        assert_eq!(
-            s.m.state(),
-            MonitorState::Heartbeating,
-            "nothing ends the session"
-        );
+        assert_eq!(s.sent(3002), [Body::Nack { invocation_id: 77, log_msg: bounded("wrong invocation_id") }]);
+        assert_eq!(s.m.state(), MonitorState::Heartbeating, "nothing ends the session");
     }
 
     fn vote_answer(result: &str, msg: &str) -> std::string::String {
@@ -1142,33 +975,14 @@ mod tests {
     fn votes_use_the_timeout_that_was_sent_and_report_timeout_as_such() {
         let mut s = Script::new(MonitorConfig::default());
         let n = s.register(0, 1000);
+        assert_eq!(s.m.notify(at(100), EventType::Stop, NotificationType::Revocable, Duration::from_secs(20)), Ok(()));
         assert_eq!(
-            s.m.notify(
-                at(100),
-                EventType::Stop,
-                NotificationType::Revocable,
-                Duration::from_secs(20)
-            ),
-            Ok(())
-        );
-        assert_eq!(
-            s.m.notify(
-                at(100),
-                EventType::Stop,
-                NotificationType::Revocable,
-                Duration::from_secs(1)
-            ),
+            s.m.notify(at(100), EventType::Stop, NotificationType::Revocable, Duration::from_secs(1)),
             Err(NotifyError::Busy)
         );
         let sent = s.sent(100);
-        let [Body::ActionNotify(a)] = sent.as_slice() else {
-            panic!("{sent:?}")
-        };
-        assert_eq!(
-            (a.invocation_id, a.timeout_ms),
-            (77, 20_000),
-            "not vote_secs (9 s)"
-        );
+        let [Body::ActionNotify(a)] = sent.as_slice() else { panic!("{sent:?}") };
+        assert_eq!((a.invocation_id, a.timeout_ms), (77, 20_000), "not vote_secs (9 s)");
         // heartbeats go on while the vote is open; 9 s (vote_secs) pass without a verdict
         let mut nonce = n;
         for t in (1000..=19_000).step_by(1000) {
@@ -1178,10 +992,7 @@ mod tests {
             nonce = s.nonce();
         }
         s.feed(19_001, &ok(nonce));
-        assert!(s
-            .advance(20_099)
-            .iter()
-            .all(|e| !matches!(e, MonitorEvent::VoteResult { .. })));
+        assert!(s.advance(20_099).iter().all(|e| !matches!(e, MonitorEvent::VoteResult { .. })));
         let ev = s.advance(20_100);
         assert_eq!(
             ev,
@@ -1193,30 +1004,16 @@ mod tests {
             }]
         );
         // a late answer is unexpected, not a verdict
-        assert!(matches!(
-            s.feed(20_001, &vote_answer("accept", "")).as_slice(),
-            [MonitorEvent::ProtocolError(_)]
-        ));
+        assert!(matches!(s.feed(20_001, &vote_answer("accept", "")).as_slice(), [MonitorEvent::ProtocolError(_)]));
         // the next vote: answered
-        s.m.notify(
-            at(21_000),
-            EventType::Stop,
-            NotificationType::Revocable,
-            Duration::from_secs(3),
-        )
-        .unwrap();
+        s.m.notify(at(21_000), EventType::Stop, NotificationType::Revocable, Duration::from_secs(3)).unwrap();
         s.sent(21_000);
         let ev = s.feed(21_500, &vote_answer("reject", "standby not synced"));
         assert!(
             matches!(ev.as_slice(), [MonitorEvent::VoteResult { result: VoteResult::Reject, log_msg, .. }] if log_msg == "standby not synced")
         );
         assert_eq!(
-            s.m.notify(
-                at(0),
-                EventType::Stop,
-                NotificationType::Revocable,
-                Duration::from_millis(1 << 33)
-            ),
+            s.m.notify(at(0), EventType::Stop, NotificationType::Revocable, Duration::from_millis(1 << 33)),
             Err(NotifyError::TimeoutTooLong)
         );
     }
@@ -1225,23 +1022,11 @@ mod tests {
     fn a_reject_that_arrives_with_a_heartbeat_in_one_read_is_not_lost() {
         let mut s = Script::new(MonitorConfig::default());
         let n = s.register(0, 1000);
-        s.m.notify(
-            at(1),
-            EventType::Stop,
-            NotificationType::Revocable,
-            Duration::from_secs(3),
-        )
-        .unwrap();
+        s.m.notify(at(1), EventType::Stop, NotificationType::Revocable, Duration::from_secs(3)).unwrap();
         s.sent(1);
         let both = format!("{}{}", ok(n), vote_answer("reject", "no"));
         let ev = s.feed(2, &both);
-        assert!(matches!(
-            ev.as_slice(),
-            [MonitorEvent::VoteResult {
-                result: VoteResult::Reject,
-                ..
-            }]
-        ));
+        assert!(matches!(ev.as_slice(), [MonitorEvent::VoteResult { result: VoteResult::Reject, .. }]));
         assert_eq!(s.m.stats().heartbeats, 1);
     }
 
@@ -1254,11 +1039,7 @@ mod tests {
         assert_eq!(s.m.fault(), Some(Fault::Lost));
         s.m.disconnected();
         assert_eq!(s.m.poll_timeout(), None);
-        assert_eq!(
-            s.m.handle_bytes(at(3001), b"{partial"),
-            8,
-            "bytes while disconnected are dropped"
-        );
+        assert_eq!(s.m.handle_bytes(at(3001), b"{partial"), 8, "bytes while disconnected are dropped");
         s.m.connected(at(5000));
         let n = s.register(5000, 1000);
         assert_eq!(s.feed(5001, &ok(n)), [MonitorEvent::Recovered]);
@@ -1267,13 +1048,11 @@ mod tests {
     #[test]
     fn guest_sending_host_messages_is_refused() {
         let mut s = Script::new(MonitorConfig::default());
-        let ev = s.feed(0, "{\"version\":3,\"revision\":1,\"msg_type\":\"challenge\",\"sequence\":8,\"heartbeat_challenge\":1}\n");
-        assert_eq!(
-            ev,
-            [MonitorEvent::ProtocolError(ProtocolError::Unexpected(
-                MsgType::Challenge
-            ))]
+        let ev = s.feed(
+            0,
+            "{\"version\":3,\"revision\":1,\"msg_type\":\"challenge\",\"sequence\":8,\"heartbeat_challenge\":1}\n",
         );
+        assert_eq!(ev, [MonitorEvent::ProtocolError(ProtocolError::Unexpected(MsgType::Challenge))]);
         assert_eq!(s.sent(0).len(), 1);
     }
 

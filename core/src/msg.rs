@@ -339,12 +339,7 @@ pub struct Message {
 impl Message {
     /// A message of our version and revision.
     pub const fn new(sequence: u32, body: Body) -> Self {
-        Message {
-            version: VERSION,
-            revision: REVISION,
-            sequence,
-            body,
-        }
+        Message { version: VERSION, revision: REVISION, sequence, body }
     }
 
     /// Writes `\n{json}\n` into `buf`; returns the number of bytes written.
@@ -373,8 +368,7 @@ impl Message {
         };
         *first = b'\n';
         let limit = rest.len().min(MAX_LINE + 1);
-        let n = serde_json_core::to_slice(self, &mut rest[..limit])
-            .map_err(|_| EncodeError::MessageTooLong)?;
+        let n = serde_json_core::to_slice(self, &mut rest[..limit]).map_err(|_| EncodeError::MessageTooLong)?;
         if n > MAX_LINE {
             return Err(EncodeError::MessageTooLong);
         }
@@ -429,12 +423,10 @@ impl Serialize for Message {
                 st.serialize_field("restart_secs", &m.restart_secs)?;
                 st.serialize_field("corrective_action", &m.corrective_action)?;
             }
-            Body::InitAck { invocation_id } => {
-                st.serialize_field("invocation_id", invocation_id)?
+            Body::InitAck { invocation_id } => st.serialize_field("invocation_id", invocation_id)?,
+            Body::Challenge { heartbeat_challenge } => {
+                st.serialize_field("heartbeat_challenge", heartbeat_challenge)?
             }
-            Body::Challenge {
-                heartbeat_challenge,
-            } => st.serialize_field("heartbeat_challenge", heartbeat_challenge)?,
             Body::ChallengeResponse(m) => {
                 st.serialize_field("heartbeat_response", &m.heartbeat_response)?;
                 st.serialize_field("heartbeat_health", &m.heartbeat_health)?;
@@ -455,10 +447,7 @@ impl Serialize for Message {
                 st.serialize_field("log_msg", m.log_msg.as_str())?;
             }
             Body::Exit { log_msg } => st.serialize_field("log_msg", log_msg.as_str())?,
-            Body::Nack {
-                invocation_id,
-                log_msg,
-            } => {
+            Body::Nack { invocation_id, log_msg } => {
                 st.serialize_field("invocation_id", invocation_id)?;
                 st.serialize_field("log_msg", log_msg.as_str())?;
             }

@@ -34,9 +34,7 @@ impl Instant {
 
     /// An instant `secs` seconds after the epoch.
     pub const fn from_secs(secs: u64) -> Self {
-        Instant {
-            millis: secs.saturating_mul(1000),
-        }
+        Instant { millis: secs.saturating_mul(1000) }
     }
 
     /// Milliseconds since the epoch.
@@ -46,9 +44,7 @@ impl Instant {
 
     /// Time from `earlier` to `self`; zero if `earlier` is later.
     pub const fn saturating_duration_since(self, earlier: Instant) -> Duration {
-        Duration {
-            millis: self.millis.saturating_sub(earlier.millis),
-        }
+        Duration { millis: self.millis.saturating_sub(earlier.millis) }
     }
 }
 
@@ -63,9 +59,7 @@ impl Duration {
 
     /// `secs` seconds.
     pub const fn from_secs(secs: u64) -> Self {
-        Duration {
-            millis: secs.saturating_mul(1000),
-        }
+        Duration { millis: secs.saturating_mul(1000) }
     }
 
     /// Length in milliseconds.
@@ -75,18 +69,14 @@ impl Duration {
 
     /// `self * n`, saturating.
     pub const fn saturating_mul(self, n: u64) -> Duration {
-        Duration {
-            millis: self.millis.saturating_mul(n),
-        }
+        Duration { millis: self.millis.saturating_mul(n) }
     }
 }
 
 impl Add<Duration> for Instant {
     type Output = Instant;
     fn add(self, rhs: Duration) -> Instant {
-        Instant {
-            millis: self.millis.saturating_add(rhs.millis),
-        }
+        Instant { millis: self.millis.saturating_add(rhs.millis) }
     }
 }
 
@@ -107,17 +97,13 @@ impl Sub<Instant> for Instant {
 impl Add for Duration {
     type Output = Duration;
     fn add(self, rhs: Duration) -> Duration {
-        Duration {
-            millis: self.millis.saturating_add(rhs.millis),
-        }
+        Duration { millis: self.millis.saturating_add(rhs.millis) }
     }
 }
 
 impl From<core::time::Duration> for Duration {
     fn from(d: core::time::Duration) -> Self {
-        Duration {
-            millis: u64::try_from(d.as_millis()).unwrap_or(u64::MAX),
-        }
+        Duration { millis: u64::try_from(d.as_millis()).unwrap_or(u64::MAX) }
     }
 }
 
@@ -162,9 +148,7 @@ pub struct StdClock {
 impl StdClock {
     /// A clock whose epoch is now.
     pub fn new() -> Self {
-        StdClock {
-            origin: std::time::Instant::now(),
-        }
+        StdClock { origin: std::time::Instant::now() }
     }
 
     /// Now, as a core instant.
@@ -174,9 +158,7 @@ impl StdClock {
 
     /// An OS instant as a core instant (saturating at the epoch).
     pub fn instant(&self, t: std::time::Instant) -> Instant {
-        Instant::from_millis(
-            u64::try_from(t.saturating_duration_since(self.origin).as_millis()).unwrap_or(u64::MAX),
-        )
+        Instant::from_millis(u64::try_from(t.saturating_duration_since(self.origin).as_millis()).unwrap_or(u64::MAX))
     }
 
     /// A core instant as an OS instant.
@@ -200,14 +182,8 @@ mod tests {
     fn arithmetic_saturates() {
         let t = Instant::from_millis(5);
         assert_eq!(t - Instant::from_millis(10), Duration::ZERO);
-        assert_eq!(
-            Instant::from_millis(u64::MAX) + Duration::from_secs(1),
-            Instant::from_millis(u64::MAX)
-        );
+        assert_eq!(Instant::from_millis(u64::MAX) + Duration::from_secs(1), Instant::from_millis(u64::MAX));
         assert_eq!(Duration::from_secs(2).as_millis(), 2000);
-        assert_eq!(
-            Duration::from(core::time::Duration::from_micros(1500)).as_millis(),
-            1
-        );
+        assert_eq!(Duration::from(core::time::Duration::from_micros(1500)).as_millis(), 1);
     }
 }

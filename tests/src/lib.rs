@@ -5,8 +5,7 @@
 use std::collections::VecDeque;
 
 use vigil_core::{
-    Agent, AgentConfig, AgentEvent, Duration, Instant, Monitor, MonitorConfig, MonitorEvent,
-    XorShift32, MAX_WIRE,
+    Agent, AgentConfig, AgentEvent, Duration, Instant, Monitor, MonitorConfig, MonitorEvent, XorShift32, MAX_WIRE,
 };
 
 /// A deterministic RNG for link behaviour (splitmix64).
@@ -55,10 +54,7 @@ struct Pipe {
 
 impl Pipe {
     fn new() -> Self {
-        Pipe {
-            link: Link::default(),
-            queue: VecDeque::new(),
-        }
+        Pipe { link: Link::default(), queue: VecDeque::new() }
     }
 
     fn send(&mut self, rng: &mut Rng, now: Instant, bytes: &[u8]) {
@@ -73,11 +69,7 @@ impl Pipe {
                 }
             }
         }
-        let jitter = if self.link.jitter.as_millis() > 0 {
-            rng.below(self.link.jitter.as_millis() + 1)
-        } else {
-            0
-        };
+        let jitter = if self.link.jitter.as_millis() > 0 { rng.below(self.link.jitter.as_millis() + 1) } else { 0 };
         let mut at = now + self.link.latency + Duration::from_millis(jitter);
         if let Some((last, _)) = self.queue.back() {
             at = at.max(*last); // a stream keeps order
@@ -245,11 +237,7 @@ impl Pair {
             if next > t {
                 break;
             }
-            assert!(
-                next >= self.now,
-                "a deadline in the past: {next:?} < {:?}",
-                self.now
-            );
+            assert!(next >= self.now, "a deadline in the past: {next:?} < {:?}", self.now);
             self.now = next;
             self.settle();
         }
@@ -265,9 +253,6 @@ impl Pair {
 
     /// Host events other than protocol errors.
     pub fn faults(&self) -> Vec<&(Instant, MonitorEvent)> {
-        self.host_events
-            .iter()
-            .filter(|(_, e)| !matches!(e, MonitorEvent::Registered(_)))
-            .collect()
+        self.host_events.iter().filter(|(_, e)| !matches!(e, MonitorEvent::Registered(_))).collect()
     }
 }

@@ -9,11 +9,7 @@ fn secs(s: u64) -> Instant {
 }
 
 fn agent(interval_ms: u32) -> AgentConfig {
-    AgentConfig {
-        name: bounded("vm-1"),
-        heartbeat_interval_ms: interval_ms,
-        ..AgentConfig::default()
-    }
+    AgentConfig { name: bounded("vm-1"), heartbeat_interval_ms: interval_ms, ..AgentConfig::default() }
 }
 
 #[test]
@@ -25,18 +21,11 @@ fn an_hour_of_healthy_heartbeats_without_a_fault() {
     p.to_guest().split = true;
     p.to_host().split = true;
     p.run_until(secs(3600));
-    let registered = p
-        .host_events
-        .iter()
-        .filter(|(_, e)| matches!(e, MonitorEvent::Registered(_)))
-        .count();
+    let registered = p.host_events.iter().filter(|(_, e)| matches!(e, MonitorEvent::Registered(_))).count();
     assert_eq!(registered, 1);
     assert!(p.faults().is_empty(), "{:?}", p.faults());
     let hb = p.monitor.stats().heartbeats;
-    assert!(
-        (3595..=3601).contains(&hb),
-        "{hb} heartbeats in an hour at 1 s"
-    );
+    assert!((3595..=3601).contains(&hb), "{hb} heartbeats in an hour at 1 s");
     assert!(p.monitor.stats().max_rtt <= Duration::from_millis(56));
     assert_eq!(p.agent.state(), AgentState::Registered);
 }
@@ -48,11 +37,7 @@ fn a_hung_guest_is_declared_lost_within_two_intervals_and_recovers_when_it_retur
     p.to_host().mute = true;
     let hung_at = p.now;
     p.run_until(secs(20));
-    let lost: Vec<_> = p
-        .host_events
-        .iter()
-        .filter(|(_, e)| matches!(e, MonitorEvent::HeartbeatLost { .. }))
-        .collect();
+    let lost: Vec<_> = p.host_events.iter().filter(|(_, e)| matches!(e, MonitorEvent::HeartbeatLost { .. })).collect();
     assert_eq!(lost.len(), 1, "reported once: {lost:?}");
     let delay = lost[0].0 - hung_at;
     // interval x (threshold + 1), plus up to one interval for the challenge in flight when it hung
@@ -60,13 +45,7 @@ fn a_hung_guest_is_declared_lost_within_two_intervals_and_recovers_when_it_retur
     // the guest comes back: it re-registers on its own (no challenges for 5 s) and the host sees recovery
     p.to_host().mute = false;
     p.run_until(secs(40));
-    assert!(
-        p.host_events
-            .iter()
-            .any(|(_, e)| matches!(e, MonitorEvent::Recovered)),
-        "{:?}",
-        p.host_events
-    );
+    assert!(p.host_events.iter().any(|(_, e)| matches!(e, MonitorEvent::Recovered)), "{:?}", p.host_events);
     assert_eq!(p.monitor.state(), MonitorState::Heartbeating);
     assert_eq!(p.monitor.fault(), None);
 }
@@ -75,14 +54,9 @@ fn a_hung_guest_is_declared_lost_within_two_intervals_and_recovers_when_it_retur
 fn unhealthy_then_recovered() {
     let mut p = Pair::new(MonitorConfig::default(), agent(500), 3);
     p.run_until(secs(5));
-    p.agent.set_health(
-        Health::Unhealthy,
-        CorrectiveAction::Reboot,
-        "db replica lagging",
-    );
+    p.agent.set_health(Health::Unhealthy, CorrectiveAction::Reboot, "db replica lagging");
     p.run_until(secs(10));
-    p.agent
-        .set_health(Health::Healthy, CorrectiveAction::None, "");
+    p.agent.set_health(Health::Healthy, CorrectiveAction::None, "");
     p.run_until(secs(15));
     let kinds: Vec<_> = p.faults().into_iter().map(|(_, e)| e.clone()).collect();
     assert_eq!(
@@ -103,41 +77,21 @@ fn a_vote_rejected_by_the_guest_reaches_the_host() {
     p.on_agent_event = Some(Box::new(|agent, e| {
         if let AgentEvent::ActionRequest { notify, .. } = e {
             if notify.event_type == EventType::LiveMigrateBegin {
-                agent
-                    .answer_action(VoteResult::Reject, "standby not synced")
-                    .unwrap();
+                agent.answer_action(VoteResult::Reject, "standby not synced").unwrap();
             }
         }
     }));
     p.run_until(secs(3));
-    p.monitor
-        .notify(
-            p.now,
-            EventType::LiveMigrateBegin,
-            NotificationType::Revocable,
-            Duration::from_secs(9),
-        )
-        .unwrap();
+    p.monitor.notify(p.now, EventType::LiveMigrateBegin, NotificationType::Revocable, Duration::from_secs(9)).unwrap();
     p.run_until(secs(5));
     assert!(p.host_events.iter().any(|(_, e)| matches!(e,
         MonitorEvent::VoteResult { result: VoteResult::Reject, log_msg, .. } if log_msg == "standby not synced")));
     // a notice nobody handles: the agent answers `complete` before the host's timeout
-    p.monitor
-        .notify(
-            p.now,
-            EventType::LiveMigrateEnd,
-            NotificationType::Irrevocable,
-            Duration::from_secs(2),
-        )
-        .unwrap();
+    p.monitor.notify(p.now, EventType::LiveMigrateEnd, NotificationType::Irrevocable, Duration::from_secs(2)).unwrap();
     p.run_until(secs(10));
     assert!(p.host_events.iter().any(|(_, e)| matches!(
         e,
-        MonitorEvent::VoteResult {
-            event_type: EventType::LiveMigrateEnd,
-            result: VoteResult::Complete,
-            ..
-        }
+        MonitorEvent::VoteResult { event_type: EventType::LiveMigrateEnd, result: VoteResult::Complete, .. }
     )));
 }
 
@@ -146,14 +100,7 @@ fn a_silent_guest_vote_times_out_as_timeout_not_as_proceed() {
     let mut p = Pair::new(MonitorConfig::default(), agent(1000), 5);
     p.run_until(secs(3));
     p.to_host().mute = true;
-    p.monitor
-        .notify(
-            p.now,
-            EventType::Stop,
-            NotificationType::Revocable,
-            Duration::from_millis(1500),
-        )
-        .unwrap();
+    p.monitor.notify(p.now, EventType::Stop, NotificationType::Revocable, Duration::from_millis(1500)).unwrap();
     p.run_until(secs(10));
     let results: Vec<_> = p
         .host_events
@@ -173,12 +120,7 @@ fn graceful_exit_is_no_fault() {
     p.agent.shutdown("Exiting...");
     p.run_until(secs(600));
     let kinds: Vec<_> = p.faults().into_iter().map(|(_, e)| e.clone()).collect();
-    assert_eq!(
-        kinds,
-        [MonitorEvent::Deregistered {
-            log_msg: bounded("Exiting...")
-        }]
-    );
+    assert_eq!(kinds, [MonitorEvent::Deregistered { log_msg: bounded("Exiting...") }]);
 }
 
 #[test]
@@ -201,12 +143,7 @@ fn a_corrupting_link_never_wedges_the_pair() {
     p.run_until(secs(1200));
     let after: Vec<_> = p.host_events[before..]
         .iter()
-        .filter(|(_, e)| {
-            matches!(
-                e,
-                MonitorEvent::HeartbeatLost { .. } | MonitorEvent::ProtocolError(_)
-            )
-        })
+        .filter(|(_, e)| matches!(e, MonitorEvent::HeartbeatLost { .. } | MonitorEvent::ProtocolError(_)))
         .collect();
     assert!(after.is_empty(), "{after:?}");
     assert_eq!(p.monitor.state(), MonitorState::Heartbeating);

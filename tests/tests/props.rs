@@ -23,13 +23,8 @@ fn pick<T: Copy + std::fmt::Debug + 'static>(all: &'static [T]) -> impl Strategy
 }
 
 fn body() -> impl Strategy<Value = Body> {
-    let init = (
-        any::<u32>(),
-        text::<MAX_NAME>(),
-        any::<[u32; 6]>(),
-        pick(CorrectiveAction::ALL),
-    )
-        .prop_map(|(invocation_id, name, n, corrective_action)| {
+    let init = (any::<u32>(), text::<MAX_NAME>(), any::<[u32; 6]>(), pick(CorrectiveAction::ALL)).prop_map(
+        |(invocation_id, name, n, corrective_action)| {
             Body::Init(Init {
                 invocation_id,
                 name,
@@ -41,48 +36,26 @@ fn body() -> impl Strategy<Value = Body> {
                 restart_secs: n[5],
                 corrective_action,
             })
-        });
-    let response = (
-        any::<u32>(),
-        pick(Health::ALL),
-        pick(CorrectiveAction::ALL),
-        text::<MAX_LOG_MSG>(),
-    )
-        .prop_map(
-            |(heartbeat_response, heartbeat_health, corrective_action, log_msg)| {
-                Body::ChallengeResponse(ChallengeResponse {
-                    heartbeat_response,
-                    heartbeat_health,
-                    corrective_action,
-                    log_msg,
-                })
-            },
-        );
-    let notify = (
-        any::<u32>(),
-        pick(EventType::ALL),
-        pick(NotificationType::ALL),
-        any::<u32>(),
-    )
-        .prop_map(
-            |(invocation_id, event_type, notification_type, timeout_ms)| {
-                Body::ActionNotify(ActionNotify {
-                    invocation_id,
-                    event_type,
-                    notification_type,
-                    timeout_ms,
-                })
-            },
-        );
-    let answer = (
-        any::<u32>(),
-        pick(EventType::ALL),
-        pick(NotificationType::ALL),
-        pick(VoteResult::ALL),
-        text::<MAX_LOG_MSG>(),
-    )
-        .prop_map(
-            |(invocation_id, event_type, notification_type, vote_result, log_msg)| {
+        },
+    );
+    let response = (any::<u32>(), pick(Health::ALL), pick(CorrectiveAction::ALL), text::<MAX_LOG_MSG>()).prop_map(
+        |(heartbeat_response, heartbeat_health, corrective_action, log_msg)| {
+            Body::ChallengeResponse(ChallengeResponse {
+                heartbeat_response,
+                heartbeat_health,
+                corrective_action,
+                log_msg,
+            })
+        },
+    );
+    let notify = (any::<u32>(), pick(EventType::ALL), pick(NotificationType::ALL), any::<u32>()).prop_map(
+        |(invocation_id, event_type, notification_type, timeout_ms)| {
+            Body::ActionNotify(ActionNotify { invocation_id, event_type, notification_type, timeout_ms })
+        },
+    );
+    let answer =
+        (any::<u32>(), pick(EventType::ALL), pick(NotificationType::ALL), pick(VoteResult::ALL), text::<MAX_LOG_MSG>())
+            .prop_map(|(invocation_id, event_type, notification_type, vote_result, log_msg)| {
                 Body::ActionResponse(ActionResponse {
                     invocation_id,
                     event_type,
@@ -90,33 +63,26 @@ fn body() -> impl Strategy<Value = Body> {
                     vote_result,
                     log_msg,
                 })
-            },
-        );
+            });
     prop_oneof![
         init,
         any::<u32>().prop_map(|invocation_id| Body::InitAck { invocation_id }),
-        any::<u32>().prop_map(|heartbeat_challenge| Body::Challenge {
-            heartbeat_challenge
-        }),
+        any::<u32>().prop_map(|heartbeat_challenge| Body::Challenge { heartbeat_challenge }),
         response,
         notify,
         answer,
         text::<MAX_LOG_MSG>().prop_map(|log_msg| Body::Exit { log_msg }),
-        (any::<u32>(), text::<MAX_LOG_MSG>()).prop_map(|(invocation_id, log_msg)| Body::Nack {
-            invocation_id,
-            log_msg
-        }),
+        (any::<u32>(), text::<MAX_LOG_MSG>())
+            .prop_map(|(invocation_id, log_msg)| Body::Nack { invocation_id, log_msg }),
     ]
 }
 
 fn message() -> impl Strategy<Value = Message> {
-    (3u32.., any::<u32>(), any::<u32>(), body()).prop_map(|(version, revision, sequence, body)| {
-        Message {
-            version,
-            revision,
-            sequence,
-            body,
-        }
+    (3u32.., any::<u32>(), any::<u32>(), body()).prop_map(|(version, revision, sequence, body)| Message {
+        version,
+        revision,
+        sequence,
+        body,
     })
 }
 

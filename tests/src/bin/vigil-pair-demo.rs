@@ -11,21 +11,14 @@ fn main() {
         .iter()
         .enumerate()
         .map(|(i, name)| {
-            let agent = AgentConfig {
-                name: bounded(name),
-                ..AgentConfig::default()
-            };
+            let agent = AgentConfig { name: bounded(name), ..AgentConfig::default() };
             Pair::new(MonitorConfig::default(), agent, 100 + i as u64)
         })
         .collect();
     for p in pairs.iter_mut() {
         p.run_until(Instant::from_secs(10));
     }
-    pairs[1].agent.set_health(
-        Health::Unhealthy,
-        CorrectiveAction::Reboot,
-        "worker pool exhausted",
-    );
+    pairs[1].agent.set_health(Health::Unhealthy, CorrectiveAction::Reboot, "worker pool exhausted");
     pairs[2].to_host().mute = true;
     for p in pairs.iter_mut() {
         p.run_until(Instant::from_secs(30));
@@ -35,12 +28,6 @@ fn main() {
             println!("{:>7}ms  {name:<11} {e:?}", t.as_millis());
         }
         let s = p.monitor.stats();
-        println!(
-            "{:>9}  {name:<11} heartbeats={} misses={} fault={:?}",
-            "",
-            s.heartbeats,
-            s.misses,
-            p.monitor.fault()
-        );
+        println!("{:>9}  {name:<11} heartbeats={} misses={} fault={:?}", "", s.heartbeats, s.misses, p.monitor.fault());
     }
 }
