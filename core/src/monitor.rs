@@ -404,6 +404,12 @@ impl<R: IdSource> Monitor<R> {
 
     // ---- commands ----
 
+    /// Replaces the tunables (a reloaded configuration). The loss threshold applies at once; interval bounds at
+    /// the guest's next registration.
+    pub fn set_config(&mut self, config: MonitorConfig) {
+        self.config = config;
+    }
+
     /// Sends `action_notify` and waits `timeout` (exactly the value sent) for the answer, which arrives as
     /// [`MonitorEvent::VoteResult`] — with `timeout` if none came.
     pub fn notify(

@@ -1,0 +1,111 @@
+//! `vigild`: the Vigil host daemon. `vigild run` watches guest heartbeat sockets; `vigild status` asks a running
+//! daemon (through its status file) what it sees.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use vigil_core::Duration;
+use vigil_host::daemon::{Daemon, DaemonConfig};
+use vigil_host::events::EventsTarget;
+use vigil_host::glob::Pattern;
+use vigil_host::status::Snapshot;
+
+/// Vigil host daemon: sends heartbeat challenges to every VM over its virtio-serial socket and reports faults.
+#[derive(Parser, Debug)]
+#[command(name = "vigild", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run the daemon (stops on SIGTERM/SIGINT, reloads the config on SIGHUP).
+    Run {
+        /// Directory to watch for guest sockets (repeatable).
+        #[arg(long = "watch", value_name = "DIR", default_value = "/var/lib/libvirt/qemu")]
+        watch: Vec<PathBuf>,
+        /// Socket file-name pattern; the guest id is what `*` matches.
+        #[arg(long, value_name = "GLOB", default_value = "cgcs.heartbeat.*.sock")]
+        pattern: String,
+        /// TOML configuration (per-guest sockets, intervals, loss thresholds, action policy).
+        #[arg(long, value_name = "FILE")]
+        config: Option<PathBuf>,
+        /// Where fault/status events go, one JSON object per line (`-` = stdout).
+        #[arg(long, value_name = "PATH", default_value = "-")]
+        events: String,
+        /// Status snapshot file (read by `vigild status`).
+        #[arg(long, value_name = "FILE", default_value = "/run/vigild/status.json")]
+        status_file: PathBuf,
+        /// Safety-net rescan period in seconds (inotify does the real work).
+        #[arg(long, value_name = "SECS", default_value_t = 30)]
+        rescan_secs: u64,
+        /// Log filter (tracing env-filter syntax), e.g. `info`, `vigil_host=debug`.
+        #[arg(long, value_name = "FILTER", default_value = "info")]
+        log: String,
+    },
+    /// Show what a running daemon sees.
+    Status {
+        /// Status snapshot file of the daemon.
+        #[arg(long, value_name = "FILE", default_value = "/run/vigild/status.json")]
+        status_file: PathBuf,
+        /// Print the raw JSON snapshot.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Run { watch, pattern, config, events, status_file, rescan_secs, log } => {
+            tracing_subscriber::fmt()
+                .with_env_filter(tracing_subscriber::EnvFilter::try_new(&log).unwrap_or_else(|_| "info".into()))
+                .with_writer(std::io::stderr)
+                .init();
+            let pattern = match Pattern::new(&pattern) {
+                Ok(p) => p,
+                Err(e) => {
+                    eprintln!("vigild: {e}");
+                    return ExitCode::from(2);
+                }
+            };
+            let mut watch = watch;
+            if let Some(extra) = config.as_ref().and_then(|p| vigil_host::config::FileConfig::load(p).ok()) {
+                watch.extend(extra.watch);
+            }
+            let hostname = rustix::system::uname().nodename().to_string_lossy().into_owned();
+            let cfg = DaemonConfig {
+                watch,
+                pattern,
+                config_file: config,
+                events: if events == "-" { EventsTarget::Stdout } else { EventsTarget::File(events.into()) },
+                status_file: Some(status_file),
+                rescan: Duration::from_secs(rescan_secs.max(1)),
+                hostname,
+            };
+            match Daemon::new(cfg).and_then(Daemon::run) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("vigild: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Command::Status { status_file, json } => match Snapshot::load(&status_file) {
+            Ok(snap) if json => {
+                println!("{}", serde_json::to_string_pretty(&snap).unwrap_or_default());
+                ExitCode::SUCCESS
+            }
+            Ok(snap) => {
+                print!("{}", snap.render());
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("vigild status: {e}");
+                ExitCode::FAILURE
+            }
+        },
+    }
+}

@@ -1,0 +1,198 @@
+//! vigild's configuration: command-line flags merged with an optional TOML file.
+//!
+//! Everything has a default, so `vigild run` with no file watches `/var/lib/libvirt/qemu` for
+//! `cgcs.heartbeat.*.sock` and only logs faults. The file adds per-guest settings and corrective actions.
+//! This module parses and validates; it never touches sockets.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+use vigil_core::{CorrectiveAction, Duration, MonitorConfig};
+
+/// What to do about a fault.
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum ActionPolicy {
+    /// Report only (default).
+    #[default]
+    Log,
+    /// Also run the configured command for the action the guest asked for.
+    Command,
+}
+
+/// Settings that apply to a guest, from `[defaults]` or its own `[[guest]]` table.
+#[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct GuestSettings {
+    /// Force this challenge interval instead of the guest's request.
+    pub interval_ms: Option<u32>,
+    /// Loss when consecutive misses exceed this.
+    pub loss_threshold: Option<u32>,
+    /// `log` or `command`.
+    pub policy: Option<ActionPolicy>,
+    /// argv templates per corrective action (`reboot`, `stop`, `log`); `{guest}`, `{name}`, `{action}` and
+    /// `{kind}` are replaced. Never a shell string.
+    pub commands: Option<BTreeMap<String, Vec<String>>>,
+    /// At most one command per guest per this many seconds.
+    pub action_min_gap_secs: Option<u64>,
+}
+
+/// One `[[guest]]` entry: a socket named explicitly.
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct GuestEntry {
+    /// Guest id (the name events carry).
+    pub id: String,
+    /// The QEMU socket.
+    pub socket: PathBuf,
+    /// Its settings.
+    #[serde(flatten)]
+    pub settings: GuestSettings,
+}
+
+/// The TOML file.
+#[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    /// Directories to watch (added to `--watch`).
+    #[serde(default)]
+    pub watch: Vec<PathBuf>,
+    /// File-name pattern (overridden by `--pattern`).
+    pub pattern: Option<String>,
+    /// Settings for every guest.
+    #[serde(default)]
+    pub defaults: GuestSettings,
+    /// Explicit guests.
+    #[serde(default, rename = "guest")]
+    pub guests: Vec<GuestEntry>,
+}
+
+impl FileConfig {
+    /// Reads and validates a file.
+    pub fn load(path: &Path) -> Result<Self, String> {
+        let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+        let cfg: FileConfig = toml::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
+        cfg.validate().map_err(|e| format!("{}: {e}", path.display()))?;
+        Ok(cfg)
+    }
+
+    fn validate(&self) -> Result<(), String> {
+        let mut seen = std::collections::BTreeSet::new();
+        for g in &self.guests {
+            if g.id.is_empty() || !seen.insert(&g.id) {
+                return Err(format!("guest id {:?} empty or repeated", g.id));
+            }
+        }
+        for s in std::iter::once(&self.defaults).chain(self.guests.iter().map(|g| &g.settings)) {
+            for (action, argv) in s.commands.iter().flatten() {
+                if CorrectiveAction::from_wire(action).is_none() {
+                    return Err(format!("commands: unknown action {action:?} (reboot, stop, log, none)"));
+                }
+                if argv.is_empty() || argv[0].is_empty() {
+                    return Err(format!("commands.{action}: empty argv"));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The settings in force for one guest, defaults applied.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Policy {
+    /// For the guest's Monitor.
+    pub monitor: MonitorConfig,
+    /// `log` or `command`.
+    pub policy: ActionPolicy,
+    /// argv templates by action.
+    pub commands: BTreeMap<String, Vec<String>>,
+    /// Minimum time between two commands for this guest.
+    pub action_min_gap: Duration,
+}
+
+impl Policy {
+    /// `defaults`, then `own` on top.
+    pub fn resolve(defaults: &GuestSettings, own: Option<&GuestSettings>) -> Policy {
+        let pick = |f: fn(&GuestSettings) -> Option<u64>| own.and_then(f).or_else(|| f(defaults));
+        let mut monitor = MonitorConfig::default();
+        if let Some(ms) = pick(|s| s.interval_ms.map(u64::from)) {
+            let d = Duration::from_millis(ms.max(1));
+            monitor.min_interval = d;
+            monitor.max_interval = d;
+        }
+        if let Some(t) = pick(|s| s.loss_threshold.map(u64::from)) {
+            monitor.loss_threshold = t as u32;
+        }
+        let policy = own.and_then(|s| s.policy).or(defaults.policy).unwrap_or_default();
+        let mut commands = defaults.commands.clone().unwrap_or_default();
+        if let Some(own) = own.and_then(|s| s.commands.as_ref()) {
+            commands.extend(own.clone());
+        }
+        let gap = pick(|s| s.action_min_gap_secs).unwrap_or(300);
+        Policy { monitor, policy, commands, action_min_gap: Duration::from_secs(gap) }
+    }
+
+    /// The argv to run for `action`, with placeholders filled in; `None` when the policy is `log` or no command
+    /// is configured for it.
+    pub fn command_for(&self, action: CorrectiveAction, guest: &str, name: &str, kind: &str) -> Option<Vec<String>> {
+        if self.policy != ActionPolicy::Command {
+            return None;
+        }
+        let template = self.commands.get(action.as_str())?;
+        Some(
+            template
+                .iter()
+                .map(|a| {
+                    a.replace("{guest}", guest)
+                        .replace("{name}", name)
+                        .replace("{action}", action.as_str())
+                        .replace("{kind}", kind)
+                })
+                .collect(),
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn file_config_parses_and_resolves() {
+        let text = r#"
+            watch = ["/tmp/x"]
+            [defaults]
+            policy = "command"
+            loss_threshold = 2
+            commands = { reboot = ["virsh", "reboot", "{guest}"], stop = ["virsh", "destroy", "{guest}"] }
+            [[guest]]
+            id = "db-1"
+            socket = "/run/db-1.sock"
+            interval_ms = 500
+            policy = "log"
+        "#;
+        let cfg: FileConfig = toml::from_str(text).unwrap();
+        cfg.validate().unwrap();
+        let d = Policy::resolve(&cfg.defaults, None);
+        assert_eq!(d.monitor.loss_threshold, 2);
+        assert_eq!(
+            d.command_for(CorrectiveAction::Reboot, "vm-9", "n", "heartbeat_lost"),
+            Some(vec!["virsh".into(), "reboot".into(), "vm-9".into()])
+        );
+        assert_eq!(d.command_for(CorrectiveAction::Log, "vm-9", "n", "x"), None);
+        let g = Policy::resolve(&cfg.defaults, Some(&cfg.guests[0].settings));
+        assert_eq!(g.monitor.min_interval, Duration::from_millis(500));
+        assert_eq!(g.monitor.loss_threshold, 2);
+        assert_eq!(g.command_for(CorrectiveAction::Reboot, "db-1", "n", "x"), None, "policy log");
+    }
+
+    #[test]
+    fn bad_files_are_refused_with_a_reason() {
+        assert!(toml::from_str::<FileConfig>("bogus = 1").is_err());
+        let cfg: FileConfig = toml::from_str("[defaults]\ncommands = { explode = [\"x\"] }").unwrap();
+        assert!(cfg.validate().unwrap_err().contains("explode"));
+        let cfg: FileConfig = toml::from_str("[[guest]]\nid=\"a\"\nsocket=\"/a\"\n[[guest]]\nid=\"a\"\nsocket=\"/b\"").unwrap();
+        assert!(cfg.validate().is_err());
+    }
+}
