@@ -16,7 +16,7 @@
 //! Features: `std` (conversion from the OS clock, [`StdClock`]); `defmt` (`defmt::Format` on public types).
 #![no_std]
 #![forbid(unsafe_code)]
-#![warn(missing_docs)]
+#![warn(missing_docs, clippy::std_instead_of_core, clippy::alloc_instead_of_core)]
 
 #[cfg(feature = "std")]
 extern crate std;

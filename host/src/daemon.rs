@@ -374,8 +374,7 @@ impl Daemon {
         let mut buf = std::mem::take(&mut self.readbuf);
         let mut budget = READ_BUDGET;
         self.guests[key].more_to_read = false;
-        loop {
-            let Some(g) = self.guests.get_mut(key) else { break };
+        while let Some(g) = self.guests.get_mut(key) {
             let Some(conn) = g.conn.as_mut() else { break };
             if budget == 0 {
                 g.more_to_read = true;
@@ -503,7 +502,7 @@ impl Daemon {
                     // fire everything due, draining events between calls
                     for _ in 0..8 {
                         let Some(g) = self.guests.get_mut(key) else { break };
-                        if !g.monitor.poll_timeout().is_some_and(|t| t <= now) {
+                        if g.monitor.poll_timeout().is_none_or(|t| t > now) {
                             break;
                         }
                         g.monitor.handle_timeout(now);

@@ -57,7 +57,7 @@ fn our_agent_writes_the_reference_guests_bytes() {
     assert_eq!(String::from_utf8_lossy(&buf[..n]), String::from_utf8_lossy(guest[0]));
     // the host's own init_ack bytes, as the reference host wrote them (spaces after separators)
     let host: Vec<&Vec<u8>> = t.iter().filter(|(f, _)| f == "host").map(|(_, b)| b).collect();
-    let mut feed = |agent: &mut Agent<_>, bytes: &[u8]| {
+    let feed = |agent: &mut Agent<_>, bytes: &[u8]| {
         let mut input = bytes;
         while !input.is_empty() {
             let used = agent.handle_bytes(Instant::from_millis(10), input);
