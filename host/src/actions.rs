@@ -120,7 +120,8 @@ fn run(job: ActionJob) -> ActionOutcome {
         outcome.error = Some("empty argv".into());
         return outcome;
     };
-    let child = Command::new(program).args(args).stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null()).spawn();
+    let child =
+        Command::new(program).args(args).stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null()).spawn();
     let mut child = match child {
         Ok(c) => c,
         Err(e) => {

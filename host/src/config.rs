@@ -192,7 +192,8 @@ mod tests {
         assert!(toml::from_str::<FileConfig>("bogus = 1").is_err());
         let cfg: FileConfig = toml::from_str("[defaults]\ncommands = { explode = [\"x\"] }").unwrap();
         assert!(cfg.validate().unwrap_err().contains("explode"));
-        let cfg: FileConfig = toml::from_str("[[guest]]\nid=\"a\"\nsocket=\"/a\"\n[[guest]]\nid=\"a\"\nsocket=\"/b\"").unwrap();
+        let cfg: FileConfig =
+            toml::from_str("[[guest]]\nid=\"a\"\nsocket=\"/a\"\n[[guest]]\nid=\"a\"\nsocket=\"/b\"").unwrap();
         assert!(cfg.validate().is_err());
     }
 }

@@ -24,9 +24,7 @@ use serde_json::json;
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use slab::Slab;
 use tracing::{debug, info, warn};
-use vigil_core::{
-    Duration, Fault, Instant, Monitor, MonitorEvent, MonitorState, StdClock, XorShift32, MAX_WIRE,
-};
+use vigil_core::{Duration, Fault, Instant, Monitor, MonitorEvent, MonitorState, StdClock, XorShift32, MAX_WIRE};
 
 use crate::actions::{outcome_channel, ActionJob, ActionOutcome, ActionRunner};
 use crate::config::{FileConfig, GuestSettings, Policy};
@@ -149,7 +147,8 @@ impl Daemon {
         let status = cfg.status_file.clone().map(StatusWriter::start).transpose()?;
         let clock = StdClock::new();
         let now = clock.now();
-        let seed = std::process::id() ^ (std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.subsec_nanos()));
+        let seed = std::process::id()
+            ^ (std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.subsec_nanos()));
         let defaults = Arc::new(Policy::resolve(&file.defaults, None));
         Ok(Daemon {
             cfg,
@@ -210,7 +209,9 @@ impl Daemon {
                     SIGNALS => self.on_signals(),
                     INOTIFY => self.on_inotify(now),
                     WAKER => self.on_outcomes(),
-                    Token(key) => self.on_ready(key, event.is_readable() || event.is_read_closed(), event.is_writable(), now),
+                    Token(key) => {
+                        self.on_ready(key, event.is_readable() || event.is_read_closed(), event.is_writable(), now)
+                    }
                 }
             }
             // guests that used their read budget: one more round each, after everyone else
@@ -296,7 +297,9 @@ impl Daemon {
         let g = &mut self.guests[key];
         match UnixStream::connect(&g.path) {
             Ok(mut stream) => {
-                if let Err(e) = self.poll.registry().register(&mut stream, Token(key), Interest::READABLE | Interest::WRITABLE) {
+                if let Err(e) =
+                    self.poll.registry().register(&mut stream, Token(key), Interest::READABLE | Interest::WRITABLE)
+                {
                     warn!(guest = %g.id, error = %e, "register failed");
                     self.schedule_reconnect(key, now);
                     return;
@@ -545,7 +548,8 @@ impl Daemon {
                 );
             }
             MonitorEvent::HeartbeatLost { consecutive_misses, last_heartbeat } => {
-                let action = g.monitor.registration().map_or(vigil_core::CorrectiveAction::None, |r| r.init.corrective_action);
+                let action =
+                    g.monitor.registration().map_or(vigil_core::CorrectiveAction::None, |r| r.init.corrective_action);
                 let last = last_heartbeat.map(|t| crate::events::rfc3339(self.wall(t)));
                 warn!(guest = %id, consecutive_misses, "heartbeat lost");
                 self.sink.emit(
@@ -852,7 +856,8 @@ impl Daemon {
         }
         if now >= self.next_watchdog {
             self.notifier.notify("WATCHDOG=1");
-            self.next_watchdog = now + self.notifier.watchdog_interval().map_or(Duration::from_secs(3600), Duration::from);
+            self.next_watchdog =
+                now + self.notifier.watchdog_interval().map_or(Duration::from_secs(3600), Duration::from);
         }
         if now >= self.next_status {
             self.write_status();
@@ -909,7 +914,10 @@ impl Daemon {
                 w.submit(snap);
             }
         }
-        let (n, ok) = (self.guests.len(), self.guests.iter().filter(|(_, g)| g.monitor.state() == MonitorState::Heartbeating).count());
+        let (n, ok) = (
+            self.guests.len(),
+            self.guests.iter().filter(|(_, g)| g.monitor.state() == MonitorState::Heartbeating).count(),
+        );
         self.notifier.notify(&format!("STATUS={ok}/{n} guests heartbeating"));
     }
 

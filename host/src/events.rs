@@ -46,7 +46,8 @@ impl EventSink {
             EventsTarget::File(p) => Box::new(std::fs::OpenOptions::new().create(true).append(true).open(p)?),
             EventsTarget::Discard => Box::new(std::io::sink()),
         };
-        let writer = std::thread::Builder::new().name("vigild-events".into()).spawn(move || write_loop(rx, &mut out))?;
+        let writer =
+            std::thread::Builder::new().name("vigild-events".into()).spawn(move || write_loop(rx, &mut out))?;
         Ok(EventSink { host, seq: 0, tx: Some(tx), writer: Some(writer), dropped: Arc::new(AtomicU64::new(0)) })
     }
 

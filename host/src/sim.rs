@@ -128,7 +128,8 @@ pub fn run(cfg: &SimConfig, stop: &Arc<AtomicBool>) -> io::Result<()> {
         let behaviour = behaviours.get(i).copied().unwrap_or(Behaviour::Healthy);
         let id = format!("{}-{}-{:05}", cfg.prefix, behaviour.name(), i);
         let path = socket_path(&cfg.dir, &id);
-        let agent_cfg = AgentConfig { name: bounded(&id), heartbeat_interval_ms: cfg.interval_ms, ..AgentConfig::default() };
+        let agent_cfg =
+            AgentConfig { name: bounded(&id), heartbeat_interval_ms: cfg.interval_ms, ..AgentConfig::default() };
         let agent = Agent::new(agent_cfg, XorShift32::new(rng.next_id()), start);
         guests.push(SimGuest {
             path,
@@ -162,7 +163,8 @@ pub fn run(cfg: &SimConfig, stop: &Arc<AtomicBool>) -> io::Result<()> {
         if end.is_some_and(|e| now >= e) {
             break;
         }
-        let mut timeout = wheel.next_wakeup().map_or(Duration::from_millis(200), |w| w - now).min(Duration::from_millis(200));
+        let mut timeout =
+            wheel.next_wakeup().map_or(Duration::from_millis(200), |w| w - now).min(Duration::from_millis(200));
         if !failures_started {
             timeout = timeout.min(fail_at - now);
         }
@@ -384,10 +386,10 @@ fn flood(g: &mut SimGuest, rng: &mut XorShift32) {
             }
         }
     }
+    // as much as the socket takes right now; a partial write just moves on (it is garbage anyway)
     for _ in 0..16 {
-        match c.write(&chunk) {
-            Ok(_) => {}
-            Err(_) => break,
+        if !matches!(c.write(&chunk), Ok(n) if n > 0) {
+            break;
         }
     }
 }

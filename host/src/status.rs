@@ -59,7 +59,8 @@ pub struct Snapshot {
 impl Snapshot {
     /// Reads a status file.
     pub fn load(path: &std::path::Path) -> Result<Self, String> {
-        let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e} (is vigild running?)", path.display()))?;
+        let text =
+            std::fs::read_to_string(path).map_err(|e| format!("{}: {e} (is vigild running?)", path.display()))?;
         serde_json::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))
     }
 
@@ -85,7 +86,11 @@ impl Snapshot {
             self.guests.iter().filter(|g| g.fault.is_some() || g.state != "heartbeating").collect();
         shown.sort_by(|a, b| a.id.cmp(&b.id));
         if !shown.is_empty() {
-            let _ = writeln!(out, "{:<40} {:<14} {:<18} {:>10} {:>7} {:>8}", "GUEST", "STATE", "FAULT", "HEARTBEATS", "MISSES", "PROTO_ERR");
+            let _ = writeln!(
+                out,
+                "{:<40} {:<14} {:<18} {:>10} {:>7} {:>8}",
+                "GUEST", "STATE", "FAULT", "HEARTBEATS", "MISSES", "PROTO_ERR"
+            );
         }
         for g in shown {
             let _ = writeln!(

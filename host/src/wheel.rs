@@ -86,11 +86,8 @@ impl TimerWheel {
         }
         let start = (self.swept as usize) & (SLOTS - 1);
         // The current slot is swept repeatedly: use its exact earliest live deadline.
-        let mut best = self.slots[start]
-            .iter()
-            .filter(|(k, d)| self.current.get(*k as usize) == Some(d))
-            .map(|&(_, d)| d)
-            .min();
+        let mut best =
+            self.slots[start].iter().filter(|(k, d)| self.current.get(*k as usize) == Some(d)).map(|&(_, d)| d).min();
         // Then the first non-empty slot after it (wrapping), at the start of its tick.
         for i in 0..=WORDS {
             let word_idx = (start / 64 + i) % WORDS;

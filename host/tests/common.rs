@@ -1,0 +1,218 @@
+//! Harness for vigild end-to-end tests: temp directories, real vigild and vigil-sim processes, scripted guests.
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
+
+use std::io::{Read, Write};
+use std::os::unix::net::UnixListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::mpsc::{channel, Receiver, Sender};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use vigil_core::{bounded, Agent, AgentConfig, CorrectiveAction, Health, Instant as CoreInstant, XorShift32, MAX_WIRE};
+
+pub struct TempDir(pub PathBuf);
+
+impl TempDir {
+    pub fn new(tag: &str) -> Self {
+        static N: AtomicUsize = AtomicUsize::new(0);
+        let p =
+            std::env::temp_dir().join(format!("vt-{tag}-{}-{}", std::process::id(), N.fetch_add(1, Ordering::Relaxed)));
+        let _ = std::fs::remove_dir_all(&p);
+        std::fs::create_dir_all(&p).unwrap();
+        TempDir(p)
+    }
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A child process killed on drop.
+pub struct Proc(pub Child);
+
+impl Proc {
+    pub fn pid(&self) -> u32 {
+        self.0.id()
+    }
+    /// SIGTERM, then wait; returns whether it exited successfully.
+    pub fn terminate(&mut self) -> bool {
+        let pid = rustix::process::Pid::from_raw(self.0.id() as i32).unwrap();
+        let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Ok(Some(st)) = self.0.try_wait() {
+                return st.success();
+            }
+            if Instant::now() > deadline {
+                let _ = self.0.kill();
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+    /// Resident memory in KiB.
+    pub fn rss_kib(&self) -> u64 {
+        let s = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap_or_default();
+        s.lines()
+            .find(|l| l.starts_with("VmRSS:"))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    }
+    pub fn open_fds(&self) -> usize {
+        std::fs::read_dir(format!("/proc/{}/fd", self.pid())).map(|d| d.count()).unwrap_or(0)
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+pub struct Vigild {
+    pub proc: Proc,
+    pub events: PathBuf,
+    pub status: PathBuf,
+}
+
+impl Vigild {
+    pub fn start(dir: &Path, work: &Path, extra: &[&str]) -> Self {
+        let events = work.join("events.jsonl");
+        let status = work.join("status.json");
+        let child = Command::new(env!("CARGO_BIN_EXE_vigild"))
+            .args(["run", "--watch"])
+            .arg(dir)
+            .arg("--events")
+            .arg(&events)
+            .arg("--status-file")
+            .arg(&status)
+            .args(["--log", "warn"])
+            .args(extra)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("vigild binary");
+        Vigild { proc: Proc(child), events, status }
+    }
+
+    pub fn events(&self) -> Vec<Value> {
+        let text = std::fs::read_to_string(&self.events).unwrap_or_default();
+        text.lines().filter_map(|l| serde_json::from_str(l).ok()).collect()
+    }
+
+    pub fn events_of(&self, kind: &str) -> Vec<Value> {
+        self.events().into_iter().filter(|e| e["kind"] == kind).collect()
+    }
+
+    pub fn status(&self) -> Value {
+        std::fs::read_to_string(&self.status).ok().and_then(|t| serde_json::from_str(&t).ok()).unwrap_or(Value::Null)
+    }
+
+    /// Waits until `f(events)` holds; panics with the events seen after `secs`.
+    pub fn wait_until(&self, secs: u64, what: &str, f: impl Fn(&[Value]) -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(secs);
+        loop {
+            let ev = self.events();
+            if f(&ev) {
+                return;
+            }
+            if Instant::now() > deadline {
+                let kinds: Vec<String> = ev.iter().map(|e| format!("{}:{}", e["guest"], e["kind"])).collect();
+                panic!("timed out waiting for {what}; events: {kinds:?}");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+pub fn sim(dir: &Path, args: &[&str]) -> Proc {
+    let child = Command::new(env!("CARGO_BIN_EXE_vigil-sim"))
+        .arg("--dir")
+        .arg(dir)
+        .args(args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("vigil-sim binary");
+    Proc(child)
+}
+
+pub fn count(ev: &[Value], kind: &str) -> usize {
+    ev.iter().filter(|e| e["kind"] == kind).count()
+}
+
+pub fn by_guest<'a>(ev: &'a [Value], guest: &str, kind: &str) -> Vec<&'a Value> {
+    ev.iter().filter(|e| e["kind"] == kind && e["guest"] == guest).collect()
+}
+
+/// Commands for a scripted guest.
+pub enum Cmd {
+    Health(Health, CorrectiveAction, &'static str),
+    Exit,
+}
+
+/// One guest driven by a test: a UNIX socket named like QEMU's, an Agent behind it, blocking I/O in a thread.
+pub struct ScriptedGuest {
+    pub tx: Sender<Cmd>,
+    pub path: PathBuf,
+}
+
+impl ScriptedGuest {
+    pub fn start(dir: &Path, id: &str, interval_ms: u32) -> Self {
+        let path = dir.join(format!("cgcs.heartbeat.{id}.sock"));
+        let listener = UnixListener::bind(&path).unwrap();
+        let (tx, rx) = channel();
+        let name = id.to_string();
+        std::thread::spawn(move || guest_thread(listener, &name, interval_ms, rx));
+        ScriptedGuest { tx, path }
+    }
+}
+
+fn guest_thread(listener: UnixListener, name: &str, interval_ms: u32, rx: Receiver<Cmd>) {
+    let Ok((mut s, _)) = listener.accept() else { return };
+    s.set_read_timeout(Some(Duration::from_millis(10))).unwrap();
+    let start = Instant::now();
+    let now = || CoreInstant::from_millis(start.elapsed().as_millis() as u64);
+    let cfg = AgentConfig { name: bounded(name), heartbeat_interval_ms: interval_ms, ..AgentConfig::default() };
+    let mut agent = Agent::new(cfg, XorShift32::new(7), now());
+    let mut buf = [0u8; 4096];
+    let mut wire = [0u8; MAX_WIRE];
+    loop {
+        match rx.try_recv() {
+            Ok(Cmd::Health(h, a, m)) => agent.set_health(h, a, m),
+            Ok(Cmd::Exit) => agent.shutdown("Exiting..."),
+            Err(std::sync::mpsc::TryRecvError::Disconnected) => return,
+            Err(_) => {}
+        }
+        while let Some(n) = agent.poll_transmit(now(), &mut wire) {
+            if s.write_all(&wire[..n]).is_err() {
+                return;
+            }
+        }
+        match s.read(&mut buf) {
+            Ok(0) => return,
+            Ok(n) => {
+                let mut input = &buf[..n];
+                while !input.is_empty() {
+                    let used = agent.handle_bytes(now(), input);
+                    input = &input[used..];
+                    while agent.poll_event().is_some() {}
+                }
+            }
+            Err(_) => {}
+        }
+        if agent.poll_timeout().is_some_and(|t| t <= now()) {
+            agent.handle_timeout(now());
+            while agent.poll_event().is_some() {}
+        }
+    }
+}
