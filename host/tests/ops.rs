@@ -94,12 +94,16 @@ fn status_command_summarises_a_running_daemon() {
     let d = Vigild::start(&dir, work.path(), &[]);
     d.wait_until(10, "loss", |ev| count(ev, "heartbeat_lost") == 1);
     std::thread::sleep(Duration::from_millis(2200));
-    let out = Command::new(env!("CARGO_BIN_EXE_vigild")).args(["status", "--status-file"]).arg(&d.status).output().unwrap();
+    let out =
+        Command::new(env!("CARGO_BIN_EXE_vigild")).args(["status", "--status-file"]).arg(&d.status).output().unwrap();
     assert!(out.status.success());
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("4 guests: 3 heartbeating, 1 awaiting init"), "{text}");
     assert!(text.contains("sim-hang-00000") && text.contains("heartbeat_lost"), "{text}");
-    let missing = Command::new(env!("CARGO_BIN_EXE_vigild")).args(["status", "--status-file", "/nonexistent/s.json"]).output().unwrap();
+    let missing = Command::new(env!("CARGO_BIN_EXE_vigild"))
+        .args(["status", "--status-file", "/nonexistent/s.json"])
+        .output()
+        .unwrap();
     assert!(!missing.status.success());
     assert!(String::from_utf8_lossy(&missing.stderr).contains("is vigild running?"));
 }
