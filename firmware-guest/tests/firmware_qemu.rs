@@ -77,7 +77,7 @@ fn firmware_registers_answers_heartbeats_and_a_stopped_emulator_is_declared_lost
     let mut m = Monitor::new(MonitorConfig::default(), XorShift32::new(11));
     m.connected(clock.now());
     let mut events: Vec<(std::time::Instant, MonitorEvent)> = Vec::new();
-    let mut step =
+    let step =
         |m: &mut Monitor<XorShift32>, conn: &mut UnixStream, events: &mut Vec<(std::time::Instant, MonitorEvent)>| {
             let now = clock.now();
             let mut buf = [0u8; 2048];
