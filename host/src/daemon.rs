@@ -39,11 +39,13 @@ const INOTIFY: Token = Token(usize::MAX - 2);
 const WAKER: Token = Token(usize::MAX - 3);
 
 /// Bytes read from one guest per wake-up before the others get their turn.
-pub const READ_BUDGET: usize = 64 * 1024;
+pub const READ_BUDGET: usize = 32 * 1024;
 /// Bytes that may wait for a guest that does not read; beyond it messages are dropped and counted.
 pub const MAX_OUTBUF: usize = 4096;
-const BACKOFF_MIN: Duration = Duration::from_secs(1);
-const BACKOFF_MAX: Duration = Duration::from_secs(60);
+/// Default first reconnect delay.
+pub const BACKOFF_MIN: Duration = Duration::from_secs(1);
+/// Default largest reconnect delay.
+pub const BACKOFF_MAX: Duration = Duration::from_secs(60);
 
 /// How vigild runs.
 #[derive(Clone, Debug)]
@@ -62,6 +64,10 @@ pub struct DaemonConfig {
     pub rescan: Duration,
     /// Host name in events.
     pub hostname: String,
+    /// First reconnect delay (doubles per failure).
+    pub backoff_min: Duration,
+    /// Largest reconnect delay.
+    pub backoff_max: Duration,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -92,6 +98,8 @@ struct Guest {
     tx_dropped: u64,
     last_action: Option<Instant>,
     errors: RateLimit,
+    /// Registrations are rare; a guest re-registering in a loop is rate-limited like protocol errors.
+    registrations: RateLimit,
     /// Read budget used up with data left: revisit after the others.
     more_to_read: bool,
 }
@@ -214,15 +222,17 @@ impl Daemon {
                     }
                 }
             }
-            // guests that used their read budget: one more round each, after everyone else
-            let retry = std::mem::take(&mut self.retry_read);
-            for key in retry.iter().copied() {
+            // guests that used their read budget: one more round each, after everyone else (a guest that uses it
+            // again goes back on the list for the next round, so a flooder gets one budget per round, no more)
+            let mut retry = std::mem::take(&mut self.retry_read);
+            for key in retry.drain(..) {
                 if self.guests.get(key).is_some_and(|g| g.more_to_read) {
                     self.read_guest(key, now);
                 }
             }
-            self.retry_read = retry;
-            self.retry_read.clear();
+            if self.retry_read.is_empty() {
+                self.retry_read = retry; // keep the capacity
+            }
             self.run_timers(now);
             self.periodic(now);
         }
@@ -231,7 +241,7 @@ impl Daemon {
     }
 
     fn poll_timeout(&self, now: Instant) -> std::time::Duration {
-        if self.guests.iter().any(|(_, g)| g.more_to_read) {
+        if !self.retry_read.is_empty() {
             return std::time::Duration::ZERO;
         }
         let mut next = self.next_rescan.min(self.next_status).min(self.next_watchdog);
@@ -267,12 +277,13 @@ impl Daemon {
             conn: None,
             link: Link::Backoff,
             reconnect_at: now,
-            backoff: BACKOFF_MIN,
+            backoff: self.cfg.backoff_min,
             connected_at: now,
             out: Vec::new(),
             tx_dropped: 0,
             last_action: None,
             errors: RateLimit::new(),
+            registrations: RateLimit::new(),
             more_to_read: false,
         });
         self.by_path.insert(path, key);
@@ -331,7 +342,7 @@ impl Daemon {
         let base = g.backoff.as_millis();
         let spread = base / 5;
         let delay = Duration::from_millis(base - spread + u64::from(jitter_seed) % (2 * spread + 1));
-        g.backoff = (g.backoff + g.backoff).min(BACKOFF_MAX);
+        g.backoff = (g.backoff + g.backoff).min(self.cfg.backoff_max);
         g.link = Link::Backoff;
         g.reconnect_at = now + delay;
         self.wheel.set(key, Some(g.reconnect_at));
@@ -355,8 +366,8 @@ impl Daemon {
     fn disconnect_and_retry(&mut self, key: usize, reason: &str, now: Instant) {
         let lasted = now - self.guests[key].connected_at;
         self.close(key, reason);
-        if lasted >= BACKOFF_MAX || self.guests[key].monitor.stats().heartbeats > 0 {
-            self.guests[key].backoff = BACKOFF_MIN;
+        if lasted >= self.cfg.backoff_max || self.guests[key].monitor.stats().heartbeats > 0 {
+            self.guests[key].backoff = self.cfg.backoff_min;
         }
         self.schedule_reconnect(key, now);
     }
@@ -528,8 +539,12 @@ impl Daemon {
         let id = Arc::clone(&g.id);
         match e {
             MonitorEvent::Registered(r) => {
+                g.backoff = self.cfg.backoff_min;
+                if !g.registrations.allow(now.as_millis()) {
+                    return;
+                }
+                let suppressed = std::mem::take(&mut g.registrations.suppressed);
                 info!(guest = %id, name = %r.init.name, interval_ms = r.interval.as_millis(), "registered");
-                g.backoff = BACKOFF_MIN;
                 self.sink.emit(
                     &id,
                     "registered",
@@ -544,6 +559,7 @@ impl Daemon {
                         "suspend_notice_secs": r.init.suspend_notice_secs,
                         "resume_notice_secs": r.init.resume_notice_secs,
                         "restart_secs": r.init.restart_secs,
+                        "suppressed": suppressed,
                     }),
                 );
             }
@@ -604,7 +620,7 @@ impl Daemon {
             MonitorEvent::RegistrationTimeout => {
                 // Connected but silent for 120 s: the reference reconnects; so do we, right away.
                 self.close(key, "no registration within the registration timeout");
-                self.guests[key].backoff = BACKOFF_MIN;
+                self.guests[key].backoff = self.cfg.backoff_min;
                 self.guests[key].reconnect_at = now;
                 self.guests[key].link = Link::Backoff;
                 self.wheel.set(key, Some(now));

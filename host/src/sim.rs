@@ -169,7 +169,8 @@ pub fn run(cfg: &SimConfig, stop: &Arc<AtomicBool>) -> io::Result<()> {
             timeout = timeout.min(fail_at - now);
         }
         if !flooders.is_empty() {
-            timeout = Duration::ZERO;
+            // write again within a millisecond: saturates the socket without spinning a core
+            timeout = timeout.min(Duration::from_millis(1));
         }
         match poll.poll(&mut events, Some(timeout.into())) {
             Ok(()) => {}

@@ -41,6 +41,12 @@ enum Command {
         /// Safety-net rescan period in seconds (inotify does the real work).
         #[arg(long, value_name = "SECS", default_value_t = 30)]
         rescan_secs: u64,
+        /// First reconnect delay in milliseconds (doubles per failure, with +-20 % jitter).
+        #[arg(long, value_name = "MS", default_value_t = 1000)]
+        backoff_min_ms: u64,
+        /// Largest reconnect delay in milliseconds.
+        #[arg(long, value_name = "MS", default_value_t = 60_000)]
+        backoff_max_ms: u64,
         /// Log filter (tracing env-filter syntax), e.g. `info`, `vigil_host=debug`.
         #[arg(long, value_name = "FILTER", default_value = "info")]
         log: String,
@@ -59,7 +65,17 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Command::Run { watch, pattern, config, events, status_file, rescan_secs, log } => {
+        Command::Run {
+            watch,
+            pattern,
+            config,
+            events,
+            status_file,
+            rescan_secs,
+            backoff_min_ms,
+            backoff_max_ms,
+            log,
+        } => {
             tracing_subscriber::fmt()
                 .with_env_filter(tracing_subscriber::EnvFilter::try_new(&log).unwrap_or_else(|_| "info".into()))
                 .with_writer(std::io::stderr)
@@ -85,6 +101,8 @@ fn main() -> ExitCode {
                 status_file: Some(status_file),
                 rescan: Duration::from_secs(rescan_secs.max(1)),
                 hostname,
+                backoff_min: Duration::from_millis(backoff_min_ms.max(1)),
+                backoff_max: Duration::from_millis(backoff_max_ms.max(backoff_min_ms).max(1)),
             };
             match Daemon::new(cfg).and_then(Daemon::run) {
                 Ok(()) => ExitCode::SUCCESS,

@@ -1,0 +1,289 @@
+//! Hostile guests against a running vigild, alongside well-behaved ones whose verdicts and round trips are
+//! measured. Every attack runs at once: floods, an endless line, lines at and over the limit, invalid UTF-8,
+//! deep nesting, oversized numbers, duplicate keys, slowloris, a guest that never reads, and replayed nonces; then,
+//! separately, 10,000 connect/close cycles on one socket. The daemon must stay up, bounded, fair, and count each
+//! attack.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use std::io::{Read, Write};
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::*;
+use vigil_core::{bounded, Agent, AgentConfig, Instant as CoreInstant, XorShift32, MAX_LINE, MAX_WIRE};
+
+/// Bound on vigild's resident memory growth under all attacks at once.
+const RSS_GROWTH_KIB: u64 = 8 * 1024;
+/// Bound on a well-behaved guest's worst challenge round trip under all attacks at once (debug build, loaded
+/// 2-core machine: the flooders alone keep one core busy).
+const RTT_BOUND_MS: u64 = 250;
+
+fn init(id: u32, pad: usize) -> Vec<u8> {
+    let head = format!(
+        "{{\"version\":3,\"revision\":1,\"msg_type\":\"init\",\"sequence\":1,\"invocation_id\":{id},\"name\":\"hostile\",\"heartbeat_interval_ms\":1000,\"vote_secs\":9,\"shutdown_notice_secs\":9,\"suspend_notice_secs\":9,\"resume_notice_secs\":14,\"restart_secs\":601,\"corrective_action\":\"log\",\"pad\":\""
+    );
+    let mut line = head.into_bytes();
+    line.extend(std::iter::repeat_n(b'x', pad));
+    line.extend_from_slice(b"\"}");
+    line
+}
+
+/// An init line of exactly `len` bytes (without its newline).
+fn init_of_len(len: usize) -> Vec<u8> {
+    let base = init(1, 0).len();
+    let line = init(1, len - base);
+    assert_eq!(line.len(), len);
+    line
+}
+
+/// A socket in `dir` for guest `id` whose every accepted connection is handed to `f`.
+fn hostile(dir: &Path, id: &str, stop: &Arc<AtomicBool>, f: impl Fn(UnixStream) + Send + Sync + 'static) {
+    let path = dir.join(format!("cgcs.heartbeat.{id}.sock"));
+    let l = UnixListener::bind(path).unwrap();
+    l.set_nonblocking(true).unwrap();
+    let stop = Arc::clone(stop);
+    std::thread::spawn(move || {
+        while !stop.load(Ordering::Relaxed) {
+            match l.accept() {
+                Ok((s, _)) => {
+                    s.set_nonblocking(false).unwrap();
+                    f(s)
+                }
+                Err(_) => std::thread::sleep(Duration::from_millis(1)),
+            }
+        }
+    });
+}
+
+/// An honest agent over `s`, with a hook on every write (for slow writes and replays).
+fn honest(mut s: UnixStream, stop: &AtomicBool, mut write: impl FnMut(&mut UnixStream, &[u8]) -> std::io::Result<()>) {
+    s.set_read_timeout(Some(Duration::from_millis(5))).unwrap();
+    let start = Instant::now();
+    let now = || CoreInstant::from_millis(start.elapsed().as_millis() as u64);
+    let cfg = AgentConfig { name: bounded("honest"), heartbeat_interval_ms: 1000, ..AgentConfig::default() };
+    let mut a = Agent::new(cfg, XorShift32::new(99), now());
+    let mut buf = [0u8; 4096];
+    let mut wire = [0u8; MAX_WIRE];
+    while !stop.load(Ordering::Relaxed) {
+        while let Some(n) = a.poll_transmit(now(), &mut wire) {
+            if write(&mut s, &wire[..n]).is_err() {
+                return;
+            }
+        }
+        match s.read(&mut buf) {
+            Ok(0) => return,
+            Ok(n) => {
+                let mut input = &buf[..n];
+                while !input.is_empty() {
+                    let used = a.handle_bytes(now(), input);
+                    input = &input[used..];
+                    while a.poll_event().is_some() {}
+                }
+            }
+            Err(_) => {}
+        }
+        if a.poll_timeout().is_some_and(|t| t <= now()) {
+            a.handle_timeout(now());
+            while a.poll_event().is_some() {}
+        }
+    }
+}
+
+#[test]
+fn hostile_guests_all_at_once_cannot_crash_bloat_or_slow_vigild() {
+    let work = TempDir::new("adv");
+    let dir = work.path().join("qemu");
+    std::fs::create_dir_all(&dir).unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+
+    // lines exactly at the limit (accepted: it registers) and one over (refused, counted)
+    hostile(&dir, "limits", &stop, |mut s| {
+        let _ = s.write_all(&[b"\n".as_slice(), &init_of_len(MAX_LINE), b"\n"].concat());
+        std::thread::sleep(Duration::from_millis(200));
+        let _ = s.write_all(&[init_of_len(MAX_LINE + 1).as_slice(), b"\n"].concat());
+        std::thread::sleep(Duration::from_secs(60));
+    });
+    // malformed lines of every kind, one of each per second
+    let bad: Vec<(&str, Vec<u8>)> = vec![
+        ("utf8", b"{\"version\":3,\"revision\":1,\"msg_type\":\"exit\",\"sequence\":1,\"log_msg\":\"\xff\xfe\"}\n".to_vec()),
+        ("nested", [b"{\"version\":3,\"x\":".as_slice(), &[b'['; 500], &[b']'; 500], b"}\n"].concat()),
+        ("bignum", b"{\"version\":3,\"revision\":1,\"msg_type\":\"challenge_response\",\"sequence\":1,\"heartbeat_response\":99999999999999999999999999,\"heartbeat_health\":\"healthy\",\"corrective_action\":\"none\"}\n".to_vec()),
+        ("dupkeys", b"{\"version\":3,\"revision\":1,\"msg_type\":\"init_ack\",\"sequence\":1,\"invocation_id\":1,\"invocation_id\":2}\n".to_vec()),
+    ];
+    for (id, line) in bad {
+        let stop2 = Arc::clone(&stop);
+        hostile(&dir, id, &stop, move |mut s| {
+            while !stop2.load(Ordering::Relaxed) {
+                if s.write_all(&line).is_err() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_secs(1));
+            }
+        });
+    }
+    // slowloris: an honest agent that writes one byte every 2 ms
+    let stop2 = Arc::clone(&stop);
+    hostile(&dir, "slowloris", &stop, move |s| {
+        honest(s, &stop2, |s, bytes| {
+            for b in bytes {
+                s.write_all(&[*b])?;
+                std::thread::sleep(Duration::from_millis(2));
+            }
+            Ok(())
+        })
+    });
+    // a guest that never reads, and makes the host write as fast as it can (a registration flood)
+    let stop2 = Arc::clone(&stop);
+    hostile(&dir, "deaf", &stop, move |mut s| {
+        let mut id = 0u32;
+        while !stop2.load(Ordering::Relaxed) {
+            id += 1;
+            if s.write_all(&[init(id, 0).as_slice(), b"\n"].concat()).is_err() {
+                return;
+            }
+            if id % 64 == 0 {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        }
+    });
+    // an honest guest that replays every answer three more times
+    let stop2 = Arc::clone(&stop);
+    hostile(&dir, "replay", &stop, move |s| {
+        honest(s, &stop2, |s, bytes| {
+            let n = if bytes.windows(18).any(|w| w == b"challenge_response") { 4 } else { 1 };
+            for _ in 0..n {
+                s.write_all(bytes)?;
+            }
+            Ok(())
+        })
+    });
+    // floods and an endless line, plus 50 well-behaved guests at 200 ms
+    let _flood =
+        sim(&dir, &["--guests", "2", "--flood", "1", "--endless", "1", "--prefix", "bad", "--fail-after-secs", "1"]);
+    let _good = sim(&dir, &["--guests", "50", "--interval-ms", "200", "--prefix", "good"]);
+    std::thread::sleep(Duration::from_millis(300));
+
+    let mut d = Vigild::start(&dir, work.path(), &[]);
+    d.wait_until(20, "the good guests registered", |ev| {
+        ev.iter().filter(|e| e["kind"] == "registered" && e["guest"].as_str().unwrap().starts_with("good-")).count()
+            == 50
+    });
+    std::thread::sleep(Duration::from_secs(3));
+    let rss_base = d.proc.rss_kib();
+    let fds_base = d.proc.open_fds();
+    std::thread::sleep(Duration::from_secs(12));
+    let rss_end = d.proc.rss_kib();
+    let fds_end = d.proc.open_fds();
+    assert!(d.proc.0.try_wait().unwrap().is_none(), "vigild is still up");
+    let st = d.status();
+    let ev = d.events();
+    stop.store(true, Ordering::Relaxed);
+    assert!(d.proc.terminate(), "vigild stops cleanly after all that");
+
+    let guests = st["guests"].as_array().unwrap();
+    let g = |id: &str| guests.iter().find(|g| g["id"] == id).unwrap_or_else(|| panic!("no guest {id} in status"));
+    let worst_rtt = guests
+        .iter()
+        .filter(|g| g["id"].as_str().unwrap().starts_with("good-"))
+        .map(|g| g["max_rtt_ms"].as_u64().unwrap())
+        .max()
+        .unwrap();
+    println!(
+        "vigild under attack: RSS {rss_base} KiB -> {rss_end} KiB, fds {fds_base} -> {fds_end}, worst good RTT {worst_rtt} ms, {} events",
+        ev.len()
+    );
+    let errors = |id: &str, label: &str| {
+        ev.iter().filter(|e| e["guest"] == id && e["kind"] == "protocol_error" && e["error"] == label).count()
+    };
+
+    // no false fault for anyone well-behaved, and their round trips stayed short
+    let false_faults: Vec<_> = ev
+        .iter()
+        .filter(|e| e["guest"].as_str().unwrap().starts_with("good-"))
+        .filter(|e| {
+            matches!(e["kind"].as_str(), Some("heartbeat_lost" | "unhealthy" | "protocol_error" | "disconnected"))
+        })
+        .filter(|e| e["reason"] != "vigild stopping")
+        .collect();
+    assert!(false_faults.is_empty(), "{false_faults:?}");
+    assert!(worst_rtt < RTT_BOUND_MS, "worst round trip of a well-behaved guest: {worst_rtt} ms");
+    // bounded memory and descriptors
+    assert!(rss_end <= rss_base + RSS_GROWTH_KIB, "RSS grew from {rss_base} to {rss_end} KiB");
+    assert!(fds_end <= fds_base + 4, "descriptors {fds_base} -> {fds_end}: a connection leaked");
+    // each attack is seen and counted
+    assert!(by_guest(&ev, "limits", "registered").len() == 1, "a line of exactly {MAX_LINE} bytes is accepted");
+    assert_eq!(errors("limits", "line_too_long"), 1, "one over the limit is refused");
+    for id in ["utf8", "nested", "bignum", "dupkeys"] {
+        assert!(errors(id, "decode") >= 1, "{id} not reported");
+        assert!(g(id)["protocol_errors"].as_u64().unwrap() >= 2, "{id} not counted");
+    }
+    assert!(errors("replay", "stale_nonce") >= 1);
+    assert!(by_guest(&ev, "replay", "heartbeat_lost").is_empty(), "replays do not hide the honest answers");
+    assert!(g("slowloris")["heartbeats"].as_u64().unwrap() >= 5, "slowloris' answers still count");
+    assert!(by_guest(&ev, "slowloris", "heartbeat_lost").is_empty());
+    assert!(g("deaf")["tx_dropped"].as_u64().unwrap() > 0, "writes to a guest that never reads are capped");
+    assert!(!by_guest(&ev, "bad-flood-00000", "protocol_error").is_empty());
+    assert!(!by_guest(&ev, "bad-endless-00001", "protocol_error").is_empty());
+    // protocol_error events are rate-limited, the counters are not
+    let flood_events = by_guest(&ev, "bad-flood-00000", "protocol_error").len();
+    let flood_total = g("bad-flood-00000")["protocol_errors"].as_u64().unwrap();
+    assert!(flood_events <= 10 && flood_total > 1000, "{flood_events} events for {flood_total} errors");
+}
+
+#[test]
+fn ten_thousand_connect_close_cycles_leak_nothing() {
+    let work = TempDir::new("churn");
+    let dir = work.path().join("qemu");
+    std::fs::create_dir_all(&dir).unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let cycles = Arc::new(AtomicUsize::new(0));
+    let c2 = Arc::clone(&cycles);
+    hostile(&dir, "churn", &stop, move |s| {
+        drop(s);
+        c2.fetch_add(1, Ordering::Relaxed);
+    });
+    let _good = sim(&dir, &["--guests", "20", "--interval-ms", "200", "--prefix", "good"]);
+    std::thread::sleep(Duration::from_millis(300));
+    // reconnect at once (1-2 ms) so that 10,000 cycles fit in a test; the default backoff is 1 s doubling to 60 s
+    let mut d = Vigild::start(&dir, work.path(), &["--backoff-min-ms", "1", "--backoff-max-ms", "2"]);
+    d.wait_until(20, "the good guests registered", |ev| count(ev, "registered") >= 20);
+    std::thread::sleep(Duration::from_secs(1));
+    let (rss_base, fds_base) = (d.proc.rss_kib(), d.proc.open_fds());
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while cycles.load(Ordering::Relaxed) < 10_000 {
+        assert!(Instant::now() < deadline, "only {} connect/close cycles", cycles.load(Ordering::Relaxed));
+        assert!(d.proc.0.try_wait().unwrap().is_none(), "vigild died");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    std::thread::sleep(Duration::from_secs(2));
+    let (rss_end, fds_end) = (d.proc.rss_kib(), d.proc.open_fds());
+    stop.store(true, Ordering::Relaxed);
+    std::thread::sleep(Duration::from_millis(2100));
+    let st = d.status();
+    let ev = d.events();
+    assert!(d.proc.terminate());
+    let worst_rtt = st["guests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|g| g["id"].as_str().unwrap().starts_with("good-"))
+        .map(|g| g["max_rtt_ms"].as_u64().unwrap())
+        .max()
+        .unwrap();
+    println!("10,000 connect/close cycles: RSS {rss_base} -> {rss_end} KiB, fds {fds_base} -> {fds_end}, worst good RTT {worst_rtt} ms");
+    assert!(fds_end <= fds_base + 2, "descriptors {fds_base} -> {fds_end}: a connection leaked");
+    assert!(rss_end <= rss_base + RSS_GROWTH_KIB, "RSS {rss_base} -> {rss_end} KiB");
+    assert!(by_guest(&ev, "churn", "disconnected").len() >= 10_000);
+    let false_faults: Vec<_> = ev
+        .iter()
+        .filter(|e| e["guest"].as_str().unwrap().starts_with("good-"))
+        .filter(|e| matches!(e["kind"].as_str(), Some("heartbeat_lost" | "protocol_error")))
+        .collect();
+    assert!(false_faults.is_empty(), "{false_faults:?}");
+    assert!(worst_rtt < RTT_BOUND_MS, "{worst_rtt} ms");
+}
