@@ -146,7 +146,7 @@ fn hostile_guests_all_at_once_cannot_crash_bloat_or_slow_vigild() {
             if s.write_all(&[init(id, 0).as_slice(), b"\n"].concat()).is_err() {
                 return;
             }
-            if id % 64 == 0 {
+            if id.is_multiple_of(64) {
                 std::thread::sleep(Duration::from_millis(1));
             }
         }
