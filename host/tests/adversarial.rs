@@ -96,6 +96,7 @@ fn honest(mut s: UnixStream, stop: &AtomicBool, mut write: impl FnMut(&mut UnixS
 
 #[test]
 fn hostile_guests_all_at_once_cannot_crash_bloat_or_slow_vigild() {
+    let _serial = heavy();
     let work = TempDir::new("adv");
     let dir = work.path().join("qemu");
     std::fs::create_dir_all(&dir).unwrap();
@@ -237,6 +238,7 @@ fn hostile_guests_all_at_once_cannot_crash_bloat_or_slow_vigild() {
 
 #[test]
 fn ten_thousand_connect_close_cycles_leak_nothing() {
+    let _serial = heavy();
     let work = TempDir::new("churn");
     let dir = work.path().join("qemu");
     std::fs::create_dir_all(&dir).unwrap();

@@ -12,6 +12,12 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 use vigil_core::{bounded, Agent, AgentConfig, CorrectiveAction, Health, Instant as CoreInstant, XorShift32, MAX_WIRE};
 
+/// Tests that load the machine (hundreds of guests, floods) take this, so they do not overlap each other.
+pub fn heavy() -> std::sync::MutexGuard<'static, ()> {
+    static HEAVY: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    HEAVY.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 pub struct TempDir(pub PathBuf);
 
 impl TempDir {

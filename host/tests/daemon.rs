@@ -107,6 +107,7 @@ fn unhealthy_then_recovered_and_graceful_exit_is_no_fault() {
 
 #[test]
 fn a_flooding_guest_neither_delays_others_nor_grows_the_daemon() {
+    let _serial = heavy();
     let work = TempDir::new("flood");
     let dir = work.path().join("qemu");
     std::fs::create_dir_all(&dir).unwrap();
@@ -149,6 +150,7 @@ fn a_flooding_guest_neither_delays_others_nor_grows_the_daemon() {
 
 #[test]
 fn a_thousand_guests_at_100ms_for_10s_without_a_false_fault() {
+    let _serial = heavy();
     let work = TempDir::new("k");
     let dir = work.path().join("qemu");
     std::fs::create_dir_all(&dir).unwrap();
