@@ -11,7 +11,7 @@ use vigil_guest::linux::{run, GuestConfig};
 /// VM's applications (health-check command, local application API), votes on host actions, and sends `exit` on
 /// SIGTERM.
 #[derive(Parser, Debug)]
-#[command(name = "vigil-guest", version, about)]
+#[command(name = "vigil-guest", version)]
 struct Cli {
     /// TOML file with the same keys as these flags (flags win).
     #[arg(long, value_name = "FILE")]

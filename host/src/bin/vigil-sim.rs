@@ -12,7 +12,7 @@ use vigil_host::sim::{run, Behaviour, SimConfig};
 /// Simulates N guests, each an Agent behind a QEMU-like UNIX socket `DIR/cgcs.heartbeat.<id>.sock`.
 /// Failing guests have their failure in their id (`sim-hang-00003`).
 #[derive(Parser, Debug)]
-#[command(name = "vigil-sim", version, about)]
+#[command(name = "vigil-sim", version)]
 struct Cli {
     /// Directory for the sockets.
     #[arg(long, default_value = "/tmp/vigil-sim")]

@@ -13,7 +13,7 @@ use vigil_host::status::Snapshot;
 
 /// Vigil host daemon: sends heartbeat challenges to every VM over its virtio-serial socket and reports faults.
 #[derive(Parser, Debug)]
-#[command(name = "vigild", version, about)]
+#[command(name = "vigild", version)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -26,9 +26,10 @@ enum Command {
         /// Directory to watch for guest sockets (repeatable).
         #[arg(long = "watch", value_name = "DIR", default_value = "/var/lib/libvirt/qemu")]
         watch: Vec<PathBuf>,
-        /// Socket file-name pattern; the guest id is what `*` matches.
-        #[arg(long, value_name = "GLOB", default_value = "cgcs.heartbeat.*.sock")]
-        pattern: String,
+        /// Socket file-name pattern; the guest id is what `*` matches [default: the config file's, else
+        /// cgcs.heartbeat.*.sock].
+        #[arg(long, value_name = "GLOB")]
+        pattern: Option<String>,
         /// TOML configuration (per-guest sockets, intervals, loss thresholds, action policy).
         #[arg(long, value_name = "FILE")]
         config: Option<PathBuf>,
@@ -81,6 +82,14 @@ fn main() -> ExitCode {
                 .with_writer(std::io::stderr)
                 .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
                 .init();
+            let file = match config.as_ref().map(|p| vigil_host::config::FileConfig::load(p)).transpose() {
+                Ok(f) => f.unwrap_or_default(),
+                Err(e) => {
+                    eprintln!("vigild: {e}");
+                    return ExitCode::from(2);
+                }
+            };
+            let pattern = pattern.or(file.pattern.clone()).unwrap_or_else(|| "cgcs.heartbeat.*.sock".into());
             let pattern = match Pattern::new(&pattern) {
                 Ok(p) => p,
                 Err(e) => {
@@ -89,9 +98,7 @@ fn main() -> ExitCode {
                 }
             };
             let mut watch = watch;
-            if let Some(extra) = config.as_ref().and_then(|p| vigil_host::config::FileConfig::load(p).ok()) {
-                watch.extend(extra.watch);
-            }
+            watch.extend(file.watch);
             let hostname = rustix::system::uname().nodename().to_string_lossy().into_owned();
             let cfg = DaemonConfig {
                 watch,
