@@ -7,7 +7,7 @@
 
 use core::fmt;
 
-use crate::codec::decode;
+use crate::codec::next_message;
 use crate::framer::LineFramer;
 use crate::monitor::ProtocolError;
 use crate::msg::*;
@@ -241,16 +241,12 @@ impl<R: IdSource> Agent<R> {
         }
         let mut used = 0;
         while used < input.len() && self.event.is_none() {
-            let (n, item) = self.framer.push(&input[used..]);
+            let (n, parsed) = next_message(&mut self.framer, &input[used..]);
             used += n;
-            let parsed = match item {
-                None => continue,
-                Some(Ok(line)) => decode(line).map_err(ProtocolError::Decode),
-                Some(Err(e)) => Err(ProtocolError::Frame(e)),
-            };
             match parsed {
-                Ok(msg) => self.on_message(now, msg),
-                Err(e) => self.protocol_error(e),
+                None => {}
+                Some(Ok(msg)) => self.on_message(now, msg),
+                Some(Err(e)) => self.protocol_error(e),
             }
         }
         used

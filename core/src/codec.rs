@@ -156,6 +156,20 @@ pub fn decode(line: &[u8]) -> Result<Message, DecodeError> {
     raw.build()
 }
 
+/// Takes bytes from `input` through `framer` up to the end of the next line and decodes it: returns how many bytes
+/// were consumed and, if a line ended, the message or why it was refused. Both state machines read with it.
+pub(crate) fn next_message(
+    framer: &mut crate::LineFramer,
+    input: &[u8],
+) -> (usize, Option<Result<Message, crate::ProtocolError>>) {
+    let (used, item) = framer.push(input);
+    let parsed = item.map(|line| match line {
+        Ok(line) => decode(line).map_err(crate::ProtocolError::Decode),
+        Err(e) => Err(crate::ProtocolError::Frame(e)),
+    });
+    (used, parsed)
+}
+
 /// Refuses nesting deeper than [`MAX_DEPTH`] with a linear scan that knows about strings and escapes.
 fn check_depth(line: &[u8]) -> Result<(), DecodeError> {
     let mut depth = 0usize;

@@ -6,7 +6,7 @@
 
 use core::fmt;
 
-use crate::codec::{decode, DecodeError};
+use crate::codec::{next_message, DecodeError};
 use crate::framer::{FrameError, LineFramer};
 use crate::msg::*;
 use crate::time::{Duration, Instant};
@@ -368,16 +368,12 @@ impl<R: IdSource> Monitor<R> {
         }
         let mut used = 0;
         while used < input.len() && self.events.is_empty() {
-            let (n, item) = self.framer.push(&input[used..]);
+            let (n, parsed) = next_message(&mut self.framer, &input[used..]);
             used += n;
-            let parsed = match item {
-                None => continue,
-                Some(Ok(line)) => decode(line).map_err(ProtocolError::Decode),
-                Some(Err(e)) => Err(ProtocolError::Frame(e)),
-            };
             match parsed {
-                Ok(msg) => self.on_message(now, msg),
-                Err(e) => self.on_protocol_error(now, e),
+                None => {}
+                Some(Ok(msg)) => self.on_message(now, msg),
+                Some(Err(e)) => self.on_protocol_error(now, e),
             }
         }
         self.stats.bytes_in += used as u64;
@@ -766,7 +762,7 @@ mod tests {
             let mut buf = [0u8; MAX_WIRE];
             while let Some(n) = self.m.poll_transmit(at(t), &mut buf) {
                 assert_eq!((buf[0], buf[n - 1]), (b'\n', b'\n'));
-                out.push(decode(&buf[1..n - 1]).unwrap().body);
+                out.push(crate::decode(&buf[1..n - 1]).unwrap().body);
             }
             out
         }
