@@ -1,12 +1,11 @@
-//! A hashed timing wheel: one deadline per key, O(1) to set, O(1) amortised per expiry, whatever the number of
-//! deadlines (10^5 guests cost what 10 do per tick).
+//! A hashed timing wheel: one deadline per key, O(1) to set, move or clear, O(1) per expiry, whatever the number
+//! of deadlines (10^5 guests cost what 10 do per tick), and no allocation once every key has been seen.
 //!
-//! Time is cut into ticks of [`TICK_MS`]; slot = tick mod [`SLOTS`]. Setting a key's deadline records it in the
-//! key's own cell and pushes `(key, deadline)` into the slot; the stale entry a re-set leaves behind is recognised
-//! when its slot is swept (the key's cell no longer holds that deadline) and dropped — lazy cancellation, no
-//! search. Deadlines further than one revolution away stay in their slot and are looked at once per revolution.
-//! A bitmap of non-empty slots finds the next wake-up without walking empty slots. Slot vectors keep their
-//! capacity, so steady state allocates nothing. It must never fire a key early or lose one.
+//! Time is cut into ticks of [`TICK_MS`]; slot = tick mod [`SLOTS`]. Each key (a slab index) owns one node in a
+//! table indexed by the key; a node with a deadline sits in its slot's doubly linked list, so moving or clearing a
+//! deadline unlinks it at once (no stale entries, no search, no per-slot vectors that grow). Deadlines more than one
+//! revolution away stay in their slot and are looked at once per revolution. A bitmap of non-empty slots finds the
+//! next wake-up without walking empty slots. It must never fire a key early or lose one.
 
 use vigil_core::Instant;
 
@@ -15,27 +14,41 @@ pub const TICK_MS: u64 = 4;
 /// Number of slots (a power of two); one revolution is `SLOTS * TICK_MS` = 32.8 s.
 pub const SLOTS: usize = 8192;
 const WORDS: usize = SLOTS / 64;
+const NIL: u32 = u32::MAX;
+const NONE: u64 = u64::MAX;
+
+#[derive(Clone, Copy, Debug)]
+struct Node {
+    deadline: u64,
+    slot: u32,
+    prev: u32,
+    next: u32,
+}
+
+const EMPTY: Node = Node { deadline: NONE, slot: 0, prev: NIL, next: NIL };
 
 /// Deadlines by key (a slab index).
 pub struct TimerWheel {
-    slots: Vec<Vec<(u32, u64)>>,
+    heads: Vec<u32>,
     nonempty: [u64; WORDS],
-    /// The deadline in force per key (`u64::MAX` = none), indexed by key.
-    current: Vec<u64>,
+    nodes: Vec<Node>,
     /// All ticks before this one have been swept.
     swept: u64,
     len: usize,
+    /// Keys expired by one `expire` call (kept for its capacity).
+    batch: Vec<u32>,
 }
 
 impl TimerWheel {
     /// An empty wheel whose clock starts at `now`.
     pub fn new(now: Instant) -> Self {
         TimerWheel {
-            slots: (0..SLOTS).map(|_| Vec::new()).collect(),
+            heads: vec![NIL; SLOTS],
             nonempty: [0; WORDS],
-            current: Vec::new(),
+            nodes: Vec::new(),
             swept: now.as_millis() / TICK_MS,
             len: 0,
+            batch: Vec::new(),
         }
     }
 
@@ -51,31 +64,55 @@ impl TimerWheel {
 
     /// The deadline in force for `key`.
     pub fn get(&self, key: usize) -> Option<Instant> {
-        self.current.get(key).copied().filter(|&d| d != u64::MAX).map(Instant::from_millis)
+        self.nodes.get(key).map(|n| n.deadline).filter(|&d| d != NONE).map(Instant::from_millis)
     }
 
     /// Sets (or moves, or with `None` clears) the deadline of `key`.
     pub fn set(&mut self, key: usize, deadline: Option<Instant>) {
-        if self.current.len() <= key {
-            self.current.resize(key + 1, u64::MAX);
+        if self.nodes.len() <= key {
+            self.nodes.resize(key + 1, EMPTY);
         }
-        let new = deadline.map_or(u64::MAX, |d| d.as_millis());
-        let old = std::mem::replace(&mut self.current[key], new);
-        if old == new {
+        let new = deadline.map_or(NONE, |d| d.as_millis());
+        if self.nodes[key].deadline == new {
             return;
         }
-        match (old == u64::MAX, new == u64::MAX) {
-            (true, false) => self.len += 1,
-            (false, true) => self.len -= 1,
-            _ => {}
+        if self.nodes[key].deadline != NONE {
+            self.unlink(key);
+            self.len -= 1;
         }
-        if new != u64::MAX {
+        if new != NONE {
             // A deadline already past goes into the next slot to sweep.
             let tick = (new / TICK_MS).max(self.swept);
-            let slot = (tick as usize) & (SLOTS - 1);
-            self.slots[slot].push((key as u32, new));
-            self.nonempty[slot / 64] |= 1 << (slot % 64);
+            self.link(key, (tick as usize) & (SLOTS - 1), new);
+            self.len += 1;
         }
+    }
+
+    fn link(&mut self, key: usize, slot: usize, deadline: u64) {
+        let head = self.heads[slot];
+        self.nodes[key] = Node { deadline, slot: slot as u32, prev: NIL, next: head };
+        if head != NIL {
+            self.nodes[head as usize].prev = key as u32;
+        }
+        self.heads[slot] = key as u32;
+        self.nonempty[slot / 64] |= 1 << (slot % 64);
+    }
+
+    fn unlink(&mut self, key: usize) {
+        let Node { slot, prev, next, .. } = self.nodes[key];
+        let slot = slot as usize;
+        if prev == NIL {
+            self.heads[slot] = next;
+        } else {
+            self.nodes[prev as usize].next = next;
+        }
+        if next != NIL {
+            self.nodes[next as usize].prev = prev;
+        }
+        if self.heads[slot] == NIL {
+            self.nonempty[slot / 64] &= !(1 << (slot % 64));
+        }
+        self.nodes[key] = EMPTY;
     }
 
     /// The earliest moment worth waking up for: never after the earliest deadline; possibly earlier (the start of
@@ -85,19 +122,20 @@ impl TimerWheel {
             return None;
         }
         let start = (self.swept as usize) & (SLOTS - 1);
-        // The current slot is swept repeatedly: use its exact earliest live deadline.
-        let mut best =
-            self.slots[start].iter().filter(|(k, d)| self.current.get(*k as usize) == Some(d)).map(|&(_, d)| d).min();
+        // The current slot is swept repeatedly: use its exact earliest deadline.
+        let mut best = None::<u64>;
+        let mut k = self.heads[start];
+        while k != NIL {
+            let n = self.nodes[k as usize];
+            best = Some(best.map_or(n.deadline, |b| b.min(n.deadline)));
+            k = n.next;
+        }
         // Then the first non-empty slot after it (wrapping), at the start of its tick.
         for i in 0..=WORDS {
             let word_idx = (start / 64 + i) % WORDS;
             let mut word = self.nonempty[word_idx];
             if i == 0 {
-                // slots after `start` in its word
-                word &= (!0u64 << (start % 64)) << 1;
-                if start % 64 == 63 {
-                    word = 0;
-                }
+                word &= (!0u64 << (start % 64)) << 1; // slots after `start` in its word
             }
             if i == WORDS {
                 word &= !(!0u64 << (start % 64));
@@ -120,40 +158,28 @@ impl TimerWheel {
     pub fn expire(&mut self, now: Instant, mut fire: impl FnMut(&mut Self, usize)) {
         let now_ms = now.as_millis();
         let last_tick = now_ms / TICK_MS;
-        let mut batch: Vec<(u32, u64)> = Vec::new();
+        let mut batch = std::mem::take(&mut self.batch);
         while self.swept <= last_tick {
             let slot = (self.swept as usize) & (SLOTS - 1);
-            if self.nonempty[slot / 64] & (1 << (slot % 64)) != 0 {
-                let entries = &mut self.slots[slot];
-                // Keep the entries not yet due (a later revolution, or later within the current tick).
-                let mut i = 0;
-                while i < entries.len() {
-                    let (key, deadline) = entries[i];
-                    let live = self.current.get(key as usize) == Some(&deadline);
-                    if !live {
-                        entries.swap_remove(i);
-                    } else if deadline <= now_ms {
-                        batch.push(entries.swap_remove(i));
-                    } else {
-                        i += 1;
-                    }
+            let mut k = self.heads[slot];
+            while k != NIL {
+                let n = self.nodes[k as usize];
+                if n.deadline <= now_ms {
+                    self.unlink(k as usize);
+                    self.len -= 1;
+                    batch.push(k);
                 }
-                if entries.is_empty() {
-                    self.nonempty[slot / 64] &= !(1 << (slot % 64));
-                }
+                k = n.next;
             }
             if self.swept == last_tick {
                 break; // entries later in this tick stay; sweep this slot again next time
             }
             self.swept += 1;
         }
-        for (key, deadline) in batch.drain(..) {
-            if self.current[key as usize] == deadline {
-                self.current[key as usize] = u64::MAX;
-                self.len -= 1;
-                fire(self, key as usize);
-            }
+        for key in batch.drain(..) {
+            fire(self, key as usize);
         }
+        self.batch = batch;
     }
 }
 
@@ -221,7 +247,7 @@ mod tests {
         let mut x = 12345u64;
         for key in 0..2000 {
             x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-            w.set(key, Some(at(x >> 40)));
+            w.set(key, Some(at((x >> 40) % 200_000)));
         }
         let mut now = 0;
         while let Some(wake) = w.next_wakeup() {
