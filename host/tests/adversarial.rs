@@ -7,7 +7,7 @@
 
 mod common;
 
-use std::io::{Read, Write};
+use std::io::Write;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::*;
-use vigil_core::{bounded, Agent, AgentConfig, Instant as CoreInstant, XorShift32, MAX_LINE, MAX_WIRE};
+use vigil_core::MAX_LINE;
 
 /// Bound on vigild's resident memory growth under all attacks at once.
 const RSS_GROWTH_KIB: u64 = 8 * 1024;
@@ -61,37 +61,8 @@ fn hostile(dir: &Path, id: &str, stop: &Arc<AtomicBool>, f: impl Fn(UnixStream) 
 }
 
 /// An honest agent over `s`, with a hook on every write (for slow writes and replays).
-fn honest(mut s: UnixStream, stop: &AtomicBool, mut write: impl FnMut(&mut UnixStream, &[u8]) -> std::io::Result<()>) {
-    s.set_read_timeout(Some(Duration::from_millis(5))).unwrap();
-    let start = Instant::now();
-    let now = || CoreInstant::from_millis(start.elapsed().as_millis() as u64);
-    let cfg = AgentConfig { name: bounded("honest"), heartbeat_interval_ms: 1000, ..AgentConfig::default() };
-    let mut a = Agent::new(cfg, XorShift32::new(99), now());
-    let mut buf = [0u8; 4096];
-    let mut wire = [0u8; MAX_WIRE];
-    while !stop.load(Ordering::Relaxed) {
-        while let Some(n) = a.poll_transmit(now(), &mut wire) {
-            if write(&mut s, &wire[..n]).is_err() {
-                return;
-            }
-        }
-        match s.read(&mut buf) {
-            Ok(0) => return,
-            Ok(n) => {
-                let mut input = &buf[..n];
-                while !input.is_empty() {
-                    let used = a.handle_bytes(now(), input);
-                    input = &input[used..];
-                    while a.poll_event().is_some() {}
-                }
-            }
-            Err(_) => {}
-        }
-        if a.poll_timeout().is_some_and(|t| t <= now()) {
-            a.handle_timeout(now());
-            while a.poll_event().is_some() {}
-        }
-    }
+fn honest(s: UnixStream, stop: &AtomicBool, write: impl FnMut(&mut UnixStream, &[u8]) -> std::io::Result<()>) {
+    run_agent(s, "honest", 1000, |_| !stop.load(Ordering::Relaxed), write);
 }
 
 #[test]

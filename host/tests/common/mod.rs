@@ -2,7 +2,7 @@
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
 
 use std::io::{Read, Write};
-use std::os::unix::net::UnixListener;
+use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -184,23 +184,46 @@ impl ScriptedGuest {
 }
 
 fn guest_thread(listener: UnixListener, name: &str, interval_ms: u32, rx: Receiver<Cmd>) {
-    let Ok((mut s, _)) = listener.accept() else { return };
-    s.set_read_timeout(Some(Duration::from_millis(10))).unwrap();
+    let Ok((s, _)) = listener.accept() else { return };
+    run_agent(
+        s,
+        name,
+        interval_ms,
+        |agent| match rx.try_recv() {
+            Ok(Cmd::Health(h, a, m)) => {
+                agent.set_health(h, a, m);
+                true
+            }
+            Ok(Cmd::Exit) => {
+                agent.shutdown("Exiting...");
+                true
+            }
+            Err(std::sync::mpsc::TryRecvError::Disconnected) => false,
+            Err(_) => true,
+        },
+        |s, bytes| s.write_all(bytes),
+    );
+}
+
+/// Runs a core Agent over a blocking stream until `tick` says stop or the stream ends; every message goes out
+/// through `write` (so tests can slow it down, repeat it, ...).
+pub fn run_agent(
+    mut s: UnixStream,
+    name: &str,
+    interval_ms: u32,
+    mut tick: impl FnMut(&mut Agent<XorShift32>) -> bool,
+    mut write: impl FnMut(&mut UnixStream, &[u8]) -> std::io::Result<()>,
+) {
+    s.set_read_timeout(Some(Duration::from_millis(5))).unwrap();
     let start = Instant::now();
     let now = || CoreInstant::from_millis(start.elapsed().as_millis() as u64);
     let cfg = AgentConfig { name: bounded(name), heartbeat_interval_ms: interval_ms, ..AgentConfig::default() };
     let mut agent = Agent::new(cfg, XorShift32::new(7), now());
     let mut buf = [0u8; 4096];
     let mut wire = [0u8; MAX_WIRE];
-    loop {
-        match rx.try_recv() {
-            Ok(Cmd::Health(h, a, m)) => agent.set_health(h, a, m),
-            Ok(Cmd::Exit) => agent.shutdown("Exiting..."),
-            Err(std::sync::mpsc::TryRecvError::Disconnected) => return,
-            Err(_) => {}
-        }
+    while tick(&mut agent) {
         while let Some(n) = agent.poll_transmit(now(), &mut wire) {
-            if s.write_all(&wire[..n]).is_err() {
+            if write(&mut s, &wire[..n]).is_err() {
                 return;
             }
         }
