@@ -671,8 +671,9 @@ impl Daemon {
     }
 
     fn wall(&self, t: Instant) -> std::time::SystemTime {
-        let now = self.clock.now();
-        std::time::SystemTime::now() - std::time::Duration::from(now - t)
+        let ago = std::time::Duration::from(self.clock.now() - t);
+        let now = std::time::SystemTime::now();
+        now.checked_sub(ago).unwrap_or(now)
     }
 
     // ---- discovery ----
