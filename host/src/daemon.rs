@@ -123,6 +123,7 @@ pub struct Daemon {
     status: Option<StatusWriter>,
     notifier: Notifier,
     rng: XorShift32,
+    seeds: u64,
     readbuf: Vec<u8>,
     scratch: Vec<vigil_core::MonitorEvent>,
     fired: Vec<usize>,
@@ -176,6 +177,7 @@ impl Daemon {
             status,
             notifier: Notifier::from_env(),
             rng: XorShift32::new(seed),
+            seeds: u64::from(seed) << 32 | u64::from(std::process::id()),
             readbuf: vec![0; READ_BUDGET.min(64 * 1024)],
             scratch: Vec::with_capacity(8),
             fired: Vec::new(),
@@ -261,7 +263,10 @@ impl Daemon {
             Some(s) => Arc::new(Policy::resolve(&self.file.defaults, Some(s))),
             None => Arc::clone(&self.defaults),
         };
-        let seed = vigil_core::IdSource::next_id(&mut self.rng);
+        // each guest's nonce generator gets an independent seed (mixed, not the next output of a shared
+        // generator, which would make every guest walk the same sequence one step apart)
+        self.seeds = self.seeds.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let seed = mix64(self.seeds) as u32;
         let entry = self.guests.vacant_entry();
         let key = entry.key();
         if key >= WAKER.0 {
@@ -957,6 +962,13 @@ impl Daemon {
         self.sink.close();
         info!("vigild stopped");
     }
+}
+
+/// splitmix64's finaliser: a well-mixed 64-bit value from a counter.
+fn mix64(mut z: u64) -> u64 {
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
 }
 
 /// Raises the soft file-descriptor limit to the hard one; returns the limit in force.
