@@ -162,12 +162,7 @@ fn hostile_guests_all_at_once_cannot_crash_bloat_or_slow_vigild() {
 
     let guests = st["guests"].as_array().unwrap();
     let g = |id: &str| guests.iter().find(|g| g["id"] == id).unwrap_or_else(|| panic!("no guest {id} in status"));
-    let worst_rtt = guests
-        .iter()
-        .filter(|g| g["id"].as_str().unwrap().starts_with("good-"))
-        .map(|g| g["max_rtt_ms"].as_u64().unwrap())
-        .max()
-        .unwrap();
+    let worst_rtt = worst_rtt_ms(&st, "good-");
     println!(
         "vigild under attack: RSS {rss_base} KiB -> {rss_end} KiB, fds {fds_base} -> {fds_end}, worst good RTT {worst_rtt} ms, {} events",
         ev.len()
@@ -243,14 +238,7 @@ fn ten_thousand_connect_close_cycles_leak_nothing() {
     let st = d.status();
     let ev = d.events();
     assert!(d.proc.terminate());
-    let worst_rtt = st["guests"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|g| g["id"].as_str().unwrap().starts_with("good-"))
-        .map(|g| g["max_rtt_ms"].as_u64().unwrap())
-        .max()
-        .unwrap();
+    let worst_rtt = worst_rtt_ms(&st, "good-");
     println!("10,000 connect/close cycles: RSS {rss_base} -> {rss_end} KiB, fds {fds_base} -> {fds_end}, worst good RTT {worst_rtt} ms");
     assert!(fds_end <= fds_base + 2, "descriptors {fds_base} -> {fds_end}: a connection leaked");
     assert!(rss_end <= rss_base + RSS_GROWTH_KIB, "RSS {rss_base} -> {rss_end} KiB");

@@ -137,14 +137,7 @@ fn a_flooding_guest_neither_delays_others_nor_grows_the_daemon() {
     // the well-behaved guests' round trips stayed short (status is refreshed every 2 s)
     std::thread::sleep(Duration::from_millis(2100));
     let st = d.status();
-    let worst = st["guests"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|g| g["id"].as_str().unwrap().contains("-ok-"))
-        .map(|g| g["max_rtt_ms"].as_u64().unwrap())
-        .max()
-        .unwrap();
+    let worst = worst_rtt_ms(&st, "-ok-");
     // within its interval (500 ms): the flood never costs a well-behaved guest a heartbeat
     assert!(worst < 500, "worst round trip of a well-behaved guest during the flood: {worst} ms");
 }

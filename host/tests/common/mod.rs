@@ -140,6 +140,18 @@ impl Vigild {
     }
 }
 
+/// The worst `max_rtt_ms` in a status snapshot among the guests whose id contains `marker`.
+pub fn worst_rtt_ms(status: &Value, marker: &str) -> u64 {
+    status["guests"]
+        .as_array()
+        .expect("a status snapshot")
+        .iter()
+        .filter(|g| g["id"].as_str().unwrap_or("").contains(marker))
+        .map(|g| g["max_rtt_ms"].as_u64().unwrap_or(0))
+        .max()
+        .expect("guests with that marker")
+}
+
 pub fn sim(dir: &Path, args: &[&str]) -> Proc {
     let child = Command::new(env!("CARGO_BIN_EXE_vigil-sim"))
         .arg("--dir")
