@@ -86,11 +86,12 @@ pub enum AgentEvent {
     /// Challenges stopped; the agent registers again.
     RegistrationLost,
     /// The host asks for a vote or gives notice: answer with [`Agent::answer_action`] before `deadline`, or the
-    /// agent answers for you (`accept` for a vote, `complete` for a notice: silence accepts).
+    /// agent answers `timeout` for you at `deadline` — one second before the host gives up, as the reference guest
+    /// does — so that the host sees that nobody decided (never a silent "proceed"; the host's policy decides).
     ActionRequest {
         /// What the host sent.
         notify: ActionNotify,
-        /// When the agent will answer on its own.
+        /// When the agent will answer `timeout` on its own.
         deadline: Instant,
     },
     /// The host refused one of our messages.
@@ -257,11 +258,7 @@ impl<R: IdSource> Agent<R> {
         if self.due(Timer::Action, now) {
             self.timers.stop(Timer::Action as usize);
             if let Some(notify) = self.pending_action.take() {
-                let result = match notify.notification_type {
-                    NotificationType::Revocable => VoteResult::Accept,
-                    NotificationType::Irrevocable => VoteResult::Complete,
-                };
-                self.queue_answer(notify, result, "no objection");
+                self.queue_answer(notify, VoteResult::Timeout, "no answer before the deadline");
             }
         }
         if self.due(Timer::Retry, now) {
@@ -303,6 +300,10 @@ impl<R: IdSource> Agent<R> {
     /// Sets the health that answers carry from now on. `log_msg` is cut to 224 bytes; control characters become
     /// spaces.
     pub fn set_health(&mut self, health: Health, corrective_action: CorrectiveAction, log_msg: &str) {
+        if health != Health::Unhealthy {
+            // a healthy spell ends the episode: the next unhealthy answer asks for its action again
+            self.last_request = None;
+        }
         self.health = health;
         self.action = corrective_action;
         self.health_msg = bounded(log_msg);
@@ -383,7 +384,10 @@ impl<R: IdSource> Agent<R> {
 
     fn response(&mut self, now: Instant, nonce: u32) -> ChallengeResponse {
         let corrective_action = match self.health {
-            Health::Healthy => self.config.corrective_action,
+            Health::Healthy | Health::Unknown => {
+                self.last_request = None;
+                self.config.corrective_action
+            }
             Health::Unhealthy => match self.last_request {
                 Some((a, at)) if a == self.action && now < at + self.config.action_holdoff => CorrectiveAction::None,
                 _ => {
@@ -406,13 +410,22 @@ impl<R: IdSource> Agent<R> {
                 let ours = invocation_id == self.invocation_id || Some(invocation_id) == self.previous_id;
                 match self.state {
                     AgentState::Registering if ours => {
-                        self.invocation_id = invocation_id;
+                        if invocation_id != self.invocation_id {
+                            self.previous_id = Some(self.invocation_id);
+                            self.invocation_id = invocation_id;
+                        }
                         self.state = AgentState::Registered;
                         self.timers.stop(Timer::Retry as usize);
                         self.arm_silence(now);
                         self.push(AgentEvent::Registered { invocation_id });
                     }
                     AgentState::Registered if invocation_id == self.invocation_id => {}
+                    // A late ack of the other attempt: the host now holds that id (its last `init`), and its
+                    // notifications will carry it, so adopt it.
+                    AgentState::Registered if Some(invocation_id) == self.previous_id => {
+                        self.previous_id = Some(self.invocation_id);
+                        self.invocation_id = invocation_id;
+                    }
                     _ => self.protocol_error(ProtocolError::WrongInvocationId {
                         expected: self.invocation_id,
                         got: invocation_id,
@@ -430,15 +443,16 @@ impl<R: IdSource> Agent<R> {
             Body::ActionNotify(notify) => {
                 if self.state != AgentState::Registered {
                     self.protocol_error(ProtocolError::Unexpected(MsgType::ActionNotify));
-                } else if notify.invocation_id != self.invocation_id {
+                } else if notify.invocation_id != self.invocation_id && Some(notify.invocation_id) != self.previous_id {
                     self.protocol_error(ProtocolError::WrongInvocationId {
                         expected: self.invocation_id,
                         got: notify.invocation_id,
                     });
                 } else {
-                    // Answer on our own a little before the host gives up, so silence still counts as consent.
+                    // Answer `timeout` on our own one second before the host gives up (half the time when the
+                    // host gives less than two seconds), as the reference guest does.
                     let timeout = u64::from(notify.timeout_ms);
-                    let deadline = now + Duration::from_millis(timeout - timeout / 10);
+                    let deadline = now + Duration::from_millis(timeout - (timeout / 2).min(1000));
                     self.pending_action = Some(notify);
                     self.timers.set(Timer::Action as usize, deadline);
                     self.push(AgentEvent::ActionRequest { notify, deadline });
@@ -610,6 +624,51 @@ mod tests {
     }
 
     #[test]
+    fn a_healthy_spell_ends_the_holdoff() {
+        let mut s = Script::new();
+        s.registered();
+        let answer = |s: &mut Script, t: u64, n: u32| {
+            s.feed(t, &challenge(n));
+            let sent = s.sent(t);
+            let [Body::ChallengeResponse(r)] = sent.as_slice() else { panic!() };
+            (r.heartbeat_health, r.corrective_action)
+        };
+        s.a.set_health(Health::Unhealthy, CorrectiveAction::Reboot, "down");
+        assert_eq!(answer(&mut s, 100, 1), (Health::Unhealthy, CorrectiveAction::Reboot));
+        assert_eq!(answer(&mut s, 1100, 2), (Health::Unhealthy, CorrectiveAction::None), "holdoff");
+        s.a.set_health(Health::Healthy, CorrectiveAction::None, "");
+        assert_eq!(answer(&mut s, 2100, 3).0, Health::Healthy);
+        // a second episode within 60 s asks for its action again
+        s.a.set_health(Health::Unhealthy, CorrectiveAction::Reboot, "down again");
+        assert_eq!(answer(&mut s, 3100, 4), (Health::Unhealthy, CorrectiveAction::Reboot));
+    }
+
+    #[test]
+    fn a_late_ack_of_the_other_attempt_is_adopted_and_its_notifications_answered() {
+        let mut s = Script::new();
+        let Some(Body::Init(first)) = s.sent(0).pop() else { panic!() };
+        s.advance(5000);
+        let Some(Body::Init(second)) = s.sent(5000).pop() else { panic!() };
+        // the host acks the first init, then (a new session) the second one
+        assert_eq!(s.feed(5001, &ack(first.invocation_id)).len(), 1);
+        assert!(s.feed(5002, &ack(second.invocation_id)).is_empty(), "the host's newer ack is no error");
+        assert_eq!(s.a.invocation_id(), second.invocation_id);
+        // the host's vote carries the id of the init it acknowledged last: answered, not ignored
+        let ev = s.feed(5003, &notify(second.invocation_id, "stop", "revocable", 9000));
+        assert!(matches!(ev.as_slice(), [AgentEvent::ActionRequest { .. }]), "{ev:?}");
+        s.a.answer_action(VoteResult::Accept, "").unwrap();
+        let sent = s.sent(5004);
+        let [Body::ActionResponse(r)] = sent.as_slice() else { panic!() };
+        assert_eq!(r.invocation_id, second.invocation_id);
+        // and a notification still carrying the first id is answered with that id
+        s.feed(5005, &notify(first.invocation_id, "stop", "revocable", 9000));
+        s.a.answer_action(VoteResult::Accept, "").unwrap();
+        let sent = s.sent(5006);
+        let [Body::ActionResponse(r)] = sent.as_slice() else { panic!() };
+        assert_eq!(r.invocation_id, first.invocation_id);
+    }
+
+    #[test]
     fn answers_every_challenge_with_the_current_health() {
         let mut s = Script::new();
         s.registered();
@@ -656,13 +715,13 @@ mod tests {
     }
 
     #[test]
-    fn votes_are_the_callers_and_silence_accepts() {
+    fn votes_are_the_callers_and_silence_is_a_timeout() {
         let mut s = Script::new();
         let id = s.registered();
         let ev = s.feed(10, &notify(id, "stop", "revocable", 3000));
         let [AgentEvent::ActionRequest { notify: n, deadline }] = ev.as_slice() else { panic!("{ev:?}") };
         assert_eq!((n.event_type, n.timeout_ms), (EventType::Stop, 3000));
-        assert_eq!(*deadline, at(10 + 2700));
+        assert_eq!(*deadline, at(10 + 2000), "one second before the host's deadline");
         s.a.answer_action(VoteResult::Reject, "standby not synced").unwrap();
         assert_eq!(s.a.answer_action(VoteResult::Accept, ""), Err(NoActionPending));
         let sent = s.sent(20);
@@ -671,18 +730,19 @@ mod tests {
             (r.invocation_id, r.vote_result, r.log_msg.as_str()),
             (id, VoteResult::Reject, "standby not synced")
         );
-        // nobody answers: accept (vote) before the host's timeout
-        s.feed(100, &notify(id, "live_migrate_begin", "revocable", 1000));
-        s.advance(1000);
-        let sent = s.sent(1000);
+        // nobody answers: `timeout`, one second before the host gives up; the host's policy decides
+        s.feed(100, &notify(id, "live_migrate_begin", "revocable", 4000));
+        assert!(s.advance(3099).is_empty() && s.sent(3099).is_empty());
+        s.advance(3100);
+        let sent = s.sent(3100);
         let [Body::ActionResponse(r)] = sent.as_slice() else { panic!() };
-        assert_eq!(r.vote_result, VoteResult::Accept);
-        // and complete (notice)
-        s.feed(2000, &notify(id, "live_migrate_end", "irrevocable", 1000));
-        s.advance(3000);
-        let sent = s.sent(3000);
+        assert_eq!(r.vote_result, VoteResult::Timeout);
+        // a notice too (with less than two seconds, half the time)
+        s.feed(3200, &notify(id, "live_migrate_end", "irrevocable", 1000));
+        s.advance(3700);
+        let sent = s.sent(3700);
         let [Body::ActionResponse(r)] = sent.as_slice() else { panic!() };
-        assert_eq!(r.vote_result, VoteResult::Complete);
+        assert_eq!(r.vote_result, VoteResult::Timeout);
         // wrong invocation: refused
         assert!(matches!(
             s.feed(4000, &notify(id + 1, "stop", "revocable", 1000)).as_slice(),

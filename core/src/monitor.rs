@@ -118,7 +118,8 @@ impl ProtocolError {
 pub enum MonitorEvent {
     /// The guest sent `init` (first time, or again: a new session either way).
     Registered(Registration),
-    /// Consecutive misses exceeded the threshold; the monitor waits for a new `init`. Reported once.
+    /// Consecutive misses exceeded the threshold. Reported once per episode; the monitor keeps challenging at the
+    /// interval, and any valid answer (or a new `init`) ends the episode with [`MonitorEvent::Recovered`].
     HeartbeatLost {
         /// Misses counted.
         consecutive_misses: u32,
@@ -133,7 +134,7 @@ pub enum MonitorEvent {
         /// Why.
         log_msg: LogMsg,
     },
-    /// A healthy answer after a loss or an unhealthy report.
+    /// A valid answer after a loss (any health but `unhealthy`), or a healthy one after an unhealthy report.
     Recovered,
     /// The guest sent `exit`: a graceful deregistration, never a fault.
     Deregistered {
@@ -187,6 +188,8 @@ pub enum Fault {
 pub enum NotifyError {
     /// The guest is not registered.
     NotRegistered,
+    /// The guest is registered but its heartbeat is lost: it would not answer.
+    NotHeartbeating,
     /// Another vote or notice is still open.
     Busy,
     /// The timeout does not fit the protocol's 32-bit milliseconds.
@@ -197,6 +200,7 @@ impl fmt::Display for NotifyError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
             NotifyError::NotRegistered => "guest not registered",
+            NotifyError::NotHeartbeating => "guest heartbeat lost",
             NotifyError::Busy => "another notification is open",
             NotifyError::TimeoutTooLong => "timeout longer than 2^32 ms",
         })
@@ -213,8 +217,13 @@ pub struct MonitorStats {
     pub bytes_in: u64,
     /// Messages sent.
     pub messages_out: u64,
-    /// Valid heartbeat answers.
+    /// Valid heartbeat answers (the current challenge's or, late, one of the last [`RECENT_NONCES`]).
     pub heartbeats: u64,
+    /// Of those, answers to an earlier challenge than the current one (a guest catching up after a freeze).
+    pub late_answers: u64,
+    /// Values the reference sends as fallbacks (`unknown` action, event or notification type, an unknown health
+    /// string), accepted and mapped to a safe meaning.
+    pub unknown_values: u64,
     /// Intervals that ended unanswered.
     pub misses: u64,
     /// Losses declared.
@@ -231,6 +240,46 @@ pub struct MonitorStats {
     pub last_rtt: Duration,
     /// The largest round-trip time seen.
     pub max_rtt: Duration,
+}
+
+/// How many of the latest challenges an answer may echo (the reference host accepts the last 6): after a freeze a
+/// guest answers the challenges that queued up, each of which proves it is alive again.
+pub const RECENT_NONCES: usize = 6;
+
+/// The nonces of the latest challenges sent, and which were answered.
+#[derive(Clone, Copy, Debug, Default)]
+struct RecentNonces {
+    nonces: [u32; RECENT_NONCES],
+    answered: [bool; RECENT_NONCES],
+    len: usize,
+    next: usize,
+}
+
+impl RecentNonces {
+    fn push(&mut self, nonce: u32) {
+        self.nonces[self.next] = nonce;
+        self.answered[self.next] = false;
+        self.next = (self.next + 1) % RECENT_NONCES;
+        self.len = (self.len + 1).min(RECENT_NONCES);
+    }
+
+    /// Marks `nonce` answered; `false` if it was never sent (of the latest) or already answered.
+    fn answer(&mut self, nonce: u32) -> bool {
+        let slot = (0..self.len)
+            .map(|i| (self.next + RECENT_NONCES - 1 - i) % RECENT_NONCES)
+            .find(|&i| self.nonces[i] == nonce);
+        match slot {
+            Some(i) if !self.answered[i] => {
+                self.answered[i] = true;
+                true
+            }
+            _ => false,
+        }
+    }
+
+    fn clear(&mut self) {
+        *self = RecentNonces::default();
+    }
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -273,7 +322,11 @@ pub struct Monitor<R> {
     /// The most severe action reported unhealthy in this session (dedupes `Unhealthy`).
     unhealthy_reported: Option<CorrectiveAction>,
     nonce: u32,
+    /// The current challenge was answered.
     answered: bool,
+    /// Some valid answer arrived during the current interval (proof of life).
+    heard: bool,
+    recent: RecentNonces,
     misses: u32,
     challenged_at: Instant,
     last_heartbeat: Option<Instant>,
@@ -301,6 +354,8 @@ impl<R: IdSource> Monitor<R> {
             unhealthy_reported: None,
             nonce: 0,
             answered: false,
+            heard: false,
+            recent: RecentNonces::default(),
             misses: 0,
             challenged_at: Instant::ZERO,
             last_heartbeat: None,
@@ -310,7 +365,7 @@ impl<R: IdSource> Monitor<R> {
             tx_init_ack: false,
             tx_challenge: false,
             last_nack: None,
-            sequence: 0,
+            sequence: 1,
             events: EventQueue::new(),
             stats: MonitorStats::default(),
         }
@@ -418,6 +473,9 @@ impl<R: IdSource> Monitor<R> {
         if self.state != MonitorState::Heartbeating {
             return Err(NotifyError::NotRegistered);
         }
+        if self.fault == Some(Fault::Lost) {
+            return Err(NotifyError::NotHeartbeating);
+        }
         if self.vote.is_some() {
             return Err(NotifyError::Busy);
         }
@@ -459,6 +517,7 @@ impl<R: IdSource> Monitor<R> {
         } else if self.tx_challenge {
             self.tx_challenge = false;
             self.challenged_at = now;
+            self.recent.push(self.nonce);
             Body::Challenge { heartbeat_challenge: self.nonce }
         } else if let Some(vote) = self.vote.as_mut().filter(|v| !v.sent) {
             vote.sent = true;
@@ -492,6 +551,9 @@ impl<R: IdSource> Monitor<R> {
             self.set_timer(Timer::Vote, None);
             self.push_vote_result(vote, VoteResult::Error, bounded("guest registered anew"));
         }
+        if init.corrective_action == CorrectiveAction::Unknown {
+            self.stats.unknown_values += 1;
+        }
         let requested = Duration::from_millis(u64::from(init.heartbeat_interval_ms));
         let interval = requested.max(self.config.min_interval).min(self.config.max_interval);
         let registration = Registration { init, interval };
@@ -500,6 +562,7 @@ impl<R: IdSource> Monitor<R> {
         self.stats.registrations += 1;
         self.unhealthy_reported = None;
         self.misses = 0;
+        self.recent.clear();
         self.tx_init_ack = true;
         self.set_timer(Timer::Registration, None);
         self.challenge(now, now + interval);
@@ -511,17 +574,27 @@ impl<R: IdSource> Monitor<R> {
             self.on_protocol_error(now, ProtocolError::Unexpected(MsgType::ChallengeResponse));
             return;
         }
-        if self.answered || r.heartbeat_response != self.nonce || self.tx_challenge {
+        if !self.recent.answer(r.heartbeat_response) {
             self.on_protocol_error(now, ProtocolError::StaleNonce { expected: self.nonce, got: r.heartbeat_response });
             return;
         }
-        self.answered = true;
+        if r.heartbeat_response == self.nonce && !self.tx_challenge {
+            self.answered = true;
+            let rtt = now - self.challenged_at;
+            self.stats.last_rtt = rtt;
+            self.stats.max_rtt = self.stats.max_rtt.max(rtt);
+        } else {
+            self.stats.late_answers += 1;
+        }
+        // Proof of life, whichever of the latest challenges it answers.
+        self.heard = true;
         self.misses = 0;
         self.last_heartbeat = Some(now);
         self.stats.heartbeats += 1;
-        let rtt = now - self.challenged_at;
-        self.stats.last_rtt = rtt;
-        self.stats.max_rtt = self.stats.max_rtt.max(rtt);
+        self.set_timer(Timer::Registration, None);
+        if r.heartbeat_health == Health::Unknown || r.corrective_action == CorrectiveAction::Unknown {
+            self.stats.unknown_values += 1;
+        }
         match r.heartbeat_health {
             Health::Unhealthy => {
                 let action = r.corrective_action;
@@ -534,6 +607,13 @@ impl<R: IdSource> Monitor<R> {
             Health::Healthy => {
                 self.unhealthy_reported = None;
                 if self.fault.take().is_some() {
+                    self.push(MonitorEvent::Recovered);
+                }
+            }
+            // Alive, but no word on health: it ends a loss and leaves an unhealthy report standing.
+            Health::Unknown => {
+                if self.fault == Some(Fault::Lost) {
+                    self.fault = None;
                     self.push(MonitorEvent::Recovered);
                 }
             }
@@ -551,11 +631,16 @@ impl<R: IdSource> Monitor<R> {
             self.on_protocol_error(now, ProtocolError::WrongInvocationId { expected, got: r.invocation_id });
             return;
         }
+        if r.event_type == EventType::Unknown || r.notification_type == NotificationType::Unknown {
+            self.stats.unknown_values += 1;
+        }
+        // The reference's `unknown` members match the open vote: it sends them when it could not parse ours.
         match self.vote {
             Some(v)
                 if v.sent
-                    && v.notify.event_type == r.event_type
-                    && v.notify.notification_type == r.notification_type =>
+                    && (v.notify.event_type == r.event_type || r.event_type == EventType::Unknown)
+                    && (v.notify.notification_type == r.notification_type
+                        || r.notification_type == NotificationType::Unknown) =>
             {
                 self.vote = None;
                 self.set_timer(Timer::Vote, None);
@@ -580,22 +665,21 @@ impl<R: IdSource> Monitor<R> {
     fn on_interval_end(&mut self, now: Instant) {
         let due = self.timers.get(Timer::Challenge as usize).unwrap_or(now);
         let interval = self.registration.as_ref().map_or(self.config.min_interval, |r| r.interval);
-        if !self.answered {
+        if !self.heard {
             self.misses = self.misses.saturating_add(1);
             self.stats.misses += 1;
-            if self.misses > self.config.loss_threshold {
+            if self.misses == self.config.loss_threshold.saturating_add(1) {
+                // Reported once per episode; challenges go on so that a guest that comes back (after a freeze,
+                // a migration stun) is heard within one interval, without a new `init`. If nothing at all comes
+                // back for the registration timeout, the caller is told to reconnect.
                 self.stats.losses += 1;
                 self.fault = Some(Fault::Lost);
                 self.unhealthy_reported = None;
-                self.state = MonitorState::AwaitingInit;
-                self.tx_challenge = false;
-                self.set_timer(Timer::Challenge, None);
                 self.set_timer(Timer::Registration, Some(now + self.config.registration_timeout));
                 self.push(MonitorEvent::HeartbeatLost {
                     consecutive_misses: self.misses,
                     last_heartbeat: self.last_heartbeat,
                 });
-                return;
             }
         }
         // Keep the cadence unless we are already a whole interval late.
@@ -610,6 +694,7 @@ impl<R: IdSource> Monitor<R> {
         }
         self.nonce = nonce;
         self.answered = false;
+        self.heard = false;
         self.tx_challenge = true;
         self.challenged_at = now;
         self.set_timer(Timer::Challenge, Some(deadline));
@@ -671,6 +756,8 @@ impl<R: IdSource> Monitor<R> {
         self.tx_init_ack = false;
         self.tx_challenge = false;
         self.answered = false;
+        self.heard = false;
+        self.recent.clear();
         self.misses = 0;
         self.last_heartbeat = None;
     }
@@ -827,7 +914,7 @@ mod tests {
     }
 
     #[test]
-    fn loss_at_the_second_miss_then_back_to_awaiting_init() {
+    fn loss_at_the_second_miss_then_challenges_go_on() {
         let mut s = Script::new(MonitorConfig::default());
         let n = s.register(0, 1000);
         s.feed(10, &ok(n));
@@ -838,14 +925,117 @@ mod tests {
         assert_eq!(s.sent(2000).len(), 1, "a miss sends a new challenge");
         let ev = s.advance(3000);
         assert_eq!(ev, [MonitorEvent::HeartbeatLost { consecutive_misses: 2, last_heartbeat: Some(at(10)) }]);
-        assert_eq!(s.m.state(), MonitorState::AwaitingInit);
+        assert_eq!(s.m.state(), MonitorState::Heartbeating);
         assert_eq!(s.m.fault(), Some(Fault::Lost));
-        assert!(s.sent(3000).is_empty(), "no challenges after loss");
-        assert!(s.advance(60_000).is_empty(), "loss is reported once");
-        // re-registration and a healthy answer: recovered
-        let n = s.register(70_000, 1000);
-        assert_eq!(s.feed(70_010, &ok(n)), [MonitorEvent::Recovered]);
+        assert_eq!(s.sent(3000).len(), 1, "challenges go on after a loss, at the interval");
+        assert!(s.advance(4000).is_empty(), "loss is reported once");
+        assert!(matches!(s.sent(4000).as_slice(), [Body::Challenge { .. }]));
+        // a vote is refused at once while the heartbeat is lost
+        assert_eq!(
+            s.m.notify(at(4000), EventType::Stop, NotificationType::Revocable, Duration::from_secs(9)),
+            Err(NotifyError::NotHeartbeating)
+        );
+        // the current challenge answered: recovered at once, no init needed
+        let n = s.nonce();
+        assert_eq!(s.feed(4500, &ok(n)), [MonitorEvent::Recovered]);
         assert_eq!(s.m.fault(), None);
+        assert_eq!(s.m.stats().registrations, 1);
+        // a new registration works as well
+        let n = s.register(70_000, 1000);
+        assert!(s.feed(70_010, &ok(n)).is_empty());
+    }
+
+    #[test]
+    fn a_guest_back_from_a_freeze_answers_its_queued_challenges_without_errors() {
+        // What the reference guest does after SIGSTOP / a paused VM: it answers every challenge that queued up,
+        // each echoing its own nonce.
+        let mut s = Script::new(MonitorConfig::default());
+        let first = s.register(0, 1000);
+        s.feed(10, &ok(first));
+        let mut queued = Vec::new();
+        for t in [1000, 2000, 3000, 4000] {
+            let ev = s.advance(t);
+            if t == 3000 {
+                assert!(matches!(ev.as_slice(), [MonitorEvent::HeartbeatLost { .. }]), "{ev:?}");
+            }
+            let sent = s.sent(t);
+            let [Body::Challenge { heartbeat_challenge }] = sent.as_slice() else { panic!("{sent:?}") };
+            queued.push(*heartbeat_challenge);
+        }
+        // thawed at 4300: the four answers arrive at once, oldest first
+        let mut events = Vec::new();
+        for n in &queued {
+            events.extend(s.feed(4300, &ok(*n)));
+        }
+        assert_eq!(events, [MonitorEvent::Recovered], "proof of life, no protocol error");
+        assert_eq!(s.m.stats().protocol_errors, 0);
+        assert_eq!(s.m.stats().late_answers, 3);
+        assert_eq!(s.m.fault(), None);
+        // the same answer twice is a replay
+        assert!(matches!(s.feed(4301, &ok(queued[3])).as_slice(), [MonitorEvent::ProtocolError(_)]));
+        // an answer older than the last RECENT_NONCES challenges is not accepted
+        let mut s = Script::new(MonitorConfig { loss_threshold: 100, ..MonitorConfig::default() });
+        let n0 = s.register(0, 1000);
+        for t in 1..=RECENT_NONCES as u64 {
+            s.advance(t * 1000);
+            s.sent(t * 1000);
+        }
+        assert!(matches!(
+            s.feed(7000, &ok(n0)).as_slice(),
+            [MonitorEvent::ProtocolError(ProtocolError::StaleNonce { .. })]
+        ));
+    }
+
+    #[test]
+    fn the_references_unknown_values_are_accepted_and_counted() {
+        let mut s = Script::new(MonitorConfig::default());
+        // init with corrective_action "unknown": registered, not nacked
+        let ev = s.feed(0, &init_line(5, 1000, "unknown"));
+        let [MonitorEvent::Registered(r)] = ev.as_slice() else { panic!("{ev:?}") };
+        assert_eq!(r.init.corrective_action, CorrectiveAction::Unknown);
+        assert_eq!(r.init.corrective_action.effective(), CorrectiveAction::Log);
+        let sent = s.sent(0);
+        assert!(matches!(sent.as_slice(), [Body::InitAck { .. }, Body::Challenge { .. }]), "{sent:?}");
+        // an answer with an unknown health string and action: a heartbeat, no fault
+        assert!(s.feed(10, &response(s.nonce(), "unknown", "unknown", "")).is_empty());
+        s.advance(1000);
+        s.sent(1000);
+        assert!(s.feed(1010, &response(s.nonce(), "degraded", "none", "")).is_empty());
+        assert_eq!(s.m.stats().heartbeats, 2);
+        assert_eq!(s.m.stats().protocol_errors, 0);
+        assert_eq!(s.m.stats().unknown_values, 3);
+        assert_eq!(s.m.fault(), None);
+        // unhealthy with action unknown: reported as such (the host acts on it as log)
+        s.advance(2000);
+        s.sent(2000);
+        let ev = s.feed(2010, &response(s.nonce(), "unhealthy", "unknown", "x"));
+        assert!(matches!(
+            ev.as_slice(),
+            [MonitorEvent::Unhealthy { corrective_action: CorrectiveAction::Unknown, .. }]
+        ));
+        // a vote answered with unknown event and notification types matches the open vote
+        s.m.notify(at(2100), EventType::LiveMigrateBegin, NotificationType::Revocable, Duration::from_secs(9)).unwrap();
+        s.sent(2100);
+        let ev = s.feed(2200, &format!("{{\"version\":3,\"revision\":1,\"msg_type\":\"action_response\",\"sequence\":3,\"invocation_id\":5,\"event_type\":\"unknown\",\"notification_type\":\"unknown\",\"vote_result\":\"unknown\",\"log_msg\":\"\"}}\n"));
+        assert!(
+            matches!(
+                ev.as_slice(),
+                [MonitorEvent::VoteResult { event_type: EventType::LiveMigrateBegin, result: VoteResult::Unknown, .. }]
+            ),
+            "{ev:?}"
+        );
+        assert_eq!(s.m.stats().unknown_values, 5);
+    }
+
+    #[test]
+    fn the_first_message_has_sequence_one() {
+        let mut s = Script::new(MonitorConfig::default());
+        s.feed(0, &init_line(5, 1000, "log"));
+        let mut buf = [0u8; MAX_WIRE];
+        let n = s.m.poll_transmit(at(0), &mut buf).unwrap();
+        assert_eq!(crate::decode(&buf[1..n - 1]).unwrap().sequence, 1);
+        let n = s.m.poll_transmit(at(0), &mut buf).unwrap();
+        assert_eq!(crate::decode(&buf[1..n - 1]).unwrap().sequence, 2);
     }
 
     #[test]

@@ -111,6 +111,8 @@ wire_enum!(
         Healthy = "healthy",
         /// The application reports a fault.
         Unhealthy = "unhealthy",
+        /// Any other string (the reference host stores whatever it gets): proof of life, but no verdict on health.
+        Unknown = "unknown",
     }
 );
 
@@ -121,6 +123,9 @@ wire_enum!(
         /// Nothing to do.
         #[default]
         None = "none",
+        /// The reference guest's fallback when its configuration gives nothing valid. Vigil treats it as `log`
+        /// (report, never act): see [`CorrectiveAction::effective`].
+        Unknown = "unknown",
         /// Record the fault only.
         Log = "log",
         /// Reboot the VM.
@@ -157,8 +162,20 @@ wire_enum!(
         ColdMigrateBegin = "cold_migrate_begin",
         /// Cold migration ended.
         ColdMigrateEnd = "cold_migrate_end",
+        /// The reference's fallback member; Vigil never sends it and matches it to the open vote.
+        Unknown = "unknown",
     }
 );
+
+impl CorrectiveAction {
+    /// What the host acts on: `unknown` is reported as `log` — the guest did not ask for anything destructive.
+    pub const fn effective(self) -> CorrectiveAction {
+        match self {
+            CorrectiveAction::Unknown => CorrectiveAction::Log,
+            a => a,
+        }
+    }
+}
 
 impl EventType {
     /// Whether the protocol votes on this event before notifying it (`*_begin`, stop, reboot, pause, suspend).
@@ -166,6 +183,7 @@ impl EventType {
         !matches!(
             self,
             EventType::Unpause
+                | EventType::Unknown
                 | EventType::Resume
                 | EventType::ResizeEnd
                 | EventType::LiveMigrateEnd
@@ -181,6 +199,8 @@ wire_enum!(
         Revocable = "revocable",
         /// A notice: the guest answers `complete`.
         Irrevocable = "irrevocable",
+        /// The reference's fallback member; Vigil never sends it and matches it to the open vote.
+        Unknown = "unknown",
     }
 );
 

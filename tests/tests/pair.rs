@@ -86,13 +86,21 @@ fn a_vote_rejected_by_the_guest_reaches_the_host() {
     p.run_until(secs(5));
     assert!(p.host_events.iter().any(|(_, e)| matches!(e,
         MonitorEvent::VoteResult { result: VoteResult::Reject, log_msg, .. } if log_msg == "standby not synced")));
-    // a notice nobody handles: the agent answers `complete` before the host's timeout
-    p.monitor.notify(p.now, EventType::LiveMigrateEnd, NotificationType::Irrevocable, Duration::from_secs(2)).unwrap();
+    // a notice nobody handles: the agent answers `timeout` itself one second before the host's deadline, so the
+    // host learns that nobody decided (the reference guest does the same); it is never turned into "complete"
+    let asked = p.now;
+    p.monitor.notify(p.now, EventType::LiveMigrateEnd, NotificationType::Irrevocable, Duration::from_secs(3)).unwrap();
     p.run_until(secs(10));
-    assert!(p.host_events.iter().any(|(_, e)| matches!(
-        e,
-        MonitorEvent::VoteResult { event_type: EventType::LiveMigrateEnd, result: VoteResult::Complete, .. }
-    )));
+    let answer = p
+        .host_events
+        .iter()
+        .find(|(_, e)| matches!(e, MonitorEvent::VoteResult { event_type: EventType::LiveMigrateEnd, .. }));
+    let Some((when, MonitorEvent::VoteResult { result, .. })) = answer else { panic!("{:?}", p.host_events) };
+    assert_eq!(*result, VoteResult::Timeout);
+    assert!(
+        *when < asked + Duration::from_secs(3),
+        "the guest's own timeout answer arrives before the host's deadline"
+    );
 }
 
 #[test]
