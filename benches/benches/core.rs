@@ -64,5 +64,35 @@ fn monitor_cycle(c: &mut Criterion) {
     });
 }
 
-criterion_group!(benches, codec, monitor_cycle);
+/// Refusing hostile lines: `decode` (precheck first) beside the full parser on the same lines, in one run.
+fn rejection(c: &mut Criterion) {
+    // random bytes cut at newlines, as a flooding guest's stream arrives at the framer
+    let mut x = XorShift32::new(0x1234_5678);
+    let random: Vec<Vec<u8>> = (0..64)
+        .map(|_| {
+            let len = 64 + (x.next_id() % 900) as usize;
+            (0..len).map(|_| (x.next_id() >> 8) as u8).filter(|&b| b != b'\n').collect()
+        })
+        .collect();
+    // near-miss JSON: well-formed objects that are not messages
+    let near_miss: Vec<Vec<u8>> = vec![
+        br#"{"version":3,"revision":1,"sequence":2,"heartbeat_response":846930886,"heartbeat_health":"healthy","corrective_action":"reboot","log_msg":"aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"}"#.to_vec(),
+        br#"{"a":[1,2,3,{"b":"cccccccccccccccccccccccccccccccccccccccc"}],"d":true,"e":null,"f":12345678901234}"#.to_vec(),
+        br#"[{"msg_type":"challenge_response"},1,2,3,4,5,6,7,8,9]"#.to_vec(),
+        br#"{"version":3,"revision":1,"msg_type":"challenge_response","sequence":2,"heartbeat_response":1,"heartbeat_health":"healthy","corrective_action":"reboot","log_msg":"x"} tail"#.to_vec(),
+    ];
+    let valid: Vec<Vec<u8>> = vec![RESPONSE[1..RESPONSE.len() - 1].to_vec()];
+    let mut g = c.benchmark_group("reject");
+    for (name, lines) in [("random", &random), ("near-miss", &near_miss), ("valid", &valid)] {
+        g.bench_function(format!("{name}/decode"), |b| {
+            b.iter(|| lines.iter().filter(|l| decode(black_box(l)).is_ok()).count())
+        });
+        g.bench_function(format!("{name}/full-parser"), |b| {
+            b.iter(|| lines.iter().filter(|l| decode_without_precheck(black_box(l)).is_ok()).count())
+        });
+    }
+    g.finish();
+}
+
+criterion_group!(benches, codec, monitor_cycle, rejection);
 criterion_main!(benches);

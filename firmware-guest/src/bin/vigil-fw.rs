@@ -50,7 +50,9 @@ fn write(addr: usize, v: u32) {
     unsafe { core::ptr::write_volatile(reg(addr), v) }
 }
 
-/// UART0 as an `embedded_io` transport: never blocks (reads what the FIFO holds, writes what it takes).
+/// UART0 as an `embedded_io` transport. As the traits require, `read` waits for at least one byte and `write`
+/// for room for at least one (`Ok(0)` would mean end of stream); the driver asks `read_ready`/`write_ready`
+/// first, so in practice neither waits.
 struct Uart;
 
 impl embedded_io::ErrorType for Uart {
@@ -59,6 +61,12 @@ impl embedded_io::ErrorType for Uart {
 
 impl embedded_io::Read for Uart {
     fn read(&mut self, buf: &mut [u8]) -> Result<usize, Self::Error> {
+        if buf.is_empty() {
+            return Ok(0);
+        }
+        while read(UART0 + UART_FR) & FR_RXFE != 0 {
+            core::hint::spin_loop();
+        }
         let mut n = 0;
         while n < buf.len() && read(UART0 + UART_FR) & FR_RXFE == 0 {
             buf[n] = read(UART0 + UART_DR) as u8;
@@ -76,6 +84,12 @@ impl embedded_io::ReadReady for Uart {
 
 impl embedded_io::Write for Uart {
     fn write(&mut self, buf: &[u8]) -> Result<usize, Self::Error> {
+        if buf.is_empty() {
+            return Ok(0);
+        }
+        while read(UART0 + UART_FR) & FR_TXFF != 0 {
+            core::hint::spin_loop();
+        }
         let mut n = 0;
         while n < buf.len() && read(UART0 + UART_FR) & FR_TXFF == 0 {
             write(UART0 + UART_DR, u32::from(buf[n]));
@@ -140,7 +154,7 @@ fn main() -> ! {
         if let AgentEvent::ActionRequest { notify, .. } = e {
             let result = match notify.notification_type {
                 NotificationType::Revocable => VoteResult::Accept,
-                NotificationType::Irrevocable => VoteResult::Complete,
+                NotificationType::Irrevocable | NotificationType::Unknown => VoteResult::Complete,
             };
             let _ = agent.answer_action(result, "firmware");
         }

@@ -69,8 +69,10 @@ pub fn run(argv: &[String], timeout: Duration) -> Outcome {
     out
 }
 
-/// The health check's verdict: exit 0 healthy, 1 unhealthy, anything else (or a timeout) unhealthy with the
-/// reason; the reason is the first line of output when there is one.
+/// The health check's verdict, as the reference guest reads it: exit 0 healthy, exit 1 unhealthy (the reason is
+/// the first line of output); any other exit code is no verdict of unhealthiness (the reference acts only on 1),
+/// so the guest stays healthy and the code is noted in `log_msg`. A check that does not finish in time, or that
+/// is killed by a signal or cannot run, is unhealthy: a check that hangs is itself a symptom.
 pub fn health_verdict(o: &Outcome) -> (Health, String) {
     match (o.code, &o.error) {
         (Some(0), _) => (Health::Healthy, o.first_line.clone()),
@@ -79,7 +81,7 @@ pub fn health_verdict(o: &Outcome) -> (Health, String) {
             if o.first_line.is_empty() { "health check failed".into() } else { o.first_line.clone() },
         ),
         (Some(c), _) => (
-            Health::Unhealthy,
+            Health::Healthy,
             format!("health check exited {c}: {}", o.first_line).trim_end_matches([' ', ':']).to_string(),
         ),
         (None, Some(e)) => (Health::Unhealthy, format!("health check {e}")),
@@ -87,15 +89,17 @@ pub fn health_verdict(o: &Outcome) -> (Health, String) {
     }
 }
 
-/// The notification command's vote: exit 0 accepts (a notice: complete), anything else rejects; the reason is
-/// the first line of output. `None` when it gave no answer in time (silence accepts).
+/// The notification command's vote, as the reference guest reads it: exit 0 accepts (a notice: complete), exit 1
+/// rejects, any other exit code answers `unknown`; the reason is the first line of output. `None` when it gave
+/// no answer in time (or could not run): the agent then answers `timeout` before the host's deadline.
 pub fn vote_verdict(o: &Outcome, kind: NotificationType) -> Option<(VoteResult, String)> {
     match o.code {
         Some(0) => Some((
             if kind == NotificationType::Revocable { VoteResult::Accept } else { VoteResult::Complete },
             o.first_line.clone(),
         )),
-        Some(_) => Some((VoteResult::Reject, o.first_line.clone())),
+        Some(1) => Some((VoteResult::Reject, o.first_line.clone())),
+        Some(_) => Some((VoteResult::Unknown, o.first_line.clone())),
         None => None,
     }
 }
@@ -172,7 +176,8 @@ mod tests {
         assert_eq!(health_verdict(&run(&sh("exit 1"), t)), (Health::Unhealthy, "health check failed".into()));
         assert_eq!(
             health_verdict(&run(&sh("echo weird; exit 7"), t)),
-            (Health::Unhealthy, "health check exited 7: weird".into())
+            (Health::Healthy, "health check exited 7: weird".into()),
+            "only exit 1 is unhealthy, as the reference"
         );
         let (h, msg) = health_verdict(&run(&sh("sleep 5"), Duration::from_millis(200)));
         assert_eq!(h, Health::Unhealthy);
@@ -192,6 +197,11 @@ mod tests {
         assert_eq!(
             vote_verdict(&run(&sh("exit 0"), t), NotificationType::Irrevocable),
             Some((VoteResult::Complete, String::new()))
+        );
+        assert_eq!(
+            vote_verdict(&run(&sh("echo odd; exit 2"), t), NotificationType::Revocable),
+            Some((VoteResult::Unknown, "odd".into())),
+            "exit codes other than 0 and 1 answer unknown, as the reference"
         );
         assert_eq!(vote_verdict(&run(&sh("sleep 3"), Duration::from_millis(100)), NotificationType::Revocable), None);
     }

@@ -95,8 +95,14 @@ impl Clock for SysClock {
 struct Vote {
     id: u64,
     kind: NotificationType,
+    /// `None` while the command runs; `Some(None)` when it gave no answer (the agent will answer `timeout`).
     script: Option<Option<(VoteResult, String)>>,
+    /// No notification command is configured: only the applications vote.
+    no_script: bool,
     started: StdInstant,
+    /// Applications still silent by then count as accepting (silence accepts), a little before the agent's own
+    /// `timeout` answer.
+    apps_deadline: StdInstant,
 }
 
 /// Runs the agent until SIGTERM/SIGINT; then sends `exit`.
@@ -175,9 +181,10 @@ pub fn run(cfg: GuestConfig) -> std::io::Result<()> {
         let (health, act, msg) = combine(check.as_ref(), health_action, &apps, now);
         driver.agent_mut().set_health(health, act, &msg);
 
-        // votes: one reject wins; everyone accepting answers at once; silence accepts (the agent answers alone)
+        // votes: one reject wins; everyone accepting answers at once; silent applications accept; a notification
+        // command that gives no answer leaves the answer to the agent, which says `timeout`
         if let Some(v) = &vote {
-            if let Some((result, why)) = vote_decision(v, &apps) {
+            if let Some((result, why)) = vote_decision(v, &apps, now) {
                 let _ = driver.agent_mut().answer_action(result, &why);
                 vote = None;
             } else if v.started.elapsed() > StdDuration::from_secs(3600) {
@@ -212,21 +219,28 @@ pub fn run(cfg: GuestConfig) -> std::io::Result<()> {
         if let Some((notify, deadline)) = new_vote {
             vote_seq += 1;
             apps.start_vote(notify.event_type, notify.notification_type, notify.timeout_ms);
-            let mut v = Vote { id: vote_seq, kind: notify.notification_type, script: None, started: StdInstant::now() };
+            let left = StdDuration::from_millis(deadline.saturating_duration_since(driver_now(&clock)).as_millis());
+            let mut v = Vote {
+                id: vote_seq,
+                kind: notify.notification_type,
+                script: None,
+                no_script: cfg.notify_cmd.is_none(),
+                started: StdInstant::now(),
+                apps_deadline: StdInstant::now() + left.saturating_sub(left.min(StdDuration::from_millis(200)) / 2),
+            };
             match &cfg.notify_cmd {
                 Some(cmd) => {
-                    let left = deadline.saturating_duration_since(driver_now(&clock)).as_millis();
                     commands::spawn_vote(
                         vec![cmd.display().to_string()],
                         v.id,
                         notify.notification_type,
                         notify.event_type.as_str(),
-                        StdDuration::from_millis(left.max(1)),
+                        left.max(StdDuration::from_millis(1)),
                         tx.clone(),
                         Arc::clone(&wake),
                     );
                 }
-                None => v.script = Some(None),
+                None => v.script = Some(Some((VoteResult::Accept, String::new()))),
             }
             vote = Some(v);
             continue; // decide at once if nobody is asked
@@ -325,8 +339,10 @@ fn combine(
     }
 }
 
-/// One reject wins; all answered (script and every registered app) decides; otherwise wait.
-fn vote_decision(v: &Vote, apps: &Apps) -> Option<(VoteResult, String)> {
+/// One reject wins; the command and every registered application answered decides (the command's `unknown`
+/// stands if nobody rejects); past `apps_deadline`, silent applications accept. A command that gave no answer
+/// decides nothing: the agent answers `timeout` on its own.
+fn vote_decision(v: &Vote, apps: &Apps, now: StdInstant) -> Option<(VoteResult, String)> {
     let yes = if v.kind == NotificationType::Revocable { VoteResult::Accept } else { VoteResult::Complete };
     if let Some(Some((VoteResult::Reject, why))) = &v.script {
         return Some((VoteResult::Reject, why.clone()));
@@ -336,9 +352,12 @@ fn vote_decision(v: &Vote, apps: &Apps) -> Option<(VoteResult, String)> {
             return Some((VoteResult::Reject, format!("{}: {why}", app.name.as_deref().unwrap_or("?"))));
         }
     }
-    let all_apps = apps.iter().all(|a| a.vote.is_some());
+    let apps_done = apps.iter().all(|a| a.vote.is_some()) || now >= v.apps_deadline;
     match &v.script {
-        Some(_) if all_apps => Some((yes, String::new())),
+        Some(Some((result, why))) if apps_done => {
+            let result = if v.no_script || *result == VoteResult::Accept { yes } else { *result };
+            Some((result, why.clone()))
+        }
         _ => None,
     }
 }

@@ -74,13 +74,25 @@ impl Port {
     }
 
     fn ready(&self, flags: PollFlags) -> io::Result<bool> {
+        self.ready_within(flags, Some(&rustix::event::Timespec { tv_sec: 0, tv_nsec: 0 }))
+    }
+
+    /// Blocks until the port is ready for `flags` (embedded-io's `Read`/`Write` block; the driver asks
+    /// `read_ready`/`write_ready` first, so this only waits after a spurious readiness).
+    fn wait(&self, flags: PollFlags) -> io::Result<()> {
+        while !self.ready_within(flags, None)? {}
+        Ok(())
+    }
+
+    fn ready_within(&self, flags: PollFlags, timeout: Option<&rustix::event::Timespec>) -> io::Result<bool> {
         let fd = match self {
             Port::Closed => return Ok(false),
             Port::Device(f) => f.as_fd(),
             Port::Socket(s) => s.as_fd(),
         };
         let mut fds = [PollFd::new(&fd, flags)];
-        match poll(&mut fds, Some(&rustix::event::Timespec { tv_sec: 0, tv_nsec: 0 })) {
+        match poll(&mut fds, timeout) {
+            Err(rustix::io::Errno::INTR) => Ok(false),
             Ok(n) => {
                 let rev = fds[0].revents();
                 if rev.intersects(PollFlags::ERR | PollFlags::NVAL) {
@@ -116,19 +128,34 @@ impl embedded_io::ErrorType for Port {
     type Error = PortError;
 }
 
+fn not_open() -> PortError {
+    PortError(io::Error::new(io::ErrorKind::NotConnected, "port not open"))
+}
+
+/// As `embedded_io::Read` requires: blocks until at least one byte is there (never `Ok(0)` for "nothing yet",
+/// which the trait defines as end of stream); the host closing its end is an error, so the agent reopens.
 impl embedded_io::Read for Port {
     fn read(&mut self, buf: &mut [u8]) -> Result<usize, PortError> {
-        let r = match self {
-            Port::Closed => return Ok(0),
-            Port::Device(f) => f.read(buf),
-            Port::Socket(s) => s.read(buf),
-        };
-        match r {
-            // a ready port that reads 0 bytes: the host closed its end
-            Ok(0) => Err(PortError(io::Error::new(io::ErrorKind::UnexpectedEof, "host closed the port"))),
-            Ok(n) => Ok(n),
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock || e.kind() == io::ErrorKind::Interrupted => Ok(0),
-            Err(e) => Err(PortError(e)),
+        if buf.is_empty() {
+            return Ok(0);
+        }
+        loop {
+            let r = match self {
+                Port::Closed => return Err(not_open()),
+                Port::Device(f) => f.read(buf),
+                Port::Socket(s) => s.read(buf),
+            };
+            return match r {
+                // a ready port that reads 0 bytes: the host closed its end
+                Ok(0) => Err(PortError(io::Error::new(io::ErrorKind::UnexpectedEof, "host closed the port"))),
+                Ok(n) => Ok(n),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    self.wait(PollFlags::IN).map_err(PortError)?;
+                    continue;
+                }
+                Err(e) => Err(PortError(e)),
+            };
         }
     }
 }
@@ -139,17 +166,29 @@ impl embedded_io::ReadReady for Port {
     }
 }
 
+/// As `embedded_io::Write` requires: blocks until at least one byte is taken (never `Ok(0)` for a non-empty
+/// buffer).
 impl embedded_io::Write for Port {
     fn write(&mut self, buf: &[u8]) -> Result<usize, PortError> {
-        let r = match self {
-            Port::Closed => return Ok(0),
-            Port::Device(f) => f.write(buf),
-            Port::Socket(s) => s.write(buf),
-        };
-        match r {
-            Ok(n) => Ok(n),
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock || e.kind() == io::ErrorKind::Interrupted => Ok(0),
-            Err(e) => Err(PortError(e)),
+        if buf.is_empty() {
+            return Ok(0);
+        }
+        loop {
+            let r = match self {
+                Port::Closed => return Err(not_open()),
+                Port::Device(f) => f.write(buf),
+                Port::Socket(s) => s.write(buf),
+            };
+            return match r {
+                Ok(0) => Err(PortError(io::Error::new(io::ErrorKind::WriteZero, "port took nothing"))),
+                Ok(n) => Ok(n),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    self.wait(PollFlags::OUT).map_err(PortError)?;
+                    continue;
+                }
+                Err(e) => Err(PortError(e)),
+            };
         }
     }
     fn flush(&mut self) -> Result<(), PortError> {
@@ -184,5 +223,30 @@ mod tests {
         assert_eq!(find_port(None, &sys, &dev), Some(dev.join("virtio-ports/cgcs.heartbeat")), "udev link first");
         assert_eq!(find_port(Some(Path::new("/x")), &sys, &dev), Some(PathBuf::from("/x")));
         let _ = std::fs::remove_dir_all(&root);
+    }
+
+    #[test]
+    fn reads_and_writes_follow_embedded_io_never_ok_0_for_not_yet() {
+        use embedded_io::{Read as _, ReadReady as _, Write as _};
+        let (ours, mut theirs) = UnixStream::pair().unwrap();
+        ours.set_nonblocking(true).unwrap();
+        let mut port = Port::Socket(ours);
+        assert!(!port.read_ready().unwrap());
+        // nothing there yet: read waits for the byte instead of answering Ok(0) ("end of stream")
+        let writer = std::thread::spawn(move || {
+            std::thread::sleep(std::time::Duration::from_millis(100));
+            theirs.write_all(b"hi").unwrap();
+            theirs
+        });
+        let mut buf = [0u8; 8];
+        let n = port.read(&mut buf).unwrap();
+        assert_eq!(&buf[..n], b"hi");
+        assert_eq!(port.write(b"x").unwrap(), 1);
+        // the peer closes: end of stream is an error the agent acts on (it reopens the port)
+        drop(writer.join().unwrap());
+        assert!(port.read(&mut buf).is_err());
+        // a closed port is an error, not "nothing to read"
+        assert!(Port::Closed.read(&mut buf).is_err());
+        assert!(Port::Closed.write(b"x").is_err());
     }
 }
