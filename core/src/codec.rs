@@ -164,9 +164,9 @@ const fn is_json_ws(b: u8) -> bool {
 }
 
 /// Refuses, in one pass and without parsing, a line that cannot be a protocol message: it must be a JSON object
-/// (`{` ... `}` after optional white space), valid UTF-8 with no raw control bytes (JSON forbids them even in
-/// strings), nested at most [`MAX_DEPTH`] deep, and carry the key `"msg_type"` spelled as every implementation
-/// writes it (a key spelled with escapes is refused). Errors are the ones the full parser would give.
+/// (`{` ... `}` after optional white space) with no raw control bytes (JSON forbids them even in strings),
+/// nested at most [`MAX_DEPTH`] deep, and carry the key `"msg_type"` spelled as every implementation writes it
+/// (a key spelled with escapes is refused). Invalid UTF-8 is left to the parser, which checks every string.
 pub fn precheck(line: &[u8]) -> Result<(), DecodeError> {
     let start = line.iter().position(|&b| !is_json_ws(b)).unwrap_or(line.len());
     let end = line.iter().rposition(|&b| !is_json_ws(b)).map_or(start, |i| i + 1);
@@ -176,14 +176,39 @@ pub fn precheck(line: &[u8]) -> Result<(), DecodeError> {
         Some(b'[' | b'"' | b'-' | b'0'..=b'9' | b't' | b'f' | b'n') => return Err(DecodeError::NotAnObject),
         _ => return Err(DecodeError::Syntax),
     }
-    if body.last() != Some(&b'}') || body.iter().any(|&b| b < 0x20 && b != b'\t') {
+    if body.last() != Some(&b'}') {
         return Err(DecodeError::Syntax);
     }
-    check_depth(body)?;
-    if core::str::from_utf8(body).is_err() {
-        return Err(DecodeError::Syntax);
+    let (mut depth, mut in_str, mut escaped, mut has_msg_type) = (0usize, false, false, false);
+    for (i, &b) in body.iter().enumerate() {
+        if b < 0x20 && b != b'\t' {
+            return Err(DecodeError::Syntax);
+        }
+        if in_str {
+            match (escaped, b) {
+                (true, _) => escaped = false,
+                (false, b'\\') => escaped = true,
+                (false, b'"') => in_str = false,
+                _ => {}
+            }
+            continue;
+        }
+        match b {
+            b'"' => {
+                in_str = true;
+                has_msg_type |= depth == 1 && body[i..].starts_with(MSG_TYPE_KEY);
+            }
+            b'{' | b'[' => {
+                depth += 1;
+                if depth > MAX_DEPTH {
+                    return Err(DecodeError::TooDeep);
+                }
+            }
+            b'}' | b']' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
     }
-    if !body.windows(MSG_TYPE_KEY.len()).any(|w| w == MSG_TYPE_KEY) {
+    if !has_msg_type {
         return Err(DecodeError::MissingField(Field::MsgType));
     }
     Ok(())
@@ -642,7 +667,7 @@ mod tests {
         assert_eq!(err(&format!(r#"{{{H},"msg_type":"hello"}}"#)), DecodeError::UnknownMsgType);
         let deep = format!(r#"{{{H},"msg_type":"exit","x":{}{}}}"#, "[".repeat(9), "]".repeat(9));
         assert_eq!(err(&deep), DecodeError::TooDeep);
-        assert_eq!(decode(b"{\"log_msg\":\"\xff\"}").unwrap_err(), DecodeError::Syntax);
+        assert_eq!(decode(b"{\"msg_type\":\"exit\",\"log_msg\":\"\xff\"}").unwrap_err(), DecodeError::Syntax);
     }
 
     #[test]

@@ -25,17 +25,22 @@ pub enum ActionPolicy {
 #[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct GuestSettings {
-    /// Force this challenge interval instead of the guest's request.
+    /// Force this challenge interval instead of the guest's request (at least 100 ms).
     pub interval_ms: Option<u32>,
     /// Loss when consecutive misses exceed this.
     pub loss_threshold: Option<u32>,
     /// `log` or `command`.
     pub policy: Option<ActionPolicy>,
-    /// argv templates per corrective action (`reboot`, `stop`, `log`); `{guest}`, `{name}`, `{action}` and
-    /// `{kind}` are replaced. Never a shell string.
+    /// argv templates per corrective action (`reboot`, `stop`, `log`); `{guest}` (the id from the socket name
+    /// or the config, never from the guest), `{action}` and `{kind}` are replaced. Never a shell string. Nothing
+    /// the guest declares (its `name`) can reach an argv.
     pub commands: Option<BTreeMap<String, Vec<String>>>,
     /// At most one command per guest per this many seconds.
     pub action_min_gap_secs: Option<u64>,
+    /// Bytes a guest may send per heartbeat interval before it is no longer read (default 4096).
+    pub budget_bytes_per_interval: Option<u64>,
+    /// Bytes a guest may send at once (default 8192).
+    pub budget_burst_bytes: Option<u64>,
 }
 
 /// One `[[guest]]` entry: a socket named explicitly.
@@ -92,11 +97,29 @@ impl FileConfig {
                 if argv.is_empty() || argv[0].is_empty() {
                     return Err(format!("commands.{action}: empty argv"));
                 }
+                if argv.iter().any(|a| a.contains("{name}")) {
+                    return Err(format!(
+                        "commands.{action}: {{name}} is the guest's own declaration and may not reach a command; \
+                         use {{guest}} (the socket's id)"
+                    ));
+                }
+            }
+            if let Some(ms) = s.interval_ms.filter(|&ms| ms < MIN_INTERVAL_MS) {
+                return Err(format!("interval_ms = {ms}: at least {MIN_INTERVAL_MS} ms"));
+            }
+            if s.budget_burst_bytes.is_some_and(|b| b < crate::budget::MIN_GRANT) {
+                return Err(format!("budget_burst_bytes: at least {} (one whole message)", crate::budget::MIN_GRANT));
+            }
+            if s.budget_bytes_per_interval == Some(0) {
+                return Err("budget_bytes_per_interval: more than 0".into());
             }
         }
         Ok(())
     }
 }
+
+/// The smallest challenge interval a configuration may force.
+pub const MIN_INTERVAL_MS: u32 = 100;
 
 /// The settings in force for one guest, defaults applied.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -109,6 +132,8 @@ pub struct Policy {
     pub commands: BTreeMap<String, Vec<String>>,
     /// Minimum time between two commands for this guest.
     pub action_min_gap: Duration,
+    /// The guest's byte budget.
+    pub budget: crate::budget::BudgetConfig,
 }
 
 impl Policy {
@@ -117,7 +142,7 @@ impl Policy {
         let pick = |f: fn(&GuestSettings) -> Option<u64>| own.and_then(f).or_else(|| f(defaults));
         let mut monitor = MonitorConfig::default();
         if let Some(ms) = pick(|s| s.interval_ms.map(u64::from)) {
-            let d = Duration::from_millis(ms.max(1));
+            let d = Duration::from_millis(ms.max(u64::from(MIN_INTERVAL_MS)));
             monitor.min_interval = d;
             monitor.max_interval = d;
         }
@@ -130,27 +155,39 @@ impl Policy {
             commands.extend(own.clone());
         }
         let gap = pick(|s| s.action_min_gap_secs).unwrap_or(300);
-        Policy { monitor, policy, commands, action_min_gap: Duration::from_secs(gap) }
+        let mut budget = crate::budget::BudgetConfig::default();
+        if let Some(b) = pick(|s| s.budget_bytes_per_interval) {
+            budget.bytes_per_interval = b.max(1);
+        }
+        if let Some(b) = pick(|s| s.budget_burst_bytes) {
+            budget.burst = b.max(crate::budget::MIN_GRANT);
+        }
+        Policy { monitor, policy, commands, action_min_gap: Duration::from_secs(gap), budget }
     }
 
     /// The argv to run for `action`, with placeholders filled in; `None` when the policy is `log` or no command
-    /// is configured for it.
-    pub fn command_for(&self, action: CorrectiveAction, guest: &str, name: &str, kind: &str) -> Option<Vec<String>> {
+    /// is configured for it. `unknown` is acted on as `log`. An argument that would start with `-` only because
+    /// of a substitution is refused (`Err`), so an odd guest id can never become an option.
+    pub fn command_for(
+        &self,
+        action: CorrectiveAction,
+        guest: &str,
+        kind: &str,
+    ) -> Option<Result<Vec<String>, String>> {
         if self.policy != ActionPolicy::Command {
             return None;
         }
+        let action = action.effective();
         let template = self.commands.get(action.as_str())?;
-        Some(
-            template
-                .iter()
-                .map(|a| {
-                    a.replace("{guest}", guest)
-                        .replace("{name}", name)
-                        .replace("{action}", action.as_str())
-                        .replace("{kind}", kind)
-                })
-                .collect(),
-        )
+        let mut argv = Vec::with_capacity(template.len());
+        for a in template {
+            let v = a.replace("{guest}", guest).replace("{action}", action.as_str()).replace("{kind}", kind);
+            if v.starts_with('-') && !a.starts_with('-') {
+                return Some(Err(format!("argument {v:?} would start with '-' after substitution")));
+            }
+            argv.push(v);
+        }
+        Some(Ok(argv))
     }
 }
 
@@ -177,14 +214,16 @@ mod tests {
         let d = Policy::resolve(&cfg.defaults, None);
         assert_eq!(d.monitor.loss_threshold, 2);
         assert_eq!(
-            d.command_for(CorrectiveAction::Reboot, "vm-9", "n", "heartbeat_lost"),
-            Some(vec!["virsh".into(), "reboot".into(), "vm-9".into()])
+            d.command_for(CorrectiveAction::Reboot, "vm-9", "heartbeat_lost"),
+            Some(Ok(vec!["virsh".into(), "reboot".into(), "vm-9".into()]))
         );
-        assert_eq!(d.command_for(CorrectiveAction::Log, "vm-9", "n", "x"), None);
+        assert_eq!(d.command_for(CorrectiveAction::Log, "vm-9", "x"), None);
+        assert!(matches!(d.command_for(CorrectiveAction::Reboot, "-rf", "x"), Some(Err(_))), "no leading '-'");
+        assert_eq!(d.command_for(CorrectiveAction::Unknown, "vm-9", "x"), None, "unknown acts as log");
         let g = Policy::resolve(&cfg.defaults, Some(&cfg.guests[0].settings));
         assert_eq!(g.monitor.min_interval, Duration::from_millis(500));
         assert_eq!(g.monitor.loss_threshold, 2);
-        assert_eq!(g.command_for(CorrectiveAction::Reboot, "db-1", "n", "x"), None, "policy log");
+        assert_eq!(g.command_for(CorrectiveAction::Reboot, "db-1", "x"), None, "policy log");
     }
 
     #[test]
@@ -195,5 +234,18 @@ mod tests {
         let cfg: FileConfig =
             toml::from_str("[[guest]]\nid=\"a\"\nsocket=\"/a\"\n[[guest]]\nid=\"a\"\nsocket=\"/b\"").unwrap();
         assert!(cfg.validate().is_err());
+        // a guest's declared name may not reach a command (it could name another VM or an option)
+        let cfg: FileConfig =
+            toml::from_str("[defaults]\ncommands = { reboot = [\"virsh\", \"reboot\", \"{name}\"] }").unwrap();
+        assert!(cfg.validate().unwrap_err().contains("{name}"));
+        // the interval floor holds for a forced interval too (0 used to bypass it)
+        let cfg: FileConfig = toml::from_str("[defaults]\ninterval_ms = 0").unwrap();
+        assert!(cfg.validate().unwrap_err().contains("at least 100"));
+        assert_eq!(
+            Policy::resolve(&GuestSettings { interval_ms: Some(0), ..GuestSettings::default() }, None)
+                .monitor
+                .min_interval,
+            Duration::from_millis(100)
+        );
     }
 }

@@ -1,45 +1,43 @@
-//! The data plane: one mio loop that discovers guest sockets, keeps one connection per socket, runs one core
-//! `Monitor` per guest and turns its events into fault events and corrective actions.
+//! The data plane: one mio loop that moves bytes between guest sockets and the [`Fleet`], and nothing else. All
+//! policy (what a verdict is, what to do about it, backoff, budgets) lives in the fleet, which is sans-IO.
 //!
-//! Shape (as mio's own examples): one `Events` buffer reused forever; a slab of guests whose index is both the
-//! connection's `Token` and the guest's key in the [`TimerWheel`]; readiness drained to `WouldBlock` under a
-//! per-guest read budget, with guests that used their budget revisited after everyone else; the poll timeout is
-//! the wheel's next deadline. No heap allocation per message: one shared read buffer, encoding onto the stack,
-//! and a bounded per-guest output buffer that only fills when a guest stops reading.
+//! Shape (as mio's own examples): one `Events` buffer reused forever; a table of connections indexed by the
+//! fleet's guest key, each with a generation carried in its `Token`, so a stale readiness event can never land on
+//! a new guest in a reused slot. Each pass: readiness is collected; ready guests are read **within their byte
+//! budget** and within a per-pass bound (what is left waits for the next pass, which does not sleep); then due
+//! timers fire; then what the fleet wants sent, closed, connected, reported or run is done. A guest over budget
+//! is not read until the fleet says it has budget again.
 //!
-//! It must never block: not on a guest, not on the event writer, not on a corrective command.
+//! It must never block: not on a guest, not on the event writer, not on a corrective command, not on a log.
 
-use std::collections::HashMap;
 use std::io::{self, Read, Write};
-use std::mem::MaybeUninit;
-use std::os::fd::{AsRawFd, OwnedFd};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::mpsc::Receiver;
 use std::sync::Arc;
 
 use mio::net::UnixStream;
-use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token, Waker};
-use serde_json::json;
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
-use slab::Slab;
 use tracing::{debug, info, warn};
-use vigil_core::{Duration, Fault, Instant, Monitor, MonitorEvent, MonitorState, StdClock, XorShift32, MAX_WIRE};
+use vigil_core::{Duration, Instant, StdClock, MAX_WIRE};
 
 use crate::actions::{outcome_channel, ActionJob, ActionOutcome, ActionRunner};
-use crate::config::{FileConfig, GuestSettings, Policy};
-use crate::events::{EventSink, EventsTarget, RateLimit};
+use crate::config::FileConfig;
+use crate::discovery::{Change, Discovery};
+use crate::events::{escape_text, Event, EventSink, EventsTarget};
+use crate::fleet::{action_event, Fleet, FleetConfig, GuestKey, Io, Origin};
 use crate::glob::Pattern;
 use crate::sdnotify::Notifier;
-use crate::status::{GuestStatus, Snapshot, StatusWriter};
-use crate::wheel::TimerWheel;
+use crate::status::{Snapshot, StatusWriter};
 
 const SIGNALS: Token = Token(usize::MAX - 1);
 const INOTIFY: Token = Token(usize::MAX - 2);
 const WAKER: Token = Token(usize::MAX - 3);
 
-/// Bytes read from one guest per wake-up before the others get their turn.
-pub const READ_BUDGET: usize = 32 * 1024;
+/// Bytes read from all guests in one pass before timers get their turn (what is left is read next pass).
+pub const PASS_BUDGET: usize = 256 * 1024;
+/// Bytes read from one guest per read call.
+pub const READ_CHUNK: usize = 16 * 1024;
 /// Bytes that may wait for a guest that does not read; beyond it messages are dropped and counted.
 pub const MAX_OUTBUF: usize = 4096;
 /// Default first reconnect delay.
@@ -50,10 +48,10 @@ pub const BACKOFF_MAX: Duration = Duration::from_secs(60);
 /// How vigild runs.
 #[derive(Clone, Debug)]
 pub struct DaemonConfig {
-    /// Directories to watch.
+    /// Directories to watch (from the command line; the config file's are added).
     pub watch: Vec<PathBuf>,
-    /// Socket file-name pattern.
-    pub pattern: Pattern,
+    /// Socket file-name pattern from the command line (else the config file's, else the default).
+    pub pattern: Option<String>,
     /// Optional TOML file.
     pub config_file: Option<PathBuf>,
     /// Where events go.
@@ -70,69 +68,70 @@ pub struct DaemonConfig {
     pub backoff_max: Duration,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Origin {
-    Watched,
-    Configured,
+impl DaemonConfig {
+    /// The directories and pattern in force with `file`: the command line's, then the file's.
+    pub fn discovery(&self, file: &FileConfig) -> Result<(Vec<PathBuf>, Pattern), String> {
+        let mut dirs = self.watch.clone();
+        for d in &file.watch {
+            if !dirs.contains(d) {
+                dirs.push(d.clone());
+            }
+        }
+        let pattern =
+            self.pattern.clone().or_else(|| file.pattern.clone()).unwrap_or_else(|| "cgcs.heartbeat.*.sock".into());
+        Ok((dirs, Pattern::new(&pattern)?))
+    }
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Link {
-    /// Waiting to (re)connect at the wheel deadline.
-    Backoff,
-    Connected,
-}
-
-struct Guest {
-    id: Arc<str>,
-    path: PathBuf,
-    origin: Origin,
-    monitor: Monitor<XorShift32>,
-    policy: Arc<Policy>,
-    conn: Option<UnixStream>,
-    link: Link,
-    reconnect_at: Instant,
-    backoff: Duration,
-    connected_at: Instant,
+struct Conn {
+    stream: UnixStream,
+    gen: u32,
     out: Vec<u8>,
-    tx_dropped: u64,
-    last_action: Option<Instant>,
-    errors: RateLimit,
-    /// Registrations are rare; a guest re-registering in a loop is rate-limited like protocol errors.
-    registrations: RateLimit,
-    /// Read budget used up with data left: revisit after the others.
-    more_to_read: bool,
+    /// In the list of guests to read.
+    queued: bool,
+    /// The peer closed its end: read to the end, never stop at a short read.
+    read_closed: bool,
+}
+
+fn token(key: GuestKey, gen: u32) -> Token {
+    Token(key | (gen as usize) << 32)
 }
 
 /// The daemon.
 pub struct Daemon {
     cfg: DaemonConfig,
-    file: FileConfig,
-    defaults: Arc<Policy>,
     poll: Poll,
     clock: StdClock,
-    guests: Slab<Guest>,
-    by_path: HashMap<PathBuf, usize>,
-    wheel: TimerWheel,
-    inotify: Option<OwnedFd>,
-    watches: HashMap<i32, PathBuf>,
+    fleet: Fleet,
+    conns: Vec<Option<Conn>>,
+    next_gen: u32,
+    discovery: Discovery,
     signals: signal_hook_mio::v1_0::Signals,
     sink: EventSink,
     actions: ActionRunner,
     outcomes: Receiver<ActionOutcome>,
     status: Option<StatusWriter>,
     notifier: Notifier,
-    rng: XorShift32,
-    seeds: u64,
     readbuf: Vec<u8>,
-    scratch: Vec<vigil_core::MonitorEvent>,
-    fired: Vec<usize>,
-    retry_read: Vec<usize>,
+    to_read: Vec<GuestKey>,
     next_rescan: Instant,
     next_status: Instant,
     next_watchdog: Instant,
     stopping: bool,
     fd_limit: u64,
+}
+
+/// 32 bits from the OS's entropy (per-guest nonce seeds).
+pub fn os_random() -> u32 {
+    let mut b = [0u8; 4];
+    match rustix::rand::getrandom(&mut b, rustix::rand::GetRandomFlags::empty()) {
+        Ok(4) => u32::from_ne_bytes(b),
+        // never expected on Linux; fall back to something that differs per call
+        _ => {
+            (std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos()) as u32)
+                ^ std::process::id().rotate_left(16)
+        }
+    }
 }
 
 impl Daemon {
@@ -142,46 +141,38 @@ impl Daemon {
             Some(p) => FileConfig::load(p).map_err(io::Error::other)?,
             None => FileConfig::default(),
         };
-        let fd_limit = raise_fd_limit();
+        let (dirs, pattern) = cfg.discovery(&file).map_err(io::Error::other)?;
+        let (soft, fd_limit) = raise_fd_limit();
         let poll = Poll::new()?;
         let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
         let (tx, outcomes) = outcome_channel();
         let wake_fn: Arc<dyn Fn() + Send + Sync> = Arc::new(move || {
             let _ = waker.wake();
         });
-        let actions = ActionRunner::start(4, tx, wake_fn);
+        let actions = ActionRunner::start(4, tx, wake_fn, soft);
         let mut signals = signal_hook_mio::v1_0::Signals::new([SIGTERM, SIGINT, SIGHUP])?;
         poll.registry().register(&mut signals, SIGNALS, Interest::READABLE)?;
         let sink = EventSink::start(cfg.events.clone(), cfg.hostname.clone())?;
         let status = cfg.status_file.clone().map(StatusWriter::start).transpose()?;
         let clock = StdClock::new();
         let now = clock.now();
-        let seed = std::process::id()
-            ^ (std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.subsec_nanos()));
-        let defaults = Arc::new(Policy::resolve(&file.defaults, None));
+        let fleet_cfg = FleetConfig { backoff_min: cfg.backoff_min, backoff_max: cfg.backoff_max };
         Ok(Daemon {
+            fleet: Fleet::new(fleet_cfg, file, os_random(), now),
+            discovery: Discovery::new(dirs, pattern),
             cfg,
-            file,
-            defaults,
             poll,
             clock,
-            guests: Slab::new(),
-            by_path: HashMap::new(),
-            wheel: TimerWheel::new(now),
-            inotify: None,
-            watches: HashMap::new(),
+            conns: Vec::new(),
+            next_gen: 0,
             signals,
             sink,
             actions,
             outcomes,
             status,
             notifier: Notifier::from_env(),
-            rng: XorShift32::new(seed),
-            seeds: u64::from(seed) << 32 | u64::from(std::process::id()),
-            readbuf: vec![0; READ_BUDGET.min(64 * 1024)],
-            scratch: Vec::with_capacity(8),
-            fired: Vec::new(),
-            retry_read: Vec::new(),
+            readbuf: vec![0; READ_CHUNK],
+            to_read: Vec::new(),
             next_rescan: now,
             next_status: now,
             next_watchdog: now,
@@ -194,16 +185,17 @@ impl Daemon {
     pub fn run(mut self) -> io::Result<()> {
         info!(
             fd_limit = self.fd_limit,
-            guests_possible = self.fd_limit.saturating_sub(64),
             "file-descriptor limit {}: room for about {} guests",
             self.fd_limit,
             self.fd_limit.saturating_sub(64)
         );
-        self.setup_inotify();
-        self.load_configured_guests();
-        self.rescan_all();
+        self.discovery.register(self.poll.registry(), INOTIFY);
+        let now = self.clock.now();
+        self.fleet.add_configured(&mut os_random, now);
+        self.rescan(now);
+        self.drive(now);
         self.notifier.notify("READY=1");
-        info!(watch = ?self.cfg.watch, pattern = self.cfg.pattern.as_str(), guests = self.guests.len(), "vigild running");
+        info!(watch = ?self.discovery.dirs(), pattern = self.discovery.pattern().as_str(), guests = self.fleet.len(), "vigild running");
         let mut events = Events::with_capacity(1024);
         while !self.stopping {
             let now = self.clock.now();
@@ -216,26 +208,17 @@ impl Daemon {
             let now = self.clock.now();
             for event in events.iter() {
                 match event.token() {
-                    SIGNALS => self.on_signals(),
+                    SIGNALS => self.on_signals(now),
                     INOTIFY => self.on_inotify(now),
                     WAKER => self.on_outcomes(),
-                    Token(key) => {
-                        self.on_ready(key, event.is_readable() || event.is_read_closed(), event.is_writable(), now)
-                    }
+                    Token(t) => self.on_ready(t, event.is_readable(), event.is_read_closed(), event.is_writable(), now),
                 }
             }
-            // guests that used their read budget: one more round each, after everyone else (a guest that uses it
-            // again goes back on the list for the next round, so a flooder gets one budget per round, no more)
-            let mut retry = std::mem::take(&mut self.retry_read);
-            for key in retry.drain(..) {
-                if self.guests.get(key).is_some_and(|g| g.more_to_read) {
-                    self.read_guest(key, now);
-                }
-            }
-            if self.retry_read.is_empty() {
-                self.retry_read = retry; // keep the capacity
-            }
-            self.run_timers(now);
+            // answers that arrived in time are counted before the verdicts that would miss them; the read work
+            // of one pass is bounded, so timers are never late by more than one bounded pass
+            self.read_ready_guests(now);
+            self.fleet.handle_timeouts(now);
+            self.drive(now);
             self.periodic(now);
         }
         self.shutdown();
@@ -243,625 +226,304 @@ impl Daemon {
     }
 
     fn poll_timeout(&self, now: Instant) -> std::time::Duration {
-        if !self.retry_read.is_empty() {
+        if !self.to_read.is_empty() {
             return std::time::Duration::ZERO;
         }
         let mut next = self.next_rescan.min(self.next_status).min(self.next_watchdog);
-        if let Some(w) = self.wheel.next_wakeup() {
+        if let Some(w) = self.fleet.next_timeout() {
             next = next.min(w);
         }
         (next - now).into()
     }
 
-    // ---- guests ----
-
-    fn add_guest(&mut self, id: String, path: PathBuf, origin: Origin, settings: Option<&GuestSettings>, now: Instant) {
-        if self.by_path.contains_key(&path) {
-            return;
-        }
-        let policy = match settings {
-            Some(s) => Arc::new(Policy::resolve(&self.file.defaults, Some(s))),
-            None => Arc::clone(&self.defaults),
-        };
-        // each guest's nonce generator gets an independent seed (mixed, not the next output of a shared
-        // generator, which would make every guest walk the same sequence one step apart)
-        self.seeds = self.seeds.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let seed = mix64(self.seeds) as u32;
-        let entry = self.guests.vacant_entry();
-        let key = entry.key();
-        if key >= WAKER.0 {
-            warn!("guest table full");
-            return;
-        }
-        entry.insert(Guest {
-            id: id.into(),
-            path: path.clone(),
-            origin,
-            monitor: Monitor::new(policy.monitor, XorShift32::new(seed)),
-            policy,
-            conn: None,
-            link: Link::Backoff,
-            reconnect_at: now,
-            backoff: self.cfg.backoff_min,
-            connected_at: now,
-            out: Vec::new(),
-            tx_dropped: 0,
-            last_action: None,
-            errors: RateLimit::new(),
-            registrations: RateLimit::new(),
-            more_to_read: false,
-        });
-        self.by_path.insert(path, key);
-        debug!(guest = %self.guests[key].id, "guest discovered");
-        self.connect(key, now);
+    fn conn(&mut self, key: GuestKey) -> Option<&mut Conn> {
+        self.conns.get_mut(key).and_then(Option::as_mut)
     }
 
-    fn remove_guest(&mut self, key: usize, reason: &str) {
-        if !self.guests.contains(key) {
-            return;
-        }
-        if self.guests[key].link == Link::Connected {
-            self.close(key, reason);
-        }
-        self.wheel.set(key, None);
-        let g = self.guests.remove(key);
-        self.by_path.remove(&g.path);
-        info!(guest = %g.id, reason, "guest removed");
-    }
-
-    fn connect(&mut self, key: usize, now: Instant) {
-        let g = &mut self.guests[key];
-        match UnixStream::connect(&g.path) {
-            Ok(mut stream) => {
-                if let Err(e) =
-                    self.poll.registry().register(&mut stream, Token(key), Interest::READABLE | Interest::WRITABLE)
-                {
-                    warn!(guest = %g.id, error = %e, "register failed");
-                    self.schedule_reconnect(key, now);
-                    return;
-                }
-                g.conn = Some(stream);
-                g.link = Link::Connected;
-                g.connected_at = now;
-                g.out.clear();
-                g.monitor.connected(now);
-                let (id, path) = (Arc::clone(&g.id), g.path.display().to_string());
-                info!(guest = %id, "connected");
-                self.sink.emit(&id, "connected", json!({ "socket": path }));
-                self.after_io(key, now);
-            }
-            Err(e) if e.kind() == io::ErrorKind::NotFound && g.origin == Origin::Watched => {
-                self.remove_guest(key, "socket file gone");
-            }
-            Err(e) => {
-                debug!(guest = %g.id, error = %e, "connect failed");
-                self.schedule_reconnect(key, now);
-            }
-        }
-    }
-
-    fn schedule_reconnect(&mut self, key: usize, now: Instant) {
-        let jitter_seed = vigil_core::IdSource::next_id(&mut self.rng);
-        let g = &mut self.guests[key];
-        // 1 s doubling to 60 s, +-20 % jitter so a node's guests do not reconnect in lockstep
-        let base = g.backoff.as_millis();
-        let spread = base / 5;
-        let delay = Duration::from_millis(base - spread + u64::from(jitter_seed) % (2 * spread + 1));
-        g.backoff = (g.backoff + g.backoff).min(self.cfg.backoff_max);
-        g.link = Link::Backoff;
-        g.reconnect_at = now + delay;
-        self.wheel.set(key, Some(g.reconnect_at));
-    }
-
-    fn close(&mut self, key: usize, reason: &str) {
-        let g = &mut self.guests[key];
-        if let Some(mut c) = g.conn.take() {
-            let _ = self.poll.registry().deregister(&mut c);
-        }
-        g.link = Link::Backoff;
-        g.more_to_read = false;
-        g.out = Vec::new();
-        g.monitor.disconnected();
-        let id = Arc::clone(&g.id);
-        info!(guest = %id, reason, "disconnected");
-        self.sink.emit(&id, "disconnected", json!({ "reason": reason }));
-        self.drain_monitor_events(key);
-    }
-
-    fn disconnect_and_retry(&mut self, key: usize, reason: &str, now: Instant) {
-        let lasted = now - self.guests[key].connected_at;
-        self.close(key, reason);
-        if lasted >= self.cfg.backoff_max || self.guests[key].monitor.stats().heartbeats > 0 {
-            self.guests[key].backoff = self.cfg.backoff_min;
-        }
-        self.schedule_reconnect(key, now);
-    }
-
-    fn on_ready(&mut self, key: usize, readable: bool, writable: bool, now: Instant) {
-        if !self.guests.contains(key) {
-            return;
+    fn on_ready(&mut self, t: usize, readable: bool, read_closed: bool, writable: bool, now: Instant) {
+        let (key, gen) = (t & 0xFFFF_FFFF, (t >> 32) as u32);
+        let Some(conn) = self.conn(key).filter(|c| c.gen == gen) else { return };
+        conn.read_closed |= read_closed;
+        if (readable || read_closed) && !conn.queued {
+            conn.queued = true;
+            self.to_read.push(key);
         }
         if writable {
             self.flush_out(key, now);
         }
-        if readable && self.guests.contains(key) && self.guests[key].link == Link::Connected {
-            self.read_guest(key, now);
+    }
+
+    /// Reads the guests that were ready, each within its byte budget, all within [`PASS_BUDGET`].
+    fn read_ready_guests(&mut self, now: Instant) {
+        let mut pass_left = PASS_BUDGET;
+        let mut list = std::mem::take(&mut self.to_read);
+        let mut keep = Vec::new();
+        for key in list.drain(..) {
+            if pass_left == 0 {
+                keep.push(key);
+                continue;
+            }
+            if self.read_guest(key, now, &mut pass_left) {
+                if let Some(c) = self.conn(key) {
+                    c.queued = false;
+                }
+            } else {
+                keep.push(key);
+            }
+        }
+        keep.append(&mut self.to_read);
+        self.to_read = keep;
+        if self.to_read.is_empty() {
+            self.to_read = list; // keep the capacity
         }
     }
 
-    fn read_guest(&mut self, key: usize, now: Instant) {
+    /// Reads one guest; `true` when it is done for now (drained, over budget, or closed).
+    fn read_guest(&mut self, key: GuestKey, now: Instant, pass_left: &mut usize) -> bool {
         let mut buf = std::mem::take(&mut self.readbuf);
-        let mut budget = READ_BUDGET;
-        self.guests[key].more_to_read = false;
-        while let Some(g) = self.guests.get_mut(key) {
-            let Some(conn) = g.conn.as_mut() else { break };
-            if budget == 0 {
-                g.more_to_read = true;
-                self.retry_read.push(key);
-                break;
+        let done = loop {
+            let allowance = self.fleet.read_allowance(key, now);
+            let Some(conn) = self.conns.get_mut(key).and_then(Option::as_mut) else { break true };
+            if allowance == 0 {
+                self.fleet.handle_over_budget(key, now);
+                break true;
             }
-            let want = budget.min(buf.len());
-            match conn.read(&mut buf[..want]) {
+            if *pass_left == 0 {
+                break false;
+            }
+            let want = allowance.min(buf.len()).min(*pass_left);
+            match conn.stream.read(&mut buf[..want]) {
                 Ok(0) => {
-                    self.disconnect_and_retry(key, "connection closed by peer", now);
-                    break;
+                    self.fleet.handle_closed(key, "connection closed by peer", now);
+                    break true;
                 }
                 Ok(n) => {
-                    budget -= n;
-                    self.feed(key, &buf[..n], now);
+                    *pass_left -= n;
+                    let short = n < want && !conn.read_closed;
+                    self.fleet.handle_bytes(key, &buf[..n], now);
+                    if short {
+                        // a short read drained the stream socket: the next arrival raises a new edge, so the
+                        // read that would only say WouldBlock is skipped
+                        self.fleet.handle_drained(key);
+                        break true;
+                    }
                 }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    self.fleet.handle_drained(key);
+                    break true;
+                }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => {
-                    self.disconnect_and_retry(key, &format!("read error: {e}"), now);
-                    break;
+                    self.fleet.handle_closed(key, &format!("read error: {e}"), now);
+                    break true;
                 }
             }
-        }
+        };
         self.readbuf = buf;
-        if self.guests.contains(key) {
-            self.after_io(key, now);
-        }
+        done
     }
 
-    fn feed(&mut self, key: usize, mut input: &[u8], now: Instant) {
-        while !input.is_empty() {
-            let used = self.guests[key].monitor.handle_bytes(now, input);
-            input = &input[used..];
-            self.drain_monitor_events(key);
-        }
-    }
-
-    fn drain_monitor_events(&mut self, key: usize) {
-        let mut scratch = std::mem::take(&mut self.scratch);
-        while let Some(e) = self.guests[key].monitor.poll_event() {
-            scratch.push(e);
-        }
-        for e in scratch.drain(..) {
-            self.on_monitor_event(key, e);
-        }
-        self.scratch = scratch;
-    }
-
-    /// After input or timers: send what the monitor wants to send and reschedule its deadline.
-    fn after_io(&mut self, key: usize, now: Instant) {
-        let mut wire = [0u8; MAX_WIRE];
-        let mut broken = None;
-        {
-            let g = &mut self.guests[key];
-            while let Some(n) = g.monitor.poll_transmit(now, &mut wire) {
-                let Some(conn) = g.conn.as_mut() else { break };
-                let mut sent = 0;
-                if g.out.is_empty() {
-                    match conn.write(&wire[..n]) {
-                        Ok(m) => sent = m,
-                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                        Err(e) => {
-                            broken = Some(format!("write error: {e}"));
-                            break;
+    /// Carries out what the fleet asks: connections, closes, resumed reads, bytes to send, events, actions.
+    fn drive(&mut self, now: Instant) {
+        for _ in 0..64 {
+            let mut progress = false;
+            while let Some(io) = self.fleet.poll_io() {
+                progress = true;
+                match io {
+                    Io::Connect { key, path } => self.connect(key, &path, now),
+                    Io::Close { key } => self.drop_conn(key),
+                    Io::Resume { key } => {
+                        if let Some(c) = self.conn(key).filter(|c| !c.queued) {
+                            c.queued = true;
+                            self.to_read.push(key);
                         }
                     }
                 }
-                if sent < n {
-                    if g.out.len() + (n - sent) <= MAX_OUTBUF {
-                        g.out.extend_from_slice(&wire[sent..n]);
-                    } else {
-                        g.tx_dropped += 1;
+            }
+            while let Some(key) = self.fleet.poll_dirty() {
+                progress = true;
+                self.transmit(key, now);
+            }
+            while let Some((guest, event)) = self.fleet.poll_event() {
+                log_event(&guest, &event);
+                self.sink.emit(&guest, &event);
+            }
+            while let Some(a) = self.fleet.poll_action() {
+                let job = ActionJob { guest: a.guest, trigger: a.trigger, action: a.action, argv: a.argv };
+                if let Err(job) = self.actions.submit(job) {
+                    let e = action_event(job.trigger, job.action, job.argv, None, Some("action queue full".into()));
+                    self.fleet.handle_action_outcome(job.guest, e);
+                    progress = true;
+                }
+            }
+            if !progress {
+                break;
+            }
+        }
+    }
+
+    fn connect(&mut self, key: GuestKey, path: &std::path::Path, now: Instant) {
+        match UnixStream::connect(path) {
+            Ok(mut stream) => {
+                self.next_gen = (self.next_gen + 1) & 0x7FFF_FFFF;
+                let gen = self.next_gen;
+                let interest = Interest::READABLE | Interest::WRITABLE;
+                if let Err(e) = self.poll.registry().register(&mut stream, token(key, gen), interest) {
+                    warn!(error = %e, "register failed");
+                    self.fleet.handle_connect_failed(key, false, now);
+                    return;
+                }
+                if self.conns.len() <= key {
+                    self.conns.resize_with(key + 1, || None);
+                }
+                self.conns[key] = Some(Conn { stream, gen, out: Vec::new(), queued: false, read_closed: false });
+                self.fleet.handle_connected(key, now);
+            }
+            Err(e) => {
+                debug!(path = %path.display(), error = %e, "connect failed");
+                self.fleet.handle_connect_failed(key, e.kind() == io::ErrorKind::NotFound, now);
+            }
+        }
+    }
+
+    fn drop_conn(&mut self, key: GuestKey) {
+        if let Some(mut c) = self.conns.get_mut(key).and_then(Option::take) {
+            let _ = self.poll.registry().deregister(&mut c.stream);
+        }
+    }
+
+    fn transmit(&mut self, key: GuestKey, now: Instant) {
+        let mut wire = [0u8; MAX_WIRE];
+        let mut broken = None;
+        while let Some(n) = self.fleet.poll_transmit(key, now, &mut wire) {
+            let Some(conn) = self.conns.get_mut(key).and_then(Option::as_mut) else { break };
+            let mut sent = 0;
+            if conn.out.is_empty() {
+                match conn.stream.write(&wire[..n]) {
+                    Ok(m) => sent = m,
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock || e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(e) => {
+                        broken = Some(format!("write error: {e}"));
+                        break;
                     }
+                }
+            }
+            if sent < n {
+                if conn.out.len() + (n - sent) <= MAX_OUTBUF {
+                    conn.out.extend_from_slice(&wire[sent..n]);
+                } else {
+                    self.fleet.handle_tx_dropped(key);
                 }
             }
         }
         if let Some(reason) = broken {
-            self.disconnect_and_retry(key, &reason, now);
-            return;
+            self.fleet.handle_closed(key, &reason, now);
         }
-        self.reschedule(key);
     }
 
-    fn flush_out(&mut self, key: usize, now: Instant) {
-        let g = &mut self.guests[key];
-        let Some(conn) = g.conn.as_mut() else { return };
-        while !g.out.is_empty() {
-            match conn.write(&g.out) {
+    fn flush_out(&mut self, key: GuestKey, now: Instant) {
+        let Some(conn) = self.conns.get_mut(key).and_then(Option::as_mut) else { return };
+        while !conn.out.is_empty() {
+            match conn.stream.write(&conn.out) {
                 Ok(0) => break,
                 Ok(n) => {
-                    g.out.drain(..n);
+                    conn.out.drain(..n);
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => {
                     let reason = format!("write error: {e}");
-                    self.disconnect_and_retry(key, &reason, now);
+                    self.fleet.handle_closed(key, &reason, now);
                     return;
                 }
             }
         }
-        if g.out.is_empty() && g.out.capacity() > MAX_OUTBUF {
-            g.out = Vec::new();
-        }
-    }
-
-    fn reschedule(&mut self, key: usize) {
-        let g = &self.guests[key];
-        let at = match g.link {
-            Link::Connected => g.monitor.poll_timeout(),
-            Link::Backoff => Some(g.reconnect_at),
-        };
-        self.wheel.set(key, at);
-    }
-
-    fn run_timers(&mut self, now: Instant) {
-        let mut fired = std::mem::take(&mut self.fired);
-        self.wheel.expire(now, |_, key| fired.push(key));
-        for key in fired.drain(..) {
-            let Some(g) = self.guests.get_mut(key) else { continue };
-            match g.link {
-                Link::Backoff => self.connect(key, now),
-                Link::Connected => {
-                    // fire everything due, draining events between calls
-                    for _ in 0..8 {
-                        let Some(g) = self.guests.get_mut(key) else { break };
-                        if g.monitor.poll_timeout().is_none_or(|t| t > now) {
-                            break;
-                        }
-                        g.monitor.handle_timeout(now);
-                        self.drain_monitor_events(key);
-                    }
-                    if self.guests.get(key).is_some_and(|g| g.link == Link::Connected) {
-                        self.after_io(key, now);
-                    }
-                }
-            }
-        }
-        self.fired = fired;
-    }
-
-    // ---- events ----
-
-    fn on_monitor_event(&mut self, key: usize, e: MonitorEvent) {
-        let now = self.clock.now();
-        let g = &mut self.guests[key];
-        let id = Arc::clone(&g.id);
-        match e {
-            MonitorEvent::Registered(r) => {
-                g.backoff = self.cfg.backoff_min;
-                if !g.registrations.allow(now.as_millis()) {
-                    return;
-                }
-                let suppressed = std::mem::take(&mut g.registrations.suppressed);
-                info!(guest = %id, name = %r.init.name, interval_ms = r.interval.as_millis(), "registered");
-                self.sink.emit(
-                    &id,
-                    "registered",
-                    json!({
-                        "name": r.init.name.as_str(),
-                        "invocation_id": r.init.invocation_id,
-                        "interval_ms": r.interval.as_millis(),
-                        "requested_interval_ms": r.init.heartbeat_interval_ms,
-                        "corrective_action": r.init.corrective_action.as_str(),
-                        "vote_secs": r.init.vote_secs,
-                        "shutdown_notice_secs": r.init.shutdown_notice_secs,
-                        "suspend_notice_secs": r.init.suspend_notice_secs,
-                        "resume_notice_secs": r.init.resume_notice_secs,
-                        "restart_secs": r.init.restart_secs,
-                        "suppressed": suppressed,
-                    }),
-                );
-            }
-            MonitorEvent::HeartbeatLost { consecutive_misses, last_heartbeat } => {
-                let action =
-                    g.monitor.registration().map_or(vigil_core::CorrectiveAction::None, |r| r.init.corrective_action);
-                let last = last_heartbeat.map(|t| crate::events::rfc3339(self.wall(t)));
-                warn!(guest = %id, consecutive_misses, "heartbeat lost");
-                self.sink.emit(
-                    &id,
-                    "heartbeat_lost",
-                    json!({ "consecutive_misses": consecutive_misses, "last_heartbeat": last, "corrective_action": action.as_str() }),
-                );
-                self.act(key, "heartbeat_lost", action, now);
-            }
-            MonitorEvent::Unhealthy { corrective_action, log_msg } => {
-                warn!(guest = %id, action = %corrective_action, log_msg = %log_msg, "unhealthy");
-                self.sink.emit(
-                    &id,
-                    "unhealthy",
-                    json!({ "corrective_action": corrective_action.as_str(), "log_msg": log_msg.as_str() }),
-                );
-                self.act(key, "unhealthy", corrective_action, now);
-            }
-            MonitorEvent::Recovered => {
-                info!(guest = %id, "recovered");
-                self.sink.emit(&id, "recovered", json!({}));
-            }
-            MonitorEvent::Deregistered { log_msg } => {
-                info!(guest = %id, log_msg = %log_msg, "deregistered");
-                self.sink.emit(&id, "deregistered", json!({ "log_msg": log_msg.as_str() }));
-            }
-            MonitorEvent::VoteResult { event_type, notification_type, result, log_msg } => {
-                info!(guest = %id, %event_type, %result, "vote result");
-                self.sink.emit(
-                    &id,
-                    "vote_result",
-                    json!({
-                        "event_type": event_type.as_str(),
-                        "notification_type": notification_type.as_str(),
-                        "result": result.as_str(),
-                        "log_msg": log_msg.as_str(),
-                    }),
-                );
-            }
-            MonitorEvent::ProtocolError(pe) => {
-                if g.errors.allow(now.as_millis()) {
-                    let suppressed = std::mem::take(&mut g.errors.suppressed);
-                    let total = g.monitor.stats().protocol_errors;
-                    debug!(guest = %id, error = %pe, "protocol error");
-                    self.sink.emit(
-                        &id,
-                        "protocol_error",
-                        json!({ "error": pe.label(), "detail": pe.to_string(), "suppressed": suppressed, "total": total }),
-                    );
-                }
-            }
-            MonitorEvent::RegistrationTimeout => {
-                // Connected but silent for 120 s: the reference reconnects; so do we, right away.
-                self.close(key, "no registration within the registration timeout");
-                self.guests[key].backoff = self.cfg.backoff_min;
-                self.guests[key].reconnect_at = now;
-                self.guests[key].link = Link::Backoff;
-                self.wheel.set(key, Some(now));
-            }
-        }
-    }
-
-    fn act(&mut self, key: usize, trigger: &'static str, action: vigil_core::CorrectiveAction, now: Instant) {
-        let g = &mut self.guests[key];
-        let name = g.monitor.registration().map(|r| r.init.name.as_str().to_owned()).unwrap_or_default();
-        let Some(argv) = g.policy.command_for(action, &g.id, &name, trigger) else { return };
-        if g.last_action.is_some_and(|t| now < t + g.policy.action_min_gap) {
-            let id = Arc::clone(&g.id);
-            self.sink.emit(
-                &id,
-                "action",
-                json!({ "trigger": trigger, "corrective_action": action.as_str(), "argv": argv, "skipped": "rate limit" }),
-            );
-            return;
-        }
-        g.last_action = Some(now);
-        let job = ActionJob { key, guest: Arc::clone(&g.id), trigger, action: action.as_str(), argv };
-        if let Err(job) = self.actions.submit(job) {
-            self.sink.emit(
-                &job.guest,
-                "action",
-                json!({ "trigger": trigger, "corrective_action": job.action, "argv": job.argv, "error": "action queue full" }),
-            );
+        if conn.out.is_empty() && conn.out.capacity() > MAX_OUTBUF {
+            conn.out = Vec::new();
         }
     }
 
     fn on_outcomes(&mut self) {
         while let Ok(o) = self.outcomes.try_recv() {
-            info!(guest = %o.job.guest, argv = ?o.job.argv, exit_code = ?o.exit_code, error = ?o.error, "action finished");
-            self.sink.emit(
-                &o.job.guest,
-                "action",
-                json!({
-                    "trigger": o.job.trigger,
-                    "corrective_action": o.job.action,
-                    "argv": o.job.argv,
-                    "exit_code": o.exit_code,
-                    "error": o.error,
-                    "elapsed_ms": o.elapsed.as_millis() as u64,
-                }),
-            );
+            let event = Event::Action {
+                trigger: o.job.trigger,
+                corrective_action: o.job.action.as_str(),
+                argv: o.job.argv,
+                exit_code: o.exit_code,
+                elapsed_ms: o.elapsed.map(|d| d.as_millis() as u64),
+                error: o.error,
+                skipped: o.skipped,
+            };
+            self.fleet.handle_action_outcome(o.job.guest, event);
         }
-    }
-
-    fn wall(&self, t: Instant) -> std::time::SystemTime {
-        let ago = std::time::Duration::from(self.clock.now() - t);
-        let now = std::time::SystemTime::now();
-        now.checked_sub(ago).unwrap_or(now)
+        let now = self.clock.now();
+        self.drive(now);
     }
 
     // ---- discovery ----
 
-    fn setup_inotify(&mut self) {
-        use rustix::fs::inotify;
-        match inotify::init(inotify::CreateFlags::NONBLOCK | inotify::CreateFlags::CLOEXEC) {
-            Ok(fd) => {
-                let raw = fd.as_raw_fd();
-                if let Err(e) = self.poll.registry().register(&mut SourceFd(&raw), INOTIFY, Interest::READABLE) {
-                    warn!(error = %e, "inotify registration failed; relying on rescans");
-                    return;
-                }
-                self.inotify = Some(fd);
-            }
-            Err(e) => warn!(error = %e, "inotify unavailable; relying on rescans"),
-        }
-        self.add_watches();
-    }
-
-    fn add_watches(&mut self) {
-        use rustix::fs::inotify::{add_watch, WatchFlags};
-        let Some(fd) = &self.inotify else { return };
-        for dir in &self.cfg.watch {
-            if self.watches.values().any(|d| d == dir) {
-                continue;
-            }
-            let flags = WatchFlags::CREATE
-                | WatchFlags::DELETE
-                | WatchFlags::MOVED_TO
-                | WatchFlags::MOVED_FROM
-                | WatchFlags::DELETE_SELF
-                | WatchFlags::MOVE_SELF
-                | WatchFlags::ONLYDIR;
-            match add_watch(fd, dir.as_path(), flags) {
-                Ok(wd) => {
-                    self.watches.insert(wd, dir.clone());
-                }
-                Err(e) => warn!(dir = %dir.display(), error = %e, "cannot watch directory (will retry at rescan)"),
-            }
-        }
-    }
-
     fn on_inotify(&mut self, now: Instant) {
-        use rustix::fs::inotify::{ReadFlags, Reader};
-        let Some(fd) = self.inotify.as_ref() else { return };
-        let mut buf = [MaybeUninit::<u8>::uninit(); 8192];
-        let mut reader = Reader::new(fd, &mut buf);
-        let mut changes: Vec<(PathBuf, bool)> = Vec::new();
-        let mut rescan = false;
-        let mut lost_watches = Vec::new();
-        loop {
-            match reader.next() {
-                Ok(ev) => {
-                    let flags = ev.events();
-                    if flags.contains(ReadFlags::QUEUE_OVERFLOW) {
-                        rescan = true;
-                        continue;
-                    }
-                    if flags.intersects(ReadFlags::DELETE_SELF | ReadFlags::MOVE_SELF | ReadFlags::IGNORED) {
-                        lost_watches.push(ev.wd());
-                        rescan = true;
-                        continue;
-                    }
-                    let (Some(dir), Some(name)) = (self.watches.get(&ev.wd()), ev.file_name()) else { continue };
-                    let path = dir.join(name.to_string_lossy().as_ref());
-                    let created = flags.intersects(ReadFlags::CREATE | ReadFlags::MOVED_TO);
-                    changes.push((path, created));
+        let (changes, rescan) = self.discovery.on_ready();
+        for change in changes {
+            match change {
+                Change::Added(id, path) => {
+                    self.fleet.add_guest(&id, path, Origin::Watched, None, os_random(), now);
                 }
-                Err(rustix::io::Errno::AGAIN) => break,
-                Err(rustix::io::Errno::INTR) => continue,
-                Err(e) => {
-                    warn!(error = %e, "inotify read failed");
-                    break;
-                }
-            }
-        }
-        for wd in lost_watches {
-            self.watches.remove(&wd);
-        }
-        for (path, created) in changes {
-            let Some(id) = path.file_name().and_then(|n| n.to_str()).and_then(|n| self.cfg.pattern.guest_id(n)) else {
-                continue;
-            };
-            if created {
-                self.add_guest(id, path, Origin::Watched, None, now);
-            } else if let Some(&key) = self.by_path.get(&path) {
-                if self.guests[key].origin == Origin::Watched {
-                    self.remove_guest(key, "socket removed");
+                Change::Removed(path) => {
+                    if let Some(key) = self.fleet.key_of(&path) {
+                        self.fleet.remove_guest(key, "socket removed", now);
+                    }
                 }
             }
         }
         if rescan {
-            self.rescan_all();
+            self.rescan(now);
         }
     }
 
-    fn rescan_all(&mut self) {
-        let now = self.clock.now();
-        self.add_watches();
-        let mut present: Vec<(String, PathBuf)> = Vec::new();
-        for dir in &self.cfg.watch {
-            let Ok(entries) = std::fs::read_dir(dir) else { continue };
-            for entry in entries.flatten() {
-                let name = entry.file_name();
-                let Some(id) = name.to_str().and_then(|n| self.cfg.pattern.guest_id(n)) else { continue };
-                let is_socket = entry.file_type().is_ok_and(|t| {
-                    use std::os::unix::fs::FileTypeExt;
-                    t.is_socket()
-                });
-                if is_socket {
-                    present.push((id, entry.path()));
-                }
-            }
-        }
-        let keep: std::collections::HashSet<&Path> = present.iter().map(|(_, p)| p.as_path()).collect();
-        let gone: Vec<usize> = self
-            .guests
-            .iter()
-            .filter(|(_, g)| g.origin == Origin::Watched && !keep.contains(g.path.as_path()))
-            .map(|(k, _)| k)
-            .collect();
-        for key in gone {
-            self.remove_guest(key, "socket removed");
+    fn rescan(&mut self, now: Instant) {
+        let present = self.discovery.scan();
+        let keep: std::collections::HashSet<&std::path::Path> = present.iter().map(|(_, p)| p.as_path()).collect();
+        for key in self.fleet.watched_not_in(&keep) {
+            self.fleet.remove_guest(key, "socket removed", now);
         }
         for (id, path) in present {
-            self.add_guest(id, path, Origin::Watched, None, now);
+            self.fleet.add_guest(&id, path, Origin::Watched, None, os_random(), now);
         }
     }
 
-    fn load_configured_guests(&mut self) {
-        let now = self.clock.now();
-        let guests = self.file.guests.clone();
-        for g in &guests {
-            self.add_guest(g.id.clone(), g.socket.clone(), Origin::Configured, Some(&g.settings), now);
-        }
-    }
-
-    fn reload(&mut self) {
-        let Some(path) = self.cfg.config_file.clone() else {
-            info!("SIGHUP: no config file; rescanning");
-            self.rescan_all();
-            return;
+    fn reload(&mut self, now: Instant) {
+        self.sink.reopen();
+        let file = match &self.cfg.config_file {
+            None => FileConfig::default(),
+            Some(path) => match FileConfig::load(path) {
+                Ok(f) => f,
+                Err(e) => {
+                    warn!(error = %e, "SIGHUP: config not reloaded");
+                    self.rescan(now);
+                    return;
+                }
+            },
         };
-        let file = match FileConfig::load(&path) {
-            Ok(f) => f,
+        match self.cfg.discovery(&file) {
+            Ok((dirs, pattern)) => self.discovery.set(dirs, pattern),
             Err(e) => {
                 warn!(error = %e, "SIGHUP: config not reloaded");
                 return;
             }
-        };
-        self.file = file;
-        self.defaults = Arc::new(Policy::resolve(&self.file.defaults, None));
-        let configured: HashMap<PathBuf, GuestSettings> =
-            self.file.guests.iter().map(|g| (g.socket.clone(), g.settings.clone())).collect();
-        let stale: Vec<usize> = self
-            .guests
-            .iter()
-            .filter(|(_, g)| g.origin == Origin::Configured && !configured.contains_key(&g.path))
-            .map(|(k, _)| k)
-            .collect();
-        for key in stale {
-            self.remove_guest(key, "removed from configuration");
         }
-        for (_, g) in self.guests.iter_mut() {
-            let policy = match configured.get(&g.path) {
-                Some(s) => Arc::new(Policy::resolve(&self.file.defaults, Some(s))),
-                None => Arc::clone(&self.defaults),
-            };
-            g.monitor.set_config(policy.monitor);
-            g.policy = policy;
-        }
-        self.load_configured_guests();
-        info!(guests = self.guests.len(), "configuration reloaded");
+        self.fleet.reload(file, os_random, now);
+        self.rescan(now);
+        info!(guests = self.fleet.len(), "configuration reloaded");
     }
 
     // ---- housekeeping ----
 
-    fn on_signals(&mut self) {
+    fn on_signals(&mut self, now: Instant) {
         let pending: Vec<i32> = self.signals.pending().collect();
         for sig in pending {
             match sig {
-                SIGHUP => self.reload(),
+                SIGHUP => self.reload(now),
                 SIGTERM | SIGINT => {
                     info!(signal = sig, "stopping");
                     self.stopping = true;
@@ -873,7 +535,8 @@ impl Daemon {
 
     fn periodic(&mut self, now: Instant) {
         if now >= self.next_rescan {
-            self.rescan_all();
+            self.rescan(now);
+            self.drive(now);
             self.next_rescan = now + self.cfg.rescan;
         }
         if now >= self.next_watchdog {
@@ -888,36 +551,6 @@ impl Daemon {
     }
 
     fn snapshot(&self) -> Snapshot {
-        let guests = self
-            .guests
-            .iter()
-            .map(|(_, g)| {
-                let s = g.monitor.stats();
-                GuestStatus {
-                    id: g.id.to_string(),
-                    socket: g.path.display().to_string(),
-                    state: match (g.link, g.monitor.state()) {
-                        (Link::Backoff, _) | (_, MonitorState::Disconnected) => "disconnected",
-                        (_, MonitorState::AwaitingInit) => "awaiting_init",
-                        (_, MonitorState::Heartbeating) => "heartbeating",
-                        (_, MonitorState::Exited) => "exited",
-                    }
-                    .into(),
-                    fault: g.monitor.fault().map(|f| match f {
-                        Fault::Lost => "heartbeat_lost".to_string(),
-                        Fault::Unhealthy(a) => format!("unhealthy:{a}"),
-                    }),
-                    name: g.monitor.registration().map(|r| r.init.name.to_string()),
-                    interval_ms: g.monitor.registration().map(|r| r.interval.as_millis()),
-                    heartbeats: s.heartbeats,
-                    misses: s.misses,
-                    protocol_errors: s.protocol_errors,
-                    last_rtt_ms: s.last_rtt.as_millis(),
-                    max_rtt_ms: s.max_rtt.as_millis(),
-                    tx_dropped: g.tx_dropped,
-                }
-            })
-            .collect();
         Snapshot {
             time: crate::events::rfc3339(std::time::SystemTime::now()),
             pid: std::process::id(),
@@ -925,59 +558,63 @@ impl Daemon {
             fd_limit: self.fd_limit,
             events_emitted: self.sink.seq(),
             events_dropped: self.sink.dropped(),
-            guests,
+            guests: self.fleet.snapshot(),
         }
     }
 
     fn write_status(&mut self) {
-        if self.status.is_some() {
-            let snap = self.snapshot();
-            if let Some(w) = &self.status {
-                w.submit(snap);
-            }
+        if let Some(w) = &self.status {
+            w.submit(self.snapshot());
         }
-        let (n, ok) = (
-            self.guests.len(),
-            self.guests.iter().filter(|(_, g)| g.monitor.state() == MonitorState::Heartbeating).count(),
-        );
+        let (ok, n) = self.fleet.heartbeating();
         self.notifier.notify(&format!("STATUS={ok}/{n} guests heartbeating"));
     }
 
     fn shutdown(&mut self) {
         self.notifier.notify("STOPPING=1");
-        let keys: Vec<usize> = self.guests.iter().filter(|(_, g)| g.link == Link::Connected).map(|(k, _)| k).collect();
-        for key in keys {
-            let now = self.clock.now();
+        let now = self.clock.now();
+        // queued corrective actions are never started after SIGTERM (each is reported as skipped)
+        self.actions.stop();
+        self.fleet.shutdown(now);
+        for key in 0..self.conns.len() {
             self.flush_out(key, now);
-            if self.guests.contains(key) && self.guests[key].link == Link::Connected {
-                self.close(key, "vigild stopping");
-            }
         }
+        self.drive(now);
+        self.on_outcomes();
         self.write_status();
         if let Some(mut w) = self.status.take() {
             w.stop();
         }
-        self.actions.stop();
-        self.on_outcomes();
         self.sink.close();
         info!("vigild stopped");
     }
 }
 
-/// splitmix64's finaliser: a well-mixed 64-bit value from a counter.
-fn mix64(mut z: u64) -> u64 {
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^ (z >> 31)
+/// One log line per event; guest text is escaped (a guest must not forge log lines).
+fn log_event(guest: &str, e: &Event) {
+    match e {
+        Event::HeartbeatLost { consecutive_misses, .. } => warn!(guest, consecutive_misses, "heartbeat lost"),
+        Event::Unhealthy { corrective_action, log_msg } => {
+            warn!(guest, action = corrective_action, log_msg = %escape_text(log_msg), "unhealthy")
+        }
+        Event::Registered { name, interval_ms, .. } => {
+            info!(guest, name = %escape_text(name), interval_ms, "registered")
+        }
+        Event::Deregistered { log_msg } => info!(guest, log_msg = %escape_text(log_msg), "deregistered"),
+        Event::ProtocolError { error, .. } => debug!(guest, error, "protocol error"),
+        other => info!(guest, kind = other.kind(), "event"),
+    }
 }
 
-/// Raises the soft file-descriptor limit to the hard one; returns the limit in force.
-pub fn raise_fd_limit() -> u64 {
+/// Raises the soft file-descriptor limit to the hard one; returns (the soft limit before, the limit in force).
+/// Corrective commands get the old soft limit back.
+pub fn raise_fd_limit() -> (u64, u64) {
     use rustix::process::{getrlimit, setrlimit, Resource, Rlimit};
     let lim = getrlimit(Resource::Nofile);
+    let soft = lim.current.unwrap_or(u64::MAX);
     let hard = lim.maximum;
     if lim.current != hard {
         let _ = setrlimit(Resource::Nofile, Rlimit { current: hard, maximum: hard });
     }
-    getrlimit(Resource::Nofile).current.unwrap_or(u64::MAX)
+    (soft, getrlimit(Resource::Nofile).current.unwrap_or(u64::MAX))
 }

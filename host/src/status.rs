@@ -35,6 +35,15 @@ pub struct GuestStatus {
     pub max_rtt_ms: u64,
     /// Messages dropped because the guest did not read.
     pub tx_dropped: u64,
+    /// Episodes over the byte budget.
+    #[serde(default)]
+    pub rate_limited: u64,
+    /// Answers to an earlier challenge (a guest catching up after a freeze).
+    #[serde(default)]
+    pub late_answers: u64,
+    /// The reference's fallback values seen (`unknown` action, health, event or notification type).
+    #[serde(default)]
+    pub unknown_values: u64,
 }
 
 /// The whole snapshot.

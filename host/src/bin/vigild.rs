@@ -8,7 +8,6 @@ use clap::{Parser, Subcommand};
 use vigil_core::Duration;
 use vigil_host::daemon::{Daemon, DaemonConfig};
 use vigil_host::events::EventsTarget;
-use vigil_host::glob::Pattern;
 use vigil_host::status::Snapshot;
 
 /// Vigil host daemon: sends heartbeat challenges to every VM over its virtio-serial socket and reports faults.
@@ -77,28 +76,14 @@ fn main() -> ExitCode {
             backoff_max_ms,
             log,
         } => {
+            // logs go through a bounded, lossy queue to their own thread: a stalled journald or pipe can delay
+            // only that thread, never the data plane
+            let (writer, _log_guard) = tracing_appender::non_blocking(std::io::stderr());
             tracing_subscriber::fmt()
                 .with_env_filter(tracing_subscriber::EnvFilter::try_new(&log).unwrap_or_else(|_| "info".into()))
-                .with_writer(std::io::stderr)
+                .with_writer(writer)
                 .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
                 .init();
-            let file = match config.as_ref().map(|p| vigil_host::config::FileConfig::load(p)).transpose() {
-                Ok(f) => f.unwrap_or_default(),
-                Err(e) => {
-                    eprintln!("vigild: {e}");
-                    return ExitCode::from(2);
-                }
-            };
-            let pattern = pattern.or(file.pattern.clone()).unwrap_or_else(|| "cgcs.heartbeat.*.sock".into());
-            let pattern = match Pattern::new(&pattern) {
-                Ok(p) => p,
-                Err(e) => {
-                    eprintln!("vigild: {e}");
-                    return ExitCode::from(2);
-                }
-            };
-            let mut watch = watch;
-            watch.extend(file.watch);
             let hostname = rustix::system::uname().nodename().to_string_lossy().into_owned();
             let cfg = DaemonConfig {
                 watch,
@@ -111,6 +96,18 @@ fn main() -> ExitCode {
                 backoff_min: Duration::from_millis(backoff_min_ms.max(1)),
                 backoff_max: Duration::from_millis(backoff_max_ms.max(backoff_min_ms).max(1)),
             };
+            // a bad file or pattern is refused before anything starts
+            let file = match cfg.config_file.as_ref().map(|p| vigil_host::config::FileConfig::load(p)).transpose() {
+                Ok(f) => f.unwrap_or_default(),
+                Err(e) => {
+                    eprintln!("vigild: {e}");
+                    return ExitCode::from(2);
+                }
+            };
+            if let Err(e) = cfg.discovery(&file) {
+                eprintln!("vigild: {e}");
+                return ExitCode::from(2);
+            }
             match Daemon::new(cfg).and_then(Daemon::run) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {

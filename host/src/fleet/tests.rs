@@ -1,0 +1,302 @@
+//! The fleet on virtual time: scripted guests, explicit times, exact assertions.
+#![allow(clippy::unwrap_used, clippy::panic)]
+
+use super::*;
+use crate::config::{ActionPolicy, FileConfig, GuestSettings};
+use std::collections::BTreeMap;
+use vigil_core::{decode, Body};
+
+fn at(ms: u64) -> Instant {
+    Instant::from_millis(ms)
+}
+
+/// A fleet whose I/O is simulated: connects succeed unless `refuse` is set; what guests are sent is decoded.
+struct Harness {
+    f: Fleet,
+    refuse: bool,
+    events: Vec<(u64, Event)>,
+    actions: Vec<ActionRequest>,
+    sent: HashMap<GuestKey, Vec<Body>>,
+    resumed: Vec<GuestKey>,
+    closed: Vec<GuestKey>,
+    connects: Vec<(u64, GuestKey)>,
+}
+
+impl Harness {
+    fn new(settings: GuestSettings) -> Self {
+        let file = FileConfig { defaults: settings, ..FileConfig::default() };
+        Harness {
+            f: Fleet::new(FleetConfig::default(), file, 7, at(0)),
+            refuse: false,
+            events: Vec::new(),
+            actions: Vec::new(),
+            sent: HashMap::new(),
+            resumed: Vec::new(),
+            closed: Vec::new(),
+            connects: Vec::new(),
+        }
+    }
+
+    fn add(&mut self, id: &str, t: u64) -> GuestKey {
+        let key = self.f.add_guest(id, format!("/run/{id}.sock").into(), Origin::Watched, None, 42, at(t)).unwrap();
+        self.pump(t);
+        key
+    }
+
+    /// Carries out I/O requests and collects outputs at `t`.
+    fn pump(&mut self, t: u64) {
+        for _ in 0..100 {
+            let mut progress = false;
+            while let Some(io) = self.f.poll_io() {
+                progress = true;
+                match io {
+                    Io::Connect { key, .. } => {
+                        self.connects.push((t, key));
+                        if self.refuse {
+                            self.f.handle_connect_failed(key, false, at(t));
+                        } else {
+                            self.f.handle_connected(key, at(t));
+                        }
+                    }
+                    Io::Close { key } => self.closed.push(key),
+                    Io::Resume { key } => self.resumed.push(key),
+                }
+            }
+            while let Some(key) = self.f.poll_dirty() {
+                let mut buf = [0u8; MAX_WIRE];
+                while let Some(n) = self.f.poll_transmit(key, at(t), &mut buf) {
+                    self.sent.entry(key).or_default().push(decode(&buf[1..n - 1]).unwrap().body);
+                }
+            }
+            while let Some((_, e)) = self.f.poll_event() {
+                progress = true;
+                self.events.push((t, e));
+            }
+            while let Some(a) = self.f.poll_action() {
+                self.actions.push(a);
+            }
+            if !progress {
+                break;
+            }
+        }
+    }
+
+    /// Runs timers up to `t`, stepping through every deadline.
+    fn advance(&mut self, t: u64) {
+        while let Some(d) = self.f.next_timeout().filter(|&d| d <= at(t)) {
+            let ms = d.as_millis();
+            self.f.handle_timeouts(d);
+            self.pump(ms);
+        }
+        self.f.handle_timeouts(at(t));
+        self.pump(t);
+    }
+
+    fn feed(&mut self, key: GuestKey, t: u64, bytes: &str) {
+        self.f.handle_bytes(key, bytes.as_bytes(), at(t));
+        self.pump(t);
+    }
+
+    fn last_challenge(&self, key: GuestKey) -> u32 {
+        self.sent[&key]
+            .iter()
+            .rev()
+            .find_map(|b| match b {
+                Body::Challenge { heartbeat_challenge } => Some(*heartbeat_challenge),
+                _ => None,
+            })
+            .unwrap()
+    }
+
+    fn kinds(&self) -> Vec<&'static str> {
+        self.events.iter().map(|(_, e)| e.kind()).collect()
+    }
+
+    fn count(&self, kind: &str) -> usize {
+        self.events.iter().filter(|(_, e)| e.kind() == kind).count()
+    }
+}
+
+fn init(interval: u32, action: &str) -> String {
+    format!(
+        "{{\"version\":3,\"revision\":1,\"msg_type\":\"init\",\"sequence\":1,\"invocation_id\":9,\"name\":\"vm\\n1\",\"heartbeat_interval_ms\":{interval},\"vote_secs\":9,\"shutdown_notice_secs\":9,\"suspend_notice_secs\":9,\"resume_notice_secs\":14,\"restart_secs\":601,\"corrective_action\":\"{action}\"}}\n"
+    )
+}
+
+fn answer(nonce: u32, health: &str) -> String {
+    format!(
+        "{{\"version\":3,\"revision\":1,\"msg_type\":\"challenge_response\",\"sequence\":2,\"heartbeat_response\":{nonce},\"heartbeat_health\":\"{health}\",\"corrective_action\":\"reboot\",\"log_msg\":\"\"}}\n"
+    )
+}
+
+fn command_policy() -> GuestSettings {
+    let mut commands = BTreeMap::new();
+    commands.insert("reboot".to_string(), vec!["virsh".to_string(), "reboot".to_string(), "{guest}".to_string()]);
+    commands.insert("log".to_string(), vec!["logger".to_string(), "{guest}".to_string()]);
+    GuestSettings { policy: Some(ActionPolicy::Command), commands: Some(commands), ..GuestSettings::default() }
+}
+
+#[test]
+fn loss_runs_the_guests_action_once_and_an_answer_recovers_it_without_init() {
+    let mut h = Harness::new(command_policy());
+    let k = h.add("vm-1", 0);
+    h.feed(k, 10, &init(1000, "reboot"));
+    assert_eq!(h.kinds(), ["connected", "registered"]);
+    let n = h.last_challenge(k);
+    h.feed(k, 20, &answer(n, "healthy"));
+    // silent from t=1000: two misses, loss at t=3000
+    h.advance(2999);
+    assert_eq!(h.count("heartbeat_lost"), 0);
+    h.advance(3010);
+    assert_eq!(h.count("heartbeat_lost"), 1);
+    assert_eq!(h.actions.len(), 1);
+    assert_eq!(h.actions[0].argv, ["virsh", "reboot", "vm-1"]);
+    // challenges go on; the next answer recovers at once, no init
+    h.advance(4010);
+    let n = h.last_challenge(k);
+    h.feed(k, 4100, &answer(n, "healthy"));
+    assert_eq!(h.count("recovered"), 1);
+    assert_eq!(h.count("registered"), 1);
+    assert_eq!(h.actions.len(), 1, "no second action");
+}
+
+#[test]
+fn unknown_action_is_acted_on_as_log() {
+    let mut h = Harness::new(command_policy());
+    let k = h.add("vm-1", 0);
+    h.feed(k, 10, &init(1000, "unknown"));
+    h.advance(3010);
+    assert_eq!(h.count("heartbeat_lost"), 1);
+    assert_eq!(h.actions.len(), 1);
+    assert_eq!((h.actions[0].action, h.actions[0].argv[0].as_str()), (CorrectiveAction::Log, "logger"));
+}
+
+#[test]
+fn backoff_grows_for_a_guest_that_connects_and_closes_and_resets_only_after_a_healthy_session() {
+    let mut h = Harness::new(GuestSettings::default());
+    let k = h.add("vm-1", 0);
+    // connect, close at once, over and over: the delay doubles (+-20 %) up to 60 s, whatever happened before
+    let mut t = 0;
+    for _ in 0..8 {
+        h.f.handle_closed(k, "connection closed by peer", at(t));
+        h.pump(t);
+        let before = h.connects.len();
+        while h.connects.len() == before {
+            t += 10;
+            h.advance(t);
+        }
+    }
+    let gaps: Vec<u64> = h.connects.windows(2).map(|w| w[1].0 - w[0].0).collect();
+    assert!(gaps[0] >= 800 && gaps[0] <= 1210, "{gaps:?}");
+    assert!(gaps[3] >= 6400 && gaps[3] <= 9610, "{gaps:?}");
+    assert!(gaps.last().is_some_and(|&g| (48_000..=72_010).contains(&g)), "{gaps:?}");
+    // connection events are rate-limited (burst 3, then one per 10 s), the rest counted
+    assert!(h.count("disconnected") < 8, "{:?}", h.kinds());
+    // a healthy session of 10 s resets the backoff
+    h.feed(k, t + 1, &init(1000, "log"));
+    let mut now = t + 1;
+    for _ in 0..12 {
+        let n = h.last_challenge(k);
+        h.feed(k, now + 5, &answer(n, "healthy"));
+        now += 1000;
+        h.advance(now);
+    }
+    h.f.handle_closed(k, "connection closed by peer", at(now));
+    h.pump(now);
+    let before = h.connects.len();
+    let closed_at = now;
+    while h.connects.len() == before {
+        now += 10;
+        h.advance(now);
+    }
+    assert!(now - closed_at <= 1210, "reset to 1 s after a healthy session: {}", now - closed_at);
+}
+
+#[test]
+fn a_flooding_guest_is_throttled_reported_once_per_episode_and_disconnected_if_it_keeps_on() {
+    let mut h = Harness::new(GuestSettings::default());
+    let k = h.add("flood", 0);
+    let garbage = "x".repeat(1000) + "\n";
+    // the loop reads while the guest has budget, then reports it over budget
+    let mut t = 0;
+    let mut read = 0u64;
+    while t < 61_000 {
+        // as the loop does: read while there is budget (the flooder always has more), then say so
+        loop {
+            let allowance = h.f.read_allowance(k, at(t));
+            if allowance == 0 {
+                h.f.handle_over_budget(k, at(t));
+                break;
+            }
+            let n = allowance.min(garbage.len());
+            h.f.handle_bytes(k, &garbage.as_bytes()[..n], at(t));
+            read += n as u64;
+        }
+        h.f.handle_timeouts(at(t));
+        h.pump(t);
+        if h.closed.contains(&k) {
+            break;
+        }
+        t += 50;
+    }
+    assert!(h.closed.contains(&k), "disconnected after a minute over budget: {:?} {read}", h.kinds());
+    assert!((60_000..=61_000).contains(&t), "{t}");
+    let rate_limited: Vec<_> =
+        h.events.iter().filter(|(_, e)| matches!(e, Event::ProtocolError { error: "rate_limited", .. })).collect();
+    assert_eq!(rate_limited.len(), 1, "one report per episode");
+    // what it cost: the burst plus 4 KiB per (1 s) interval, not what it sent
+    assert!(read <= 8192 + 61 * 4096 + 1000, "{read}");
+    let Some((_, Event::Disconnected { reason, .. })) = h.events.iter().rev().find(|(_, e)| e.kind() == "disconnected")
+    else {
+        panic!("{:?}", h.kinds())
+    };
+    assert!(reason.contains("byte budget"), "{reason}");
+}
+
+#[test]
+fn a_throttled_guest_is_resumed_when_its_budget_refills_and_an_honest_burst_is_never_throttled() {
+    let mut h = Harness::new(GuestSettings::default());
+    let k = h.add("g", 0);
+    h.feed(k, 0, &init(1000, "log"));
+    // a thawed guest's burst: six answers and an init, about 2 KiB, well within the 8 KiB burst
+    assert!(h.f.read_allowance(k, at(1)) >= 2048);
+    // use it all up
+    let allowance = h.f.read_allowance(k, at(1));
+    h.f.handle_bytes(k, "y".repeat(allowance - 1).as_bytes(), at(1));
+    h.f.handle_bytes(k, b"\n", at(1));
+    assert_eq!(h.f.read_allowance(k, at(1)), 0);
+    h.f.handle_over_budget(k, at(1));
+    h.pump(1);
+    assert_eq!(h.f.read_allowance(k, at(100)), 0, "not read while throttled");
+    h.advance(300);
+    assert_eq!(h.resumed, [k], "resumed once 1058 bytes are back (at 4 KiB/s: ~259 ms)");
+    assert!(h.f.read_allowance(k, at(300)) >= 1058);
+    let rate_limited =
+        h.events.iter().filter(|(_, e)| matches!(e, Event::ProtocolError { error: "rate_limited", .. })).count();
+    assert_eq!(rate_limited, 1);
+}
+
+#[test]
+fn a_guest_that_never_registers_is_reconnected_after_the_registration_timeout() {
+    let mut h = Harness::new(GuestSettings::default());
+    let k = h.add("mute", 0);
+    h.advance(119_999);
+    assert!(h.closed.is_empty());
+    h.advance(120_000);
+    assert_eq!(h.closed, [k]);
+    h.advance(120_001);
+    assert_eq!(h.connects.len(), 2, "reconnected at once");
+}
+
+#[test]
+fn a_removed_guest_is_closed_and_forgotten() {
+    let mut h = Harness::new(GuestSettings::default());
+    let k = h.add("gone", 0);
+    h.f.remove_guest(k, "socket removed", at(5));
+    h.pump(5);
+    assert_eq!(h.closed, [k]);
+    assert!(h.f.is_empty());
+    assert_eq!(h.f.next_timeout(), None);
+    h.advance(200_000);
+    assert_eq!(h.connects.len(), 1);
+}
