@@ -117,6 +117,7 @@ struct Guest {
     throttled_since: Option<Instant>,
     resume_at: Option<Instant>,
     rate_limited: u64,
+    connections: u64,
     flooded_out: bool,
     tx_dropped: u64,
     last_action: Option<Instant>,
@@ -273,6 +274,7 @@ impl Fleet {
             throttled_since: None,
             resume_at: None,
             rate_limited: 0,
+            connections: 0,
             flooded_out: false,
             tx_dropped: 0,
             last_action: None,
@@ -305,6 +307,7 @@ impl Fleet {
     pub fn handle_connected(&mut self, key: GuestKey, now: Instant) {
         let Some(g) = self.guests.get_mut(key) else { return };
         g.link = Link::Connected;
+        g.connections += 1;
         g.connected_at = now;
         g.heartbeats_at_connect = g.monitor.stats().heartbeats;
         g.throttled_since = None;
@@ -746,6 +749,8 @@ fn status_of(g: &Guest) -> GuestStatus {
         state: match (g.link, g.monitor.state()) {
             (Link::Backoff | Link::Connecting, _) | (_, MonitorState::Disconnected) => "disconnected",
             (_, MonitorState::AwaitingInit) => "awaiting_init",
+            // still challenged at the interval, but not answering
+            (_, MonitorState::Heartbeating) if g.monitor.fault() == Some(Fault::Lost) => "lost",
             (_, MonitorState::Heartbeating) => "heartbeating",
             (_, MonitorState::Exited) => "exited",
         }
@@ -763,6 +768,7 @@ fn status_of(g: &Guest) -> GuestStatus {
         max_rtt_ms: s.max_rtt.as_millis(),
         tx_dropped: g.tx_dropped,
         rate_limited: g.rate_limited,
+        connections: g.connections,
         late_answers: s.late_answers,
         unknown_values: s.unknown_values,
     }

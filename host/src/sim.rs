@@ -35,6 +35,9 @@ pub enum Behaviour {
     Flood,
     /// Writes one endless line (no newline) as fast as the socket takes it.
     Endless,
+    /// Writes valid but unsolicited messages as fast as the socket takes them (valid JSON is the expensive case
+    /// for the host: it passes every cheap check).
+    Spam,
     /// Closes its socket, removes the file, and comes back after a while.
     Flap,
     /// Sends `exit` (graceful deregistration): no fault.
@@ -52,6 +55,7 @@ impl Behaviour {
             Behaviour::Garbage => "garbage",
             Behaviour::Flood => "flood",
             Behaviour::Endless => "endless",
+            Behaviour::Spam => "spam",
             Behaviour::Flap => "flap",
             Behaviour::Exit => "exit",
         }
@@ -207,7 +211,7 @@ pub fn run(cfg: &SimConfig, stop: &Arc<AtomicBool>) -> io::Result<()> {
                         g.back_at = Some(now + cfg.flap_down);
                     }
                     Behaviour::Exit => g.agent.shutdown("simulated shutdown"),
-                    Behaviour::Flood | Behaviour::Endless => flooders.push(i),
+                    Behaviour::Flood | Behaviour::Endless | Behaviour::Spam => flooders.push(i),
                     _ => {}
                 }
                 pump(g, now);
@@ -376,7 +380,12 @@ fn flood(g: &mut SimGuest, rng: &mut XorShift32) {
     for b in chunk.iter_mut() {
         *b = (rng.next_id() % 251) as u8;
     }
-    if g.behaviour == Behaviour::Flood {
+    if g.behaviour == Behaviour::Spam {
+        const LINE: &[u8] = b"{\"version\":3,\"revision\":1,\"msg_type\":\"challenge_response\",\"sequence\":2,\"heartbeat_response\":12345,\"heartbeat_health\":\"healthy\",\"corrective_action\":\"reboot\",\"log_msg\":\"unsolicited\"}\n";
+        for (i, b) in chunk.iter_mut().enumerate() {
+            *b = LINE[i % LINE.len()];
+        }
+    } else if g.behaviour == Behaviour::Flood {
         for i in (0..chunk.len()).step_by(97) {
             chunk[i] = b'\n';
         }

@@ -15,7 +15,7 @@ pub struct GuestStatus {
     pub id: String,
     /// Socket path.
     pub socket: String,
-    /// `disconnected`, `awaiting_init`, `heartbeating`, `exited`.
+    /// `disconnected`, `awaiting_init`, `heartbeating`, `lost` (challenged, not answering), `exited`.
     pub state: String,
     /// Open fault, if any.
     pub fault: Option<String>,
@@ -35,6 +35,9 @@ pub struct GuestStatus {
     pub max_rtt_ms: u64,
     /// Messages dropped because the guest did not read.
     pub tx_dropped: u64,
+    /// Connections made to the guest's socket.
+    #[serde(default)]
+    pub connections: u64,
     /// Episodes over the byte budget.
     #[serde(default)]
     pub rate_limited: u64,
@@ -80,12 +83,13 @@ impl Snapshot {
         let count = |st: &str| self.guests.iter().filter(|g| g.state == st).count();
         let _ = writeln!(
             out,
-            "vigild pid {} on {} at {}: {} guests: {} heartbeating, {} awaiting init, {} disconnected, {} exited; {} faults",
+            "vigild pid {} on {} at {}: {} guests: {} heartbeating, {} lost, {} awaiting init, {} disconnected, {} exited; {} faults",
             self.pid,
             self.host,
             self.time,
             self.guests.len(),
             count("heartbeating"),
+            count("lost"),
             count("awaiting_init"),
             count("disconnected"),
             count("exited"),

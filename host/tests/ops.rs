@@ -98,7 +98,7 @@ fn status_command_summarises_a_running_daemon() {
         Command::new(env!("CARGO_BIN_EXE_vigild")).args(["status", "--status-file"]).arg(&d.status).output().unwrap();
     assert!(out.status.success());
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(text.contains("4 guests: 3 heartbeating, 1 awaiting init"), "{text}");
+    assert!(text.contains("4 guests: 3 heartbeating, 1 lost, 0 awaiting init"), "{text}");
     assert!(text.contains("sim-hang-00000") && text.contains("heartbeat_lost"), "{text}");
     let missing = Command::new(env!("CARGO_BIN_EXE_vigild"))
         .args(["status", "--status-file", "/nonexistent/s.json"])

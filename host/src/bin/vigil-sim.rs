@@ -41,6 +41,9 @@ struct Cli {
     /// Guests that send one endless line.
     #[arg(long, default_value_t = 0)]
     endless: usize,
+    /// Guests that send valid but unsolicited messages at full speed.
+    #[arg(long, default_value_t = 0)]
+    spam: usize,
     /// Guests whose socket disappears and comes back.
     #[arg(long, default_value_t = 0)]
     flap: usize,
@@ -75,6 +78,7 @@ fn main() -> ExitCode {
             (Behaviour::Garbage, c.garbage),
             (Behaviour::Flood, c.flood),
             (Behaviour::Endless, c.endless),
+            (Behaviour::Spam, c.spam),
             (Behaviour::Flap, c.flap),
             (Behaviour::Exit, c.exit),
         ],
