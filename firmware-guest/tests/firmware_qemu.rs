@@ -51,7 +51,9 @@ fn start_qemu(elf: &Path, sock: &Path) -> Qemu {
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
-        .unwrap_or_else(|e| panic!("qemu-system-arm not found ({e}): install Debian's qemu-system-arm (.ci/run does)"));
+        .unwrap_or_else(|e| {
+            panic!("qemu-system-arm not found ({e}): install Debian's qemu-system-arm (scripts/test.sh does)")
+        });
     Qemu(child)
 }
 

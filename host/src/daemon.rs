@@ -23,10 +23,12 @@ use vigil_core::{Duration, Instant, StdClock, MAX_WIRE};
 
 use crate::actions::{outcome_channel, ActionJob, ActionOutcome, ActionRunner};
 use crate::config::FileConfig;
+use crate::control::{Command, Control, ControlConfig, FleetView, LoopSide};
 use crate::discovery::{Change, Discovery};
 use crate::events::{escape_text, Event, EventSink, EventsTarget};
-use crate::fleet::{action_event, Fleet, FleetConfig, GuestKey, Io, Origin};
+use crate::fleet::{action_event, Fleet, FleetConfig, GuestKey, Io, Origin, Ticket, VoteDone, VoteRefusal};
 use crate::glob::Pattern;
+use crate::metrics::{Buckets, PASS_BOUNDS};
 use crate::sdnotify::Notifier;
 use crate::status::{Snapshot, StatusWriter};
 
@@ -66,6 +68,8 @@ pub struct DaemonConfig {
     pub backoff_min: Duration,
     /// Largest reconnect delay.
     pub backoff_max: Duration,
+    /// The admin API.
+    pub control: ControlConfig,
 }
 
 impl DaemonConfig {
@@ -119,6 +123,11 @@ pub struct Daemon {
     next_watchdog: Instant,
     stopping: bool,
     fd_limit: u64,
+    control: Control,
+    links: LoopSide,
+    votes: std::collections::HashMap<Ticket, tokio::sync::oneshot::Sender<Result<VoteDone, VoteRefusal>>>,
+    control_dropped: u64,
+    pass: Buckets,
 }
 
 /// 32 bits from the OS's entropy (per-guest nonce seeds).
@@ -149,7 +158,8 @@ impl Daemon {
         let wake_fn: Arc<dyn Fn() + Send + Sync> = Arc::new(move || {
             let _ = waker.wake();
         });
-        let actions = ActionRunner::start(4, tx, wake_fn, soft);
+        let actions = ActionRunner::start(4, tx, Arc::clone(&wake_fn), soft);
+        let (control, links) = Control::start(cfg.control.clone(), wake_fn)?;
         let mut signals = signal_hook_mio::v1_0::Signals::new([SIGTERM, SIGINT, SIGHUP])?;
         poll.registry().register(&mut signals, SIGNALS, Interest::READABLE)?;
         let sink = EventSink::start(cfg.events.clone(), cfg.hostname.clone())?;
@@ -178,6 +188,11 @@ impl Daemon {
             next_watchdog: now,
             stopping: false,
             fd_limit,
+            control,
+            links,
+            votes: std::collections::HashMap::new(),
+            control_dropped: 0,
+            pass: Buckets::new(PASS_BOUNDS),
         })
     }
 
@@ -205,12 +220,16 @@ impl Daemon {
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => return Err(e),
             }
+            let started = std::time::Instant::now();
             let now = self.clock.now();
             for event in events.iter() {
                 match event.token() {
                     SIGNALS => self.on_signals(now),
                     INOTIFY => self.on_inotify(now),
-                    WAKER => self.on_outcomes(),
+                    WAKER => {
+                        self.on_outcomes();
+                        self.on_commands(now);
+                    }
                     Token(t) => self.on_ready(t, event.is_readable(), event.is_read_closed(), event.is_writable(), now),
                 }
             }
@@ -220,6 +239,7 @@ impl Daemon {
             self.fleet.handle_timeouts(now);
             self.drive(now);
             self.periodic(now);
+            self.pass.observe(started.elapsed().as_secs_f64());
         }
         self.shutdown();
         Ok(())
@@ -347,6 +367,14 @@ impl Daemon {
             while let Some((guest, event)) = self.fleet.poll_event() {
                 log_event(&guest, &event);
                 self.sink.emit(&guest, &event);
+                if self.links.events.try_send((guest, event)).is_err() {
+                    self.control_dropped += 1;
+                }
+            }
+            while let Some(done) = self.fleet.poll_vote_done() {
+                if let Some(reply) = self.votes.remove(&done.ticket) {
+                    let _ = reply.send(Ok(done));
+                }
             }
             while let Some(a) = self.fleet.poll_action() {
                 let job = ActionJob { guest: a.guest, trigger: a.trigger, action: a.action, argv: a.argv };
@@ -460,6 +488,51 @@ impl Daemon {
         self.drive(now);
     }
 
+    /// Commands from the control plane: answered at once, or (votes) when the guest answers.
+    fn on_commands(&mut self, now: Instant) {
+        // bounded per wake-up: the control plane's queue is bounded, and what is left wakes us again
+        for _ in 0..crate::control::COMMAND_QUEUE {
+            let Ok(cmd) = self.links.commands.try_recv() else { break };
+            match cmd {
+                Command::Vote { guest, event_type, notification_type, reply } => {
+                    match self.fleet.start_vote(&guest, event_type, notification_type, now) {
+                        Ok(started) => {
+                            self.votes.insert(started.ticket, reply);
+                        }
+                        Err(refusal) => {
+                            let _ = reply.send(Err(refusal));
+                        }
+                    }
+                }
+                Command::Maintenance { guest, secs, reason, reply } => {
+                    let ok = match secs {
+                        Some(secs) => self.fleet.set_maintenance(&guest, secs, &reason, now).is_some(),
+                        None => self.fleet.end_maintenance(&guest, now),
+                    };
+                    let _ = reply.send(ok);
+                }
+                Command::Reporting { guest, on, reply } => {
+                    let _ = reply.send(self.fleet.set_reporting(guest.as_deref(), on, now));
+                }
+                Command::Snapshot { reply } => {
+                    let (counters, totals) = self.fleet.counters();
+                    let view = FleetView {
+                        guests: self.fleet.snapshot(now),
+                        counters,
+                        totals,
+                        pass: self.pass.clone(),
+                        events_emitted: self.sink.seq(),
+                        events_dropped: self.sink.dropped(),
+                        control_dropped: self.control_dropped,
+                        reporting: self.fleet.reporting(),
+                    };
+                    let _ = reply.send(Box::new(view));
+                }
+            }
+        }
+        self.drive(now);
+    }
+
     // ---- discovery ----
 
     fn on_inotify(&mut self, now: Instant) {
@@ -551,6 +624,7 @@ impl Daemon {
     }
 
     fn snapshot(&self) -> Snapshot {
+        let now = self.clock.now();
         Snapshot {
             time: crate::events::rfc3339(std::time::SystemTime::now()),
             pid: std::process::id(),
@@ -558,7 +632,7 @@ impl Daemon {
             fd_limit: self.fd_limit,
             events_emitted: self.sink.seq(),
             events_dropped: self.sink.dropped(),
-            guests: self.fleet.snapshot(),
+            guests: self.fleet.snapshot(now),
         }
     }
 
@@ -581,6 +655,9 @@ impl Daemon {
         }
         self.drive(now);
         self.on_outcomes();
+        // votes still open end as `error` with the sessions above; anything not answered yet is dropped here
+        self.votes.clear();
+        self.control.stop();
         self.write_status();
         if let Some(mut w) = self.status.take() {
             w.stop();

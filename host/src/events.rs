@@ -120,6 +120,16 @@ pub enum Event {
         /// Protocol errors of this guest so far.
         total: u64,
     },
+    /// A maintenance window started, ended early, or expired (faults are withheld while it is open).
+    Maintenance {
+        /// `started`, `ended`, `expired`.
+        state: &'static str,
+        /// Its length (on `started`).
+        #[serde(skip_serializing_if = "Option::is_none")]
+        secs: Option<u64>,
+        /// Why.
+        reason: String,
+    },
     /// A corrective command ran, failed, or was skipped.
     Action {
         /// `heartbeat_lost` or `unhealthy`.
@@ -155,6 +165,7 @@ impl Event {
         "deregistered",
         "vote_result",
         "protocol_error",
+        "maintenance",
         "action",
     ];
 
@@ -170,6 +181,7 @@ impl Event {
             Event::Deregistered { .. } => "deregistered",
             Event::VoteResult { .. } => "vote_result",
             Event::ProtocolError { .. } => "protocol_error",
+            Event::Maintenance { .. } => "maintenance",
             Event::Action { .. } => "action",
         }
     }
@@ -519,6 +531,33 @@ mod tests {
         sink.close();
         assert!(sink.write_errors() >= 1, "failed writes are counted");
         assert_eq!(sink.seq(), 2);
+    }
+
+    #[test]
+    fn the_documented_kinds_are_the_record_types() {
+        let doc = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/events.md")).unwrap();
+        let section = doc.split("## Kinds").nth(1).unwrap().split("\n## ").next().unwrap();
+        let documented: Vec<&str> =
+            section.lines().filter_map(|l| l.strip_prefix("| `")).filter_map(|l| l.split('`').next()).collect();
+        assert_eq!(documented, Event::KINDS, "docs/events.md and Event disagree");
+        // every kind's fields are documented in its row
+        let samples = [
+            Event::Connected { socket: String::new(), suppressed: 0 },
+            Event::Disconnected { reason: String::new(), suppressed: 0 },
+            Event::HeartbeatLost { consecutive_misses: 0, last_heartbeat: None, corrective_action: "" },
+            Event::Unhealthy { corrective_action: "", log_msg: String::new() },
+            Event::Deregistered { log_msg: String::new() },
+            Event::VoteResult { event_type: "", notification_type: "", result: "", log_msg: String::new() },
+            Event::ProtocolError { error: "", detail: String::new(), suppressed: 0, total: 0 },
+            Event::Maintenance { state: "", secs: Some(1), reason: String::new() },
+        ];
+        for e in samples {
+            let row = section.lines().find(|l| l.starts_with(&format!("| `{}`", e.kind()))).unwrap();
+            let Value::Object(fields) = serde_json::to_value(&e).unwrap() else { panic!() };
+            for f in fields.keys().filter(|k| *k != "kind") {
+                assert!(row.contains(&format!("`{f}`")), "field {f} of {} is not documented", e.kind());
+            }
+        }
     }
 
     #[test]

@@ -22,6 +22,12 @@ use crate::events::{escape_text, Ago, Event, RateLimit};
 use crate::status::GuestStatus;
 use crate::wheel::TimerWheel;
 
+mod commands;
+pub use commands::{notice_timeout_secs, Counters, Totals, VoteDone, VoteRefusal, VoteStarted, MAX_MAINTENANCE};
+
+/// A vote or notice in flight, as the caller tracks it.
+pub type Ticket = u64;
+
 /// A guest's key: its slot in the fleet (reused after removal; the I/O layer adds a generation to its tokens).
 pub type GuestKey = usize;
 
@@ -127,6 +133,14 @@ struct Guest {
     registrations: RateLimit,
     links: RateLimit,
     dirty: bool,
+    /// The vote or notice in flight, for the caller.
+    vote: Option<Ticket>,
+    /// An open maintenance window: until, and why.
+    maintenance: Option<(Instant, String)>,
+    /// Reporting of this guest's faults (the reference's per-instance "reporting" state).
+    reporting: bool,
+    /// A fault happened while faults were withheld (maintenance, reporting off): report it when they no longer are.
+    fault_withheld: bool,
 }
 
 /// Every guest of the node. See the module documentation.
@@ -144,6 +158,13 @@ pub struct Fleet {
     dirty: Vec<GuestKey>,
     fired: Vec<GuestKey>,
     scratch: Vec<MonitorEvent>,
+    next_ticket: Ticket,
+    votes_done: VecDeque<VoteDone>,
+    /// Reporting of faults for the whole host.
+    reporting: bool,
+    counters: Counters,
+    /// The counters of guests no longer watched (so totals never go backwards).
+    retired: Totals,
 }
 
 impl Fleet {
@@ -164,6 +185,11 @@ impl Fleet {
             dirty: Vec::new(),
             fired: Vec::new(),
             scratch: Vec::with_capacity(4),
+            next_ticket: 0,
+            votes_done: VecDeque::new(),
+            reporting: true,
+            counters: Counters::default(),
+            retired: Totals::default(),
         }
     }
 
@@ -234,8 +260,8 @@ impl Fleet {
     }
 
     /// Every guest's status line.
-    pub fn snapshot(&self) -> Vec<GuestStatus> {
-        self.guests.iter().map(|(_, g)| status_of(g)).collect()
+    pub fn snapshot(&self, now: Instant) -> Vec<GuestStatus> {
+        self.guests.iter().map(|(_, g)| status_of(g, now)).collect()
     }
 
     // ---- input ----
@@ -283,6 +309,10 @@ impl Fleet {
             registrations: RateLimit::new(),
             links: RateLimit::new(),
             dirty: false,
+            vote: None,
+            maintenance: None,
+            reporting: true,
+            fault_withheld: false,
         });
         self.by_path.insert(path.clone(), key);
         self.guests[key].link = Link::Connecting;
@@ -300,6 +330,7 @@ impl Fleet {
         }
         self.wheel.set(key, None);
         let g = self.guests.remove(key);
+        self.retired.add(g.monitor.stats());
         self.by_path.remove(&g.path);
     }
 
@@ -346,6 +377,7 @@ impl Fleet {
             return;
         }
         g.budget.charge(input.len() as u64);
+        let on_time_before = g.monitor.stats().heartbeats - g.monitor.stats().late_answers;
         while !input.is_empty() {
             let Some(g) = self.guests.get_mut(key) else { return };
             let used = g.monitor.handle_bytes(now, input);
@@ -353,6 +385,12 @@ impl Fleet {
             self.drain_monitor(key, now);
             if self.guests.get(key).is_none_or(|g| g.link != Link::Connected) {
                 return;
+            }
+        }
+        if let Some(g) = self.guests.get(key) {
+            let s = g.monitor.stats();
+            if s.heartbeats - s.late_answers > on_time_before {
+                self.counters.rtt.observe(s.last_rtt.as_millis() as f64 / 1000.0);
             }
         }
         self.after_input(key);
@@ -375,6 +413,9 @@ impl Fleet {
         let Some(g) = self.guests.get_mut(key) else { return };
         if g.link != Link::Connected {
             return;
+        }
+        if g.throttled_since.is_none() {
+            *self.counters.protocol_errors.entry("rate_limited").or_default() += 1;
         }
         let resume = g.budget.ready_at(now).max(now + Duration::from_millis(1));
         g.resume_at = Some(resume);
@@ -417,6 +458,9 @@ impl Fleet {
         let mut fired = std::mem::take(&mut self.fired);
         self.wheel.expire(now, |_, key| fired.push(key));
         for key in fired.drain(..) {
+            if self.guests.get(key).is_some_and(|g| g.maintenance.as_ref().is_some_and(|(until, _)| *until <= now)) {
+                self.end_maintenance_of(key, "expired", now);
+            }
             let Some(g) = self.guests.get_mut(key) else { continue };
             match g.link {
                 Link::Backoff if g.reconnect_at <= now => {
@@ -549,20 +593,18 @@ impl Fleet {
 
     fn reschedule(&mut self, key: GuestKey) {
         let Some(g) = self.guests.get(key) else { return };
-        let at = match g.link {
-            Link::Connected => {
-                let mut at = g.monitor.poll_timeout();
-                for t in [g.resume_at] {
-                    at = match (at, t) {
-                        (Some(a), Some(b)) => Some(a.min(b)),
-                        (a, b) => a.or(b),
-                    };
-                }
-                at
-            }
+        let mut at = match g.link {
+            Link::Connected => g.monitor.poll_timeout(),
             Link::Backoff => Some(g.reconnect_at),
             Link::Connecting => None,
         };
+        let others = [g.resume_at.filter(|_| g.link == Link::Connected), g.maintenance.as_ref().map(|(t, _)| *t)];
+        for t in others {
+            at = match (at, t) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
+        }
         self.wheel.set(key, at);
     }
 
@@ -645,6 +687,13 @@ impl Fleet {
                     suppressed,
                 }
             }
+            MonitorEvent::HeartbeatLost { .. } | MonitorEvent::Unhealthy { .. }
+                if !self.reporting || !g.reporting || g.maintenance.is_some() =>
+            {
+                g.fault_withheld = true;
+                self.counters.withheld_faults += 1;
+                return;
+            }
             MonitorEvent::HeartbeatLost { consecutive_misses, last_heartbeat } => {
                 let action = g.monitor.registration().map_or(CorrectiveAction::None, |r| r.init.corrective_action);
                 self.events.push_back((
@@ -659,6 +708,7 @@ impl Fleet {
                 return;
             }
             MonitorEvent::Unhealthy { corrective_action, log_msg } => {
+                self.counters.unhealthy_reports += 1;
                 self.events.push_back((
                     Arc::clone(&id),
                     Event::Unhealthy { corrective_action: corrective_action.as_str(), log_msg: log_msg.to_string() },
@@ -668,13 +718,27 @@ impl Fleet {
             }
             MonitorEvent::Recovered => Event::Recovered {},
             MonitorEvent::Deregistered { log_msg } => Event::Deregistered { log_msg: log_msg.to_string() },
-            MonitorEvent::VoteResult { event_type, notification_type, result, log_msg } => Event::VoteResult {
-                event_type: event_type.as_str(),
-                notification_type: notification_type.as_str(),
-                result: result.as_str(),
-                log_msg: log_msg.to_string(),
-            },
+            MonitorEvent::VoteResult { event_type, notification_type, result, log_msg } => {
+                *self.counters.votes.entry(result.as_str()).or_default() += 1;
+                if let Some(ticket) = g.vote.take() {
+                    self.votes_done.push_back(VoteDone {
+                        ticket,
+                        guest: Arc::clone(&id),
+                        event_type,
+                        notification_type,
+                        result,
+                        log_msg: log_msg.to_string(),
+                    });
+                }
+                Event::VoteResult {
+                    event_type: event_type.as_str(),
+                    notification_type: notification_type.as_str(),
+                    result: result.as_str(),
+                    log_msg: log_msg.to_string(),
+                }
+            }
             MonitorEvent::ProtocolError(pe) => {
+                *self.counters.protocol_errors.entry(pe.label()).or_default() += 1;
                 let Some(suppressed) = g.errors.take(now.as_millis()) else { return };
                 let total = g.monitor.stats().protocol_errors + g.rate_limited;
                 Event::ProtocolError { error: pe.label(), detail: pe.to_string(), suppressed, total }
@@ -741,7 +805,7 @@ pub fn action_event(
     }
 }
 
-fn status_of(g: &Guest) -> GuestStatus {
+fn status_of(g: &Guest, now: Instant) -> GuestStatus {
     let s = g.monitor.stats();
     GuestStatus {
         id: g.id.to_string(),
@@ -769,6 +833,9 @@ fn status_of(g: &Guest) -> GuestStatus {
         tx_dropped: g.tx_dropped,
         rate_limited: g.rate_limited,
         connections: g.connections,
+        maintenance_reason: g.maintenance.as_ref().map(|(_, r)| r.clone()),
+        maintenance_left_ms: g.maintenance.as_ref().map(|(until, _)| (*until - now).as_millis()),
+        reporting: g.reporting,
         late_answers: s.late_answers,
         unknown_values: s.unknown_values,
     }

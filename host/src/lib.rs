@@ -12,11 +12,13 @@
 pub mod actions;
 pub mod budget;
 pub mod config;
+pub mod control;
 pub mod daemon;
 pub mod discovery;
 pub mod events;
 pub mod fleet;
 pub mod glob;
+pub mod metrics;
 pub mod sdnotify;
 pub mod sim;
 pub mod status;

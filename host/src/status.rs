@@ -35,6 +35,15 @@ pub struct GuestStatus {
     pub max_rtt_ms: u64,
     /// Messages dropped because the guest did not read.
     pub tx_dropped: u64,
+    /// The reason of an open maintenance window (faults are not reported while it is open).
+    #[serde(default)]
+    pub maintenance_reason: Option<String>,
+    /// Milliseconds left in the maintenance window.
+    #[serde(default)]
+    pub maintenance_left_ms: Option<u64>,
+    /// Whether this guest's faults are reported.
+    #[serde(default = "yes")]
+    pub reporting: bool,
     /// Connections made to the guest's socket.
     #[serde(default)]
     pub connections: u64,
@@ -47,6 +56,10 @@ pub struct GuestStatus {
     /// The reference's fallback values seen (`unknown` action, health, event or notification type).
     #[serde(default)]
     pub unknown_values: u64,
+}
+
+fn yes() -> bool {
+    true
 }
 
 /// The whole snapshot.
@@ -83,8 +96,8 @@ impl Snapshot {
         let count = |st: &str| self.guests.iter().filter(|g| g.state == st).count();
         let _ = writeln!(
             out,
-            "vigild pid {} on {} at {}: {} guests: {} heartbeating, {} lost, {} awaiting init, {} disconnected, {} exited; {} faults",
-            self.pid,
+            "vigild{} on {} at {}: {} guests: {} heartbeating, {} lost, {} awaiting init, {} disconnected, {} exited; {} faults",
+            if self.pid == 0 { String::new() } else { format!(" pid {}", self.pid) },
             self.host,
             self.time,
             self.guests.len(),

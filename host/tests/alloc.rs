@@ -61,6 +61,7 @@ fn the_loop_does_not_allocate_per_message() {
         hostname: "test".into(),
         backoff_min: BACKOFF_MIN,
         backoff_max: BACKOFF_MAX,
+        control: vigil_host::control::ControlConfig::default(),
     };
     std::thread::Builder::new()
         .name("vigild-loop".into())

@@ -48,7 +48,7 @@ fn sighup_reloads_the_configuration() {
     std::fs::write(&cfg, "").unwrap();
     let extra = ScriptedGuest::start(&other, "named-in-config", 300);
     let d = Vigild::start(&dir, work.path(), &["--config", cfg.to_str().unwrap()]);
-    std::thread::sleep(Duration::from_millis(500));
+    d.wait_ready();
     assert_eq!(count(&d.events(), "registered"), 0);
     std::fs::write(&cfg, format!("[[guest]]\nid = \"db-1\"\nsocket = \"{}\"\n", extra.path.display())).unwrap();
     let pid = rustix::process::Pid::from_raw(d.proc.pid() as i32).unwrap();
@@ -67,6 +67,8 @@ fn tells_systemd_ready_and_pings_the_watchdog() {
     let child = Command::new(env!("CARGO_BIN_EXE_vigild"))
         .args(["run", "--log", "error", "--events", "-", "--watch"])
         .arg(&dir)
+        .arg("--admin-socket")
+        .arg(work.path().join("admin.sock"))
         .arg("--status-file")
         .arg(work.path().join("status.json"))
         .env("NOTIFY_SOCKET", &sock_path)

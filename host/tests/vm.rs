@@ -17,7 +17,7 @@ fn workspace() -> PathBuf {
 }
 
 fn need(what: &str, path: Option<PathBuf>, install: &str) -> PathBuf {
-    path.unwrap_or_else(|| panic!("{what} not found: install Debian's {install} (.ci/run does)"))
+    path.unwrap_or_else(|| panic!("{what} not found: install Debian's {install} (scripts/test.sh does)"))
 }
 
 fn which(cmd: &str) -> Option<PathBuf> {

@@ -1,14 +1,21 @@
-//! `vigild`: the Vigil host daemon. `vigild run` watches guest heartbeat sockets; `vigild status` asks a running
-//! daemon (through its status file) what it sees.
+//! `vigild`: the Vigil host daemon. `vigild run` watches guest heartbeat sockets and serves the admin API;
+//! `vigild status`, `vigild vote` and `vigild maintenance` talk to a running daemon through that API.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration as StdDuration;
 
 use clap::{Parser, Subcommand};
+use serde_json::{json, Value};
 use vigil_core::Duration;
+use vigil_host::control::client::request;
+use vigil_host::control::ControlConfig;
 use vigil_host::daemon::{Daemon, DaemonConfig};
 use vigil_host::events::EventsTarget;
-use vigil_host::status::Snapshot;
+use vigil_host::status::{GuestStatus, Snapshot};
+
+/// The admin API's default socket.
+const ADMIN_SOCKET: &str = "/run/vigil/vigild.sock";
 
 /// Vigil host daemon: sends heartbeat challenges to every VM over its virtio-serial socket and reports faults.
 #[derive(Parser, Debug)]
@@ -20,7 +27,7 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
-    /// Run the daemon (stops on SIGTERM/SIGINT, reloads the config on SIGHUP).
+    /// Run the daemon (stops on SIGTERM/SIGINT, reloads the config and reopens the events file on SIGHUP).
     Run {
         /// Directory to watch for guest sockets (repeatable).
         #[arg(long = "watch", value_name = "DIR", default_value = "/var/lib/libvirt/qemu")]
@@ -29,15 +36,27 @@ enum Command {
         /// cgcs.heartbeat.*.sock].
         #[arg(long, value_name = "GLOB")]
         pattern: Option<String>,
-        /// TOML configuration (per-guest sockets, intervals, loss thresholds, action policy).
+        /// TOML configuration (per-guest sockets, intervals, loss thresholds, budgets, action policy).
         #[arg(long, value_name = "FILE")]
         config: Option<PathBuf>,
         /// Where fault/status events go, one JSON object per line (`-` = stdout).
         #[arg(long, value_name = "PATH", default_value = "-")]
         events: String,
-        /// Status snapshot file (read by `vigild status`).
-        #[arg(long, value_name = "FILE", default_value = "/run/vigild/status.json")]
-        status_file: PathBuf,
+        /// The admin API's UNIX socket (mode 0660).
+        #[arg(long, value_name = "PATH", default_value = ADMIN_SOCKET)]
+        admin_socket: PathBuf,
+        /// Group allowed to use the admin socket [default: root's].
+        #[arg(long, value_name = "GROUP")]
+        admin_group: Option<String>,
+        /// Also serve the admin API on this loopback TCP address (needs --admin-token-file).
+        #[arg(long, value_name = "ADDR")]
+        admin_tcp: Option<std::net::SocketAddr>,
+        /// File holding the bearer token for --admin-tcp.
+        #[arg(long, value_name = "FILE")]
+        admin_token_file: Option<PathBuf>,
+        /// Also write a status snapshot to this file every 2 s (a read-only view that survives the daemon).
+        #[arg(long, value_name = "FILE")]
+        status_file: Option<PathBuf>,
         /// Safety-net rescan period in seconds (inotify does the real work).
         #[arg(long, value_name = "SECS", default_value_t = 30)]
         rescan_secs: u64,
@@ -53,12 +72,44 @@ enum Command {
     },
     /// Show what a running daemon sees.
     Status {
-        /// Status snapshot file of the daemon.
-        #[arg(long, value_name = "FILE", default_value = "/run/vigild/status.json")]
-        status_file: PathBuf,
-        /// Print the raw JSON snapshot.
+        /// The daemon's admin socket.
+        #[arg(long, value_name = "PATH", default_value = ADMIN_SOCKET)]
+        admin_socket: PathBuf,
+        /// Read a status file instead (`vigild run --status-file`), e.g. when the daemon is down.
+        #[arg(long, value_name = "FILE")]
+        status_file: Option<PathBuf>,
+        /// Print the raw JSON.
         #[arg(long)]
         json: bool,
+    },
+    /// Ask a guest through the daemon before an event (a vote), or tell it (a notice); prints its answer.
+    Vote {
+        /// Guest id.
+        guest: String,
+        /// stop, reboot, suspend, pause, unpause, resume, resize_begin, ..., cold_migrate_end.
+        event: String,
+        /// revocable (a vote) or irrevocable (a notice) [default: a vote for events that can be refused].
+        #[arg(long, value_name = "KIND")]
+        notification_type: Option<String>,
+        /// The daemon's admin socket.
+        #[arg(long, value_name = "PATH", default_value = ADMIN_SOCKET)]
+        admin_socket: PathBuf,
+    },
+    /// Open a maintenance window for a guest (its faults are not reported while it is open), or end it.
+    Maintenance {
+        /// Guest id.
+        guest: String,
+        /// Length in seconds (omit with --end).
+        secs: Option<u64>,
+        /// Why (logged).
+        #[arg(long, default_value = "")]
+        reason: String,
+        /// End the open window now.
+        #[arg(long)]
+        end: bool,
+        /// The daemon's admin socket.
+        #[arg(long, value_name = "PATH", default_value = ADMIN_SOCKET)]
+        admin_socket: PathBuf,
     },
 }
 
@@ -70,6 +121,10 @@ fn main() -> ExitCode {
             pattern,
             config,
             events,
+            admin_socket,
+            admin_group,
+            admin_tcp,
+            admin_token_file,
             status_file,
             rescan_secs,
             backoff_min_ms,
@@ -90,11 +145,12 @@ fn main() -> ExitCode {
                 pattern,
                 config_file: config,
                 events: if events == "-" { EventsTarget::Stdout } else { EventsTarget::File(events.into()) },
-                status_file: Some(status_file),
+                status_file,
                 rescan: Duration::from_secs(rescan_secs.max(1)),
                 hostname,
                 backoff_min: Duration::from_millis(backoff_min_ms.max(1)),
                 backoff_max: Duration::from_millis(backoff_max_ms.max(backoff_min_ms).max(1)),
+                control: ControlConfig { admin_socket: Some(admin_socket), admin_group, admin_tcp, admin_token_file },
             };
             // a bad file or pattern is refused before anything starts
             let file = match cfg.config_file.as_ref().map(|p| vigil_host::config::FileConfig::load(p)).transpose() {
@@ -116,19 +172,94 @@ fn main() -> ExitCode {
                 }
             }
         }
-        Command::Status { status_file, json } => match Snapshot::load(&status_file) {
-            Ok(snap) if json => {
-                println!("{}", serde_json::to_string_pretty(&snap).unwrap_or_default());
-                ExitCode::SUCCESS
+        Command::Status { admin_socket, status_file, json } => status(&admin_socket, status_file, json),
+        Command::Vote { guest, event, notification_type, admin_socket } => {
+            let mut body = json!({ "event_type": event });
+            if let Some(k) = notification_type {
+                body["notification_type"] = json!(k);
             }
-            Ok(snap) => {
-                print!("{}", snap.render());
+            // the guest's registration bounds the wait (vote_secs and the notice times, a few seconds each)
+            let r = request(
+                &admin_socket,
+                "POST",
+                &format!("/v1/guests/{guest}/vote"),
+                Some(&body.to_string()),
+                StdDuration::from_secs(3600),
+            );
+            print_answer(r)
+        }
+        Command::Maintenance { guest, secs, reason, end, admin_socket } => {
+            let r = match (end, secs) {
+                (true, _) => request(
+                    &admin_socket,
+                    "DELETE",
+                    &format!("/v1/guests/{guest}/maintenance"),
+                    None,
+                    StdDuration::from_secs(30),
+                ),
+                (false, Some(secs)) => request(
+                    &admin_socket,
+                    "POST",
+                    &format!("/v1/guests/{guest}/maintenance"),
+                    Some(&json!({ "secs": secs, "reason": reason }).to_string()),
+                    StdDuration::from_secs(30),
+                ),
+                (false, None) => Err("give SECS, or --end".into()),
+            };
+            print_answer(r)
+        }
+    }
+}
+
+fn print_answer(r: Result<(u16, String), String>) -> ExitCode {
+    match r {
+        Ok((code, body)) => {
+            println!("{}", body.trim_end());
+            if (200..300).contains(&code) {
                 ExitCode::SUCCESS
-            }
-            Err(e) => {
-                eprintln!("vigild status: {e}");
+            } else {
                 ExitCode::FAILURE
             }
-        },
+        }
+        Err(e) => {
+            eprintln!("vigild: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn status(admin_socket: &std::path::Path, status_file: Option<PathBuf>, raw: bool) -> ExitCode {
+    let snap = match status_file {
+        Some(f) => Snapshot::load(&f),
+        None => {
+            request(admin_socket, "GET", "/v1/guests", None, StdDuration::from_secs(30)).and_then(|(code, body)| {
+                let v: Value = serde_json::from_str(&body).map_err(|e| format!("bad answer ({code}): {e}"))?;
+                let guests: Vec<GuestStatus> =
+                    serde_json::from_value(v["guests"].clone()).map_err(|e| format!("bad answer ({code}): {e}"))?;
+                Ok(Snapshot {
+                    time: vigil_host::events::rfc3339(std::time::SystemTime::now()),
+                    pid: 0,
+                    host: rustix::system::uname().nodename().to_string_lossy().into_owned(),
+                    fd_limit: 0,
+                    events_emitted: v["events_emitted"].as_u64().unwrap_or(0),
+                    events_dropped: v["events_dropped"].as_u64().unwrap_or(0),
+                    guests,
+                })
+            })
+        }
+    };
+    match snap {
+        Ok(snap) if raw => {
+            println!("{}", serde_json::to_string_pretty(&snap).unwrap_or_default());
+            ExitCode::SUCCESS
+        }
+        Ok(snap) => {
+            print!("{}", snap.render());
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("vigild status: {e}");
+            ExitCode::FAILURE
+        }
     }
 }

@@ -88,15 +88,19 @@ pub struct Vigild {
     pub proc: Proc,
     pub events: PathBuf,
     pub status: PathBuf,
+    pub admin: PathBuf,
 }
 
 impl Vigild {
     pub fn start(dir: &Path, work: &Path, extra: &[&str]) -> Self {
         let events = work.join("events.jsonl");
         let status = work.join("status.json");
+        let admin = work.join("admin.sock");
         let child = Command::new(env!("CARGO_BIN_EXE_vigild"))
             .args(["run", "--watch"])
             .arg(dir)
+            .arg("--admin-socket")
+            .arg(&admin)
             .arg("--events")
             .arg(&events)
             .arg("--status-file")
@@ -107,7 +111,30 @@ impl Vigild {
             .stderr(Stdio::null())
             .spawn()
             .expect("vigild binary");
-        Vigild { proc: Proc(child), events, status }
+        Vigild { proc: Proc(child), events, status, admin }
+    }
+
+    /// Waits until vigild is running (its signal handlers are installed before it writes its first status),
+    /// instead of guessing with a sleep.
+    pub fn wait_ready(&self) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !self.status.exists() {
+            assert!(Instant::now() < deadline, "vigild wrote no status file within 30 s");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Waits (up to 10 s) until vigild holds at most `n` descriptors; returns the count last seen. The status
+    /// writer opens a file for a moment every 2 s, so a single reading may be one high.
+    pub fn fds_settle_to(&self, n: usize) -> usize {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let now = self.proc.open_fds();
+            if now <= n || Instant::now() > deadline {
+                return now;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
     }
 
     pub fn events(&self) -> Vec<Value> {

@@ -1,0 +1,393 @@
+//! The admin API: HTTP/1.1 (axum) on a UNIX socket (mode 0660, group configurable) and, optionally, on a loopback
+//! TCP port with a bearer token. JSON in and out; errors are `{"error": ...}` with a proper status code.
+//!
+//! | method and path | what |
+//! |---|---|
+//! | `GET /healthz` | `{"status":"ok"}` |
+//! | `GET /metrics` | Prometheus text |
+//! | `GET /v1/guests`, `GET /v1/guests/{id}` | what vigild sees of each guest |
+//! | `POST /v1/guests/{id}/vote` `{"event_type", "notification_type"?}` | a vote (or notice); answers with the guest's answer |
+//! | `POST /v1/guests/{id}/notify` `{"event_type", "notification_type"?}` | a notice (default `irrevocable`) |
+//! | `POST /v1/guests/{id}/maintenance` `{"secs", "reason"?}`, `DELETE` the same | a maintenance window |
+//! | `PUT /v1/reporting`, `PUT /v1/guests/{id}/reporting` `{"enabled": bool}` | fault reporting on/off |
+
+use std::path::Path;
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::{Path as UrlPath, Request, State};
+use axum::http::{header, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post, put};
+use axum::{Json, Router};
+use serde::Deserialize;
+use serde_json::json;
+use tokio::sync::oneshot;
+use vigil_core::{EventType, NotificationType};
+
+use super::{Command, ControlConfig, FleetView, Shared};
+use crate::fleet::VoteRefusal;
+
+/// Listeners bound before the control thread runs.
+pub struct Listeners {
+    unix: Option<tokio::net::UnixListener>,
+    tcp: Option<(tokio::net::TcpListener, Arc<str>)>,
+}
+
+/// Binds the admin socket (stale socket files are replaced; mode 0660; group `admin_group`) and the optional TCP
+/// listener (loopback only, token required).
+pub async fn bind(cfg: &ControlConfig) -> std::io::Result<Listeners> {
+    let unix = match &cfg.admin_socket {
+        Some(path) => Some(bind_unix(path, cfg.admin_group.as_deref())?),
+        None => None,
+    };
+    let tcp = match cfg.admin_tcp {
+        Some(addr) => {
+            if !addr.ip().is_loopback() {
+                return Err(std::io::Error::other(format!("--admin-tcp {addr}: only loopback addresses")));
+            }
+            let file = cfg
+                .admin_token_file
+                .as_ref()
+                .ok_or_else(|| std::io::Error::other("--admin-tcp needs --admin-token-file"))?;
+            let token = std::fs::read_to_string(file)
+                .map_err(|e| std::io::Error::other(format!("{}: {e}", file.display())))?
+                .trim()
+                .to_owned();
+            if token.len() < 16 {
+                return Err(std::io::Error::other("admin token: at least 16 characters"));
+            }
+            Some((tokio::net::TcpListener::bind(addr).await?, token.into()))
+        }
+        None => None,
+    };
+    Ok(Listeners { unix, tcp })
+}
+
+fn bind_unix(path: &Path, group: Option<&str>) -> std::io::Result<tokio::net::UnixListener> {
+    use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    if std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_socket()) {
+        if std::os::unix::net::UnixStream::connect(path).is_ok() {
+            return Err(std::io::Error::other(format!("{}: another vigild is serving there", path.display())));
+        }
+        std::fs::remove_file(path)?; // stale, from a vigild that is gone
+    }
+    let listener = tokio::net::UnixListener::bind(path)?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660))?;
+    if let Some(name) = group {
+        let gid =
+            group_id(name).ok_or_else(|| std::io::Error::other(format!("--admin-group {name}: no such group")))?;
+        rustix::fs::chown(path, None, Some(rustix::fs::Gid::from_raw(gid)))?;
+    }
+    Ok(listener)
+}
+
+/// A group's id from `/etc/group`.
+fn group_id(name: &str) -> Option<u32> {
+    let text = std::fs::read_to_string("/etc/group").ok()?;
+    text.lines().find_map(|l| {
+        let mut f = l.split(':');
+        (f.next() == Some(name)).then(|| f.nth(1).and_then(|g| g.parse().ok())).flatten()
+    })
+}
+
+/// Serves until `stop` fires.
+pub async fn serve(l: Listeners, shared: Arc<Shared>, stop: oneshot::Receiver<()>) {
+    let (tx, rx) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        let _ = stop.await;
+        let _ = tx.send(true);
+    });
+    let app = router(Arc::clone(&shared));
+    let mut tasks = Vec::new();
+    if let Some(unix) = l.unix {
+        let mut rx = rx.clone();
+        let app = app.clone();
+        tasks.push(tokio::spawn(async move {
+            let served = axum::serve(unix, app).with_graceful_shutdown(async move {
+                let _ = rx.wait_for(|s| *s).await;
+            });
+            if let Err(e) = served.await {
+                tracing::warn!(error = %e, "admin socket stopped serving");
+            }
+        }));
+    }
+    if let Some((tcp, token)) = l.tcp {
+        let mut rx = rx.clone();
+        let app = app.layer(middleware::from_fn_with_state(token, bearer));
+        tasks.push(tokio::spawn(async move {
+            let served = axum::serve(tcp, app).with_graceful_shutdown(async move {
+                let _ = rx.wait_for(|s| *s).await;
+            });
+            if let Err(e) = served.await {
+                tracing::warn!(error = %e, "admin TCP listener stopped serving");
+            }
+        }));
+    }
+    let mut rx = rx;
+    let _ = rx.wait_for(|s| *s).await;
+    for t in tasks {
+        t.abort();
+    }
+}
+
+async fn bearer(State(token): State<Arc<str>>, req: Request, next: Next) -> Response {
+    let ok = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .is_some_and(|t| constant_time_eq(t.as_bytes(), token.as_bytes()));
+    if ok {
+        next.run(req).await
+    } else {
+        error(StatusCode::UNAUTHORIZED, "missing or wrong bearer token")
+    }
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// The routes.
+pub fn router(shared: Arc<Shared>) -> Router {
+    Router::new()
+        .route("/healthz", get(|| async { Json(json!({"status": "ok"})) }))
+        .route("/metrics", get(metrics))
+        .route("/v1/guests", get(guests))
+        .route("/v1/guests/{id}", get(guest))
+        .route("/v1/guests/{id}/vote", post(vote))
+        .route("/v1/guests/{id}/notify", post(notify))
+        .route("/v1/guests/{id}/maintenance", post(maintenance_start).delete(maintenance_end))
+        .route("/v1/guests/{id}/reporting", put(reporting_guest))
+        .route("/v1/reporting", put(reporting_host))
+        .fallback(|| async { error(StatusCode::NOT_FOUND, "no such endpoint") })
+        .with_state(shared)
+}
+
+fn error(code: StatusCode, msg: &str) -> Response {
+    (code, Json(json!({ "error": msg }))).into_response()
+}
+
+async fn ask<T>(shared: &Shared, make: impl FnOnce(oneshot::Sender<T>) -> Command) -> Result<T, Response> {
+    let (tx, rx) = oneshot::channel();
+    if !shared.send(make(tx)) {
+        return Err(error(StatusCode::SERVICE_UNAVAILABLE, "vigild is busy; try again"));
+    }
+    rx.await.map_err(|_| error(StatusCode::SERVICE_UNAVAILABLE, "vigild is stopping"))
+}
+
+async fn view(shared: &Shared) -> Result<Box<FleetView>, Response> {
+    ask(shared, |reply| Command::Snapshot { reply }).await
+}
+
+async fn guests(State(shared): State<Arc<Shared>>) -> Response {
+    match view(&shared).await {
+        Ok(v) => Json(json!({
+            "reporting": v.reporting,
+            "events_emitted": v.events_emitted,
+            "events_dropped": v.events_dropped + v.control_dropped,
+            "guests": v.guests,
+        }))
+        .into_response(),
+        Err(r) => r,
+    }
+}
+
+async fn guest(State(shared): State<Arc<Shared>>, UrlPath(id): UrlPath<String>) -> Response {
+    match view(&shared).await {
+        Ok(v) => match v.guests.into_iter().find(|g| g.id == id) {
+            Some(g) => Json(g).into_response(),
+            None => error(StatusCode::NOT_FOUND, &format!("no guest {id:?}")),
+        },
+        Err(r) => r,
+    }
+}
+
+async fn metrics(State(shared): State<Arc<Shared>>, headers: axum::http::HeaderMap) -> Response {
+    let openmetrics = headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|a| a.contains("application/openmetrics-text"));
+    match view(&shared).await {
+        Ok(v) => {
+            let by_kind = shared.events_by_kind.lock().map(|m| m.clone()).unwrap_or_default();
+            let refused = shared.commands_refused.load(std::sync::atomic::Ordering::Relaxed);
+            if openmetrics {
+                let body = super::render::openmetrics(&v, &by_kind, refused);
+                ([(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], body)
+                    .into_response()
+            } else {
+                let body = super::render::metrics(&v, &by_kind, refused);
+                ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], body).into_response()
+            }
+        }
+        Err(r) => r,
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct VoteBody {
+    event_type: String,
+    notification_type: Option<String>,
+}
+
+fn parse<T: serde::de::DeserializeOwned>(body: &Bytes) -> Result<T, Response> {
+    serde_json::from_slice(body).map_err(|e| error(StatusCode::BAD_REQUEST, &format!("bad request body: {e}")))
+}
+
+fn vote_args(body: &Bytes) -> Result<(EventType, Option<NotificationType>), Response> {
+    let b: VoteBody = parse(body)?;
+    let event = EventType::from_wire(&b.event_type)
+        .filter(|e| *e != EventType::Unknown)
+        .ok_or_else(|| error(StatusCode::BAD_REQUEST, &format!("unknown event_type {:?}", b.event_type)))?;
+    let kind = match b.notification_type {
+        None => None,
+        Some(k) => Some(
+            NotificationType::from_wire(&k)
+                .filter(|k| *k != NotificationType::Unknown)
+                .ok_or_else(|| error(StatusCode::BAD_REQUEST, &format!("unknown notification_type {k:?}")))?,
+        ),
+    };
+    Ok((event, kind))
+}
+
+async fn run_vote(shared: &Shared, id: String, event: EventType, kind: Option<NotificationType>) -> Response {
+    let guest = id.clone();
+    let answer =
+        match ask(shared, |reply| Command::Vote { guest, event_type: event, notification_type: kind, reply }).await {
+            Ok(a) => a,
+            Err(r) => return r,
+        };
+    match answer {
+        Ok(done) => Json(json!({
+            "guest": &*done.guest,
+            "event_type": done.event_type.as_str(),
+            "notification_type": done.notification_type.as_str(),
+            "result": done.result.as_str(),
+            "log_msg": done.log_msg,
+        }))
+        .into_response(),
+        Err(VoteRefusal::UnknownGuest) => error(StatusCode::NOT_FOUND, &format!("no guest {id:?}")),
+        Err(VoteRefusal::NotHeartbeating { state }) => (
+            StatusCode::CONFLICT,
+            Json(json!({
+                "error": format!("guest {id:?} is not heartbeating ({state}): it cannot answer"),
+                "guest": id,
+                "event_type": event.as_str(),
+                "state": state,
+                "result": "not_heartbeating",
+            })),
+        )
+            .into_response(),
+        Err(VoteRefusal::Busy) => error(StatusCode::CONFLICT, "another vote or notice is open for this guest"),
+    }
+}
+
+async fn vote(State(shared): State<Arc<Shared>>, UrlPath(id): UrlPath<String>, body: Bytes) -> Response {
+    match vote_args(&body) {
+        Ok((event, kind)) => run_vote(&shared, id, event, kind).await,
+        Err(r) => r,
+    }
+}
+
+async fn notify(State(shared): State<Arc<Shared>>, UrlPath(id): UrlPath<String>, body: Bytes) -> Response {
+    match vote_args(&body) {
+        Ok((event, kind)) => run_vote(&shared, id, event, Some(kind.unwrap_or(NotificationType::Irrevocable))).await,
+        Err(r) => r,
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct MaintenanceBody {
+    secs: u64,
+    #[serde(default)]
+    reason: String,
+}
+
+async fn maintenance_start(State(shared): State<Arc<Shared>>, UrlPath(id): UrlPath<String>, body: Bytes) -> Response {
+    let b: MaintenanceBody = match parse(&body) {
+        Ok(b) => b,
+        Err(r) => return r,
+    };
+    if b.secs == 0 {
+        return error(StatusCode::BAD_REQUEST, "secs: at least 1");
+    }
+    let max = crate::fleet::MAX_MAINTENANCE.as_millis() / 1000;
+    if b.secs > max {
+        return error(StatusCode::BAD_REQUEST, &format!("secs: at most {max}"));
+    }
+    let reason = b.reason.chars().take(256).collect::<String>();
+    let guest = id.clone();
+    let r = ask(&shared, |reply| Command::Maintenance { guest, secs: Some(b.secs), reason: reason.clone(), reply });
+    match r.await {
+        Ok(true) => Json(json!({ "guest": id, "maintenance_secs": b.secs, "reason": reason })).into_response(),
+        Ok(false) => error(StatusCode::NOT_FOUND, &format!("no guest {id:?}")),
+        Err(r) => r,
+    }
+}
+
+async fn maintenance_end(State(shared): State<Arc<Shared>>, UrlPath(id): UrlPath<String>) -> Response {
+    let guest = id.clone();
+    match ask(&shared, |reply| Command::Maintenance { guest, secs: None, reason: String::new(), reply }).await {
+        Ok(true) => Json(json!({ "guest": id, "maintenance": false })).into_response(),
+        Ok(false) => error(StatusCode::NOT_FOUND, &format!("no guest {id:?}")),
+        Err(r) => r,
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ReportingBody {
+    enabled: bool,
+}
+
+async fn set_reporting(shared: &Shared, guest: Option<String>, body: &Bytes) -> Response {
+    let b: ReportingBody = match parse(body) {
+        Ok(b) => b,
+        Err(r) => return r,
+    };
+    let who = guest.clone();
+    match ask(shared, |reply| Command::Reporting { guest: who, on: b.enabled, reply }).await {
+        Ok(true) => Json(json!({ "guest": guest, "reporting": b.enabled })).into_response(),
+        Ok(false) => error(StatusCode::NOT_FOUND, &format!("no guest {:?}", guest.unwrap_or_default())),
+        Err(r) => r,
+    }
+}
+
+async fn reporting_guest(State(shared): State<Arc<Shared>>, UrlPath(id): UrlPath<String>, body: Bytes) -> Response {
+    set_reporting(&shared, Some(id), &body).await
+}
+
+async fn reporting_host(State(shared): State<Arc<Shared>>, body: Bytes) -> Response {
+    set_reporting(&shared, None, &body).await
+}
+
+/// For tests of the body parsing.
+pub fn parse_vote_body(body: &[u8]) -> Result<(EventType, Option<NotificationType>), u16> {
+    vote_args(&Bytes::copy_from_slice(body)).map_err(|r| r.status().as_u16())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn vote_bodies_are_checked() {
+        assert_eq!(parse_vote_body(br#"{"event_type":"stop"}"#), Ok((EventType::Stop, None)));
+        assert_eq!(
+            parse_vote_body(br#"{"event_type":"stop","notification_type":"irrevocable"}"#),
+            Ok((EventType::Stop, Some(NotificationType::Irrevocable)))
+        );
+        assert_eq!(parse_vote_body(br#"{"event_type":"explode"}"#), Err(400));
+        assert_eq!(parse_vote_body(br#"{"event_type":"unknown"}"#), Err(400));
+        assert_eq!(parse_vote_body(br#"{"event":"stop"}"#), Err(400));
+        assert_eq!(parse_vote_body(b"not json"), Err(400));
+    }
+}

@@ -1,0 +1,196 @@
+//! The control plane: a tokio runtime on its own thread, serving the admin API ([`api`]) and metrics, linked to
+//! the data plane only by bounded channels and the loop's `Waker`.
+//!
+//! Commands go in with `try_send` (a full queue answers 503, never waits) and wake the loop; the loop answers on a
+//! oneshot, never waiting for the receiver. Events come out of the loop with `try_send` too (a full queue is
+//! counted). The control thread may wait on sockets and clients; the data plane never waits on it.
+
+pub mod api;
+pub mod client;
+pub mod render;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{SyncSender, TrySendError};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+
+use tokio::sync::{mpsc, oneshot};
+use vigil_core::{EventType, NotificationType};
+
+use crate::events::Event;
+use crate::fleet::{Counters, Totals, VoteDone, VoteRefusal};
+use crate::metrics::Buckets;
+use crate::status::GuestStatus;
+
+/// Depth of the command queue into the loop.
+pub const COMMAND_QUEUE: usize = 1024;
+/// Depth of the event queue out of the loop: every guest of a large node changing state at once.
+pub const EVENT_QUEUE: usize = 65_536;
+
+/// What the control plane asks of the data plane.
+#[derive(Debug)]
+pub enum Command {
+    /// Run a vote or notice and answer when the guest does (or the time runs out).
+    Vote {
+        /// Guest id.
+        guest: String,
+        /// The event.
+        event_type: EventType,
+        /// Vote or notice (default: as the reference, a vote for events that can be refused).
+        notification_type: Option<NotificationType>,
+        /// The answer.
+        reply: oneshot::Sender<Result<VoteDone, VoteRefusal>>,
+    },
+    /// Open (`Some(secs)`) or end (`None`) a maintenance window; answers whether the guest exists.
+    Maintenance {
+        /// Guest id.
+        guest: String,
+        /// Length, or `None` to end it.
+        secs: Option<u64>,
+        /// Why.
+        reason: String,
+        /// Whether the guest exists.
+        reply: oneshot::Sender<bool>,
+    },
+    /// Turn fault reporting on or off, for one guest or (`None`) the whole host.
+    Reporting {
+        /// Guest id, or the host.
+        guest: Option<String>,
+        /// On or off.
+        on: bool,
+        /// Whether the guest exists.
+        reply: oneshot::Sender<bool>,
+    },
+    /// What the data plane sees now.
+    Snapshot {
+        /// The view.
+        reply: oneshot::Sender<Box<FleetView>>,
+    },
+}
+
+/// The data plane's state as the control plane sees it (for `GET /v1/guests` and `/metrics`).
+#[derive(Clone, Debug)]
+pub struct FleetView {
+    /// Every guest.
+    pub guests: Vec<GuestStatus>,
+    /// Fleet-wide counters.
+    pub counters: Counters,
+    /// Monotonic totals of per-guest counters.
+    pub totals: Totals,
+    /// Time of the loop's passes.
+    pub pass: Buckets,
+    /// Events written (`seq`).
+    pub events_emitted: u64,
+    /// Events dropped by the local writer.
+    pub events_dropped: u64,
+    /// Events the control plane's queue could not take.
+    pub control_dropped: u64,
+    /// Fault reporting for the whole host.
+    pub reporting: bool,
+}
+
+/// The loop's end of the links: commands in, events out.
+pub struct LoopSide {
+    /// Commands from the control plane.
+    pub commands: std::sync::mpsc::Receiver<Command>,
+    /// Events to the control plane.
+    pub events: mpsc::Sender<(Arc<str>, Event)>,
+}
+
+/// How the control plane listens.
+#[derive(Clone, Debug, Default)]
+pub struct ControlConfig {
+    /// The admin API's UNIX socket.
+    pub admin_socket: Option<PathBuf>,
+    /// Group that may use it (mode 0660); default: root's.
+    pub admin_group: Option<String>,
+    /// Also serve on this loopback TCP address, with a bearer token.
+    pub admin_tcp: Option<std::net::SocketAddr>,
+    /// The token's file (required with `admin_tcp`).
+    pub admin_token_file: Option<PathBuf>,
+}
+
+/// State shared by the control thread's tasks.
+pub struct Shared {
+    commands: SyncSender<Command>,
+    wake: Arc<dyn Fn() + Send + Sync>,
+    /// Events seen by the control plane, by kind.
+    pub events_by_kind: Mutex<BTreeMap<&'static str, u64>>,
+    /// Commands refused because the queue was full.
+    pub commands_refused: AtomicU64,
+}
+
+impl Shared {
+    /// Sends a command to the loop and wakes it; `false` if the queue is full.
+    pub fn send(&self, c: Command) -> bool {
+        match self.commands.try_send(c) {
+            Ok(()) => {
+                (self.wake)();
+                true
+            }
+            Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => {
+                self.commands_refused.fetch_add(1, Ordering::Relaxed);
+                false
+            }
+        }
+    }
+}
+
+/// The running control thread.
+pub struct Control {
+    stop: Option<oneshot::Sender<()>>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Control {
+    /// Starts the control thread. Returns it and the loop's end of the links. Fails if a listener cannot be set
+    /// up (a bad socket path or group, a missing token file): the daemon does not start half-configured.
+    pub fn start(cfg: ControlConfig, wake: Arc<dyn Fn() + Send + Sync>) -> std::io::Result<(Control, LoopSide)> {
+        let (cmd_tx, cmd_rx) = std::sync::mpsc::sync_channel(COMMAND_QUEUE);
+        let (ev_tx, ev_rx) = mpsc::channel(EVENT_QUEUE);
+        let shared = Arc::new(Shared {
+            commands: cmd_tx,
+            wake,
+            events_by_kind: Mutex::new(BTreeMap::new()),
+            commands_refused: AtomicU64::new(0),
+        });
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+        // listeners are bound here, so errors reach the caller before the daemon runs
+        let listeners = rt.block_on(api::bind(&cfg))?;
+        let (stop_tx, stop_rx) = oneshot::channel();
+        let thread = std::thread::Builder::new().name("vigild-control".into()).spawn(move || {
+            rt.block_on(async move {
+                let counting = tokio::spawn(count_events(ev_rx, Arc::clone(&shared)));
+                api::serve(listeners, shared, stop_rx).await;
+                counting.abort();
+            });
+        })?;
+        Ok((Control { stop: Some(stop_tx), thread: Some(thread) }, LoopSide { commands: cmd_rx, events: ev_tx }))
+    }
+
+    /// Stops serving (requests in flight are dropped) and joins the thread.
+    pub fn stop(&mut self) {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for Control {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+async fn count_events(mut rx: mpsc::Receiver<(Arc<str>, Event)>, shared: Arc<Shared>) {
+    while let Some((_, e)) = rx.recv().await {
+        if let Ok(mut m) = shared.events_by_kind.lock() {
+            *m.entry(e.kind()).or_default() += 1;
+        }
+    }
+}

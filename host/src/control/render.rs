@@ -1,0 +1,155 @@
+//! `/metrics`: the data plane's view rendered as Prometheus text through `prometheus-client` (a registry built per
+//! scrape from plain numbers; the data plane keeps no shared metric objects, so it never contends with a scrape).
+//! Names follow Prometheus practice: `vigil_` prefix, `_total` counters, base units (seconds, bytes).
+
+use std::collections::BTreeMap;
+
+use prometheus_client::encoding::{EncodeMetric, MetricEncoder, NoLabelSet};
+use prometheus_client::metrics::counter::ConstCounter;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
+use prometheus_client::metrics::MetricType;
+use prometheus_client::registry::{Registry, Unit};
+
+use super::FleetView;
+use crate::metrics::Buckets;
+
+type Labels = Vec<(String, String)>;
+
+/// A histogram whose buckets were counted elsewhere.
+#[derive(Debug)]
+struct ConstHistogram(Buckets);
+
+impl EncodeMetric for ConstHistogram {
+    fn encode(&self, mut encoder: MetricEncoder) -> Result<(), std::fmt::Error> {
+        // per-bucket counts: the encoder accumulates them
+        let buckets: Vec<(f64, u64)> = self
+            .0
+            .counts
+            .iter()
+            .enumerate()
+            .map(|(i, c)| (self.0.bounds.get(i).copied().unwrap_or(f64::INFINITY), *c))
+            .collect();
+        encoder.encode_histogram::<NoLabelSet>(self.0.sum, self.0.count, &buckets, None)
+    }
+
+    fn metric_type(&self) -> MetricType {
+        MetricType::Histogram
+    }
+}
+
+fn counter(v: u64) -> ConstCounter {
+    ConstCounter::new(v)
+}
+
+fn family<'a>(name: &str, values: impl IntoIterator<Item = (&'a str, u64)>) -> Family<Labels, Counter> {
+    let f = Family::<Labels, Counter>::default();
+    for (label, v) in values {
+        f.get_or_create(&vec![(name.to_string(), label.to_string())]).inc_by(v);
+    }
+    f
+}
+
+/// The OpenMetrics text of `/metrics` (what `prometheus-client` writes).
+pub fn openmetrics(v: &FleetView, events_by_kind: &BTreeMap<&'static str, u64>, commands_refused: u64) -> String {
+    let mut r = Registry::with_prefix("vigil");
+    let states = Family::<Labels, Gauge>::default();
+    for s in ["heartbeating", "lost", "awaiting_init", "disconnected", "exited"] {
+        states.get_or_create(&vec![("state".into(), s.into())]).set(0);
+    }
+    for g in &v.guests {
+        states.get_or_create(&vec![("state".into(), g.state.clone())]).inc();
+    }
+    r.register("guests", "Guests by state", states);
+    let maint = v.guests.iter().filter(|g| g.maintenance_reason.is_some()).count();
+    r.register("guests_in_maintenance", "Guests with an open maintenance window", ConstGauge::new(maint as i64));
+    r.register("reporting", "1 when faults are reported for the whole host", ConstGauge::new(i64::from(v.reporting)));
+    let t = &v.totals;
+    r.register("messages_sent", "Messages sent to guests (challenges, acks, notices, nacks)", counter(t.messages_out));
+    r.register("heartbeats", "Valid heartbeat answers", counter(t.heartbeats));
+    r.register("missed_intervals", "Intervals that ended without a valid answer", counter(t.misses));
+    r.register("heartbeat_losses", "Heartbeat losses declared", counter(t.losses));
+    r.register("registrations", "Guest registrations (init)", counter(t.registrations));
+    r.register_with_unit("received", "Bytes read from guests", Unit::Bytes, counter(t.bytes_in));
+    let c = &v.counters;
+    r.register("unhealthy_reports", "Unhealthy reports", counter(c.unhealthy_reports));
+    r.register("faults_withheld", "Faults not reported (maintenance, reporting off)", counter(c.withheld_faults));
+    r.register(
+        "protocol_errors",
+        "Protocol errors by kind (rate_limited: episodes over the byte budget)",
+        family("kind", c.protocol_errors.iter().map(|(k, v)| (*k, *v))),
+    );
+    r.register("votes", "Votes and notices by result", family("result", c.votes.iter().map(|(k, v)| (*k, *v))));
+    r.register_with_unit(
+        "heartbeat_round_trip",
+        "Challenge to answer, for answers to the current challenge",
+        Unit::Seconds,
+        ConstHistogram(c.rtt.clone()),
+    );
+    r.register_with_unit(
+        "loop_pass",
+        "Time of one data-plane loop pass",
+        Unit::Seconds,
+        ConstHistogram(v.pass.clone()),
+    );
+    r.register("events_written", "Events numbered by the local writer", counter(v.events_emitted));
+    r.register(
+        "events_dropped",
+        "Events lost (writer queue full, write failed, or control queue full)",
+        family("path", [("writer", v.events_dropped), ("control", v.control_dropped)]),
+    );
+    r.register(
+        "events",
+        "Events seen by the control plane, by kind",
+        family("kind", events_by_kind.iter().map(|(k, v)| (*k, *v))),
+    );
+    r.register(
+        "admin_commands_refused",
+        "Admin commands refused because the loop's queue was full",
+        counter(commands_refused),
+    );
+    let mut out = String::new();
+    let _ = prometheus_client::encoding::text::encode(&mut out, &r);
+    out
+}
+
+/// The Prometheus text format (0.0.4) of the same metrics, for scrapers that do not ask for OpenMetrics and for
+/// `promtool check metrics`: a counter family is named with its `_total`, and the OpenMetrics-only lines (`# UNIT`,
+/// `# EOF`) are left out.
+pub fn metrics(v: &FleetView, events_by_kind: &BTreeMap<&'static str, u64>, commands_refused: u64) -> String {
+    to_classic(&openmetrics(v, events_by_kind, commands_refused))
+}
+
+fn to_classic(om: &str) -> String {
+    let counters: std::collections::HashSet<&str> =
+        om.lines().filter_map(|l| l.strip_prefix("# TYPE ")).filter_map(|l| l.strip_suffix(" counter")).collect();
+    let mut out = String::with_capacity(om.len());
+    for line in om.lines() {
+        if line.starts_with("# UNIT ") || line == "# EOF" {
+            continue;
+        }
+        let renamed = ["# HELP ", "# TYPE "].iter().find_map(|p| {
+            let rest = line.strip_prefix(p)?;
+            let (name, tail) = rest.split_once(' ')?;
+            counters.contains(name).then(|| format!("{p}{name}_total {tail}"))
+        });
+        out.push_str(renamed.as_deref().unwrap_or(line));
+        out.push('\n');
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn classic_text_names_counters_with_total_and_drops_openmetrics_lines() {
+        let om = "# HELP x_hits Hits.\n# TYPE x_hits counter\nx_hits_total 3\n# HELP x_rtt_seconds R.\n# TYPE x_rtt_seconds histogram\n# UNIT x_rtt_seconds seconds\nx_rtt_seconds_count 1\n# EOF\n";
+        assert_eq!(
+            to_classic(om),
+            "# HELP x_hits_total Hits.\n# TYPE x_hits_total counter\nx_hits_total 3\n# HELP x_rtt_seconds R.\n# TYPE x_rtt_seconds histogram\nx_rtt_seconds_count 1\n"
+        );
+    }
+}
