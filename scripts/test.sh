@@ -2,7 +2,7 @@
 # Runs every test of the workspace, after installing what the tests need and is missing:
 #   - rust targets: thumbv7m-none-eabi (the firmware test), x86_64-unknown-linux-musl (the static agent in the VM test)
 #   - Debian packages: qemu-system-arm, qemu-system-x86, a Debian kernel, busybox-static, cpio (the QEMU tests),
-#     procps (ps, for the action test)
+#     procps (ps, for the action test), prometheus (promtool, for the metrics test), curl (the admin-socket test)
 # Idempotent and non-interactive. Without root (or apt), it names the missing packages and stops.
 # Usage: scripts/test.sh [extra cargo test args...]
 set -euo pipefail
@@ -25,6 +25,8 @@ declare -A pkg_for=(
   [/bin/busybox]=busybox-static
   [/usr/bin/cpio]=cpio
   [/usr/bin/ps]=procps
+  [/usr/bin/promtool]=prometheus
+  [/usr/bin/curl]=curl
 )
 missing=()
 for f in "${!pkg_for[@]}"; do

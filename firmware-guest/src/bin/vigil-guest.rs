@@ -29,7 +29,8 @@ struct Cli {
     /// Action requested on heartbeat loss: none, log, reboot, stop.
     #[arg(long, value_name = "ACTION")]
     corrective_action: Option<String>,
-    /// Health-check command (exit 0 healthy, 1 unhealthy, else unhealthy; first output line is the reason).
+    /// Health-check command (exit 0 healthy, 1 unhealthy; other codes are no verdict, as the reference; first
+    /// output line is the reason).
     #[arg(long, value_name = "PATH")]
     health_cmd: Option<String>,
     /// Seconds between health checks.
@@ -41,7 +42,8 @@ struct Cli {
     /// Action requested when the health check fails.
     #[arg(long, value_name = "ACTION")]
     health_action: Option<String>,
-    /// Notification command for votes and notices, run as `CMD revocable|irrevocable EVENT` (exit 0 accepts).
+    /// Notification command for votes and notices, run as `CMD revocable|irrevocable EVENT` (exit 0 accepts,
+    /// 1 rejects, anything else answers unknown; no answer in time: the agent answers timeout).
     #[arg(long, value_name = "PATH")]
     notify_cmd: Option<PathBuf>,
     /// Local application API socket.

@@ -4,7 +4,7 @@
 use super::*;
 use crate::config::{ActionPolicy, FileConfig, GuestSettings};
 use std::collections::BTreeMap;
-use vigil_core::{decode, Body};
+use vigil_core::{decode, Body, EventType, NotificationType, VoteResult};
 
 fn at(ms: u64) -> Instant {
     Instant::from_millis(ms)
@@ -299,4 +299,126 @@ fn a_removed_guest_is_closed_and_forgotten() {
     assert_eq!(h.f.next_timeout(), None);
     h.advance(200_000);
     assert_eq!(h.connects.len(), 1);
+}
+
+fn action_response(event: &str, result: &str) -> String {
+    format!(
+        "{{\"version\":3,\"revision\":1,\"msg_type\":\"action_response\",\"sequence\":3,\"invocation_id\":9,\"event_type\":\"{event}\",\"notification_type\":\"revocable\",\"vote_result\":\"{result}\",\"log_msg\":\"why\"}}\n"
+    )
+}
+
+#[test]
+fn a_vote_goes_out_with_the_guests_vote_secs_and_its_answer_comes_back_on_the_ticket() {
+    let mut h = Harness::new(GuestSettings::default());
+    let k = h.add("v", 0);
+    h.feed(k, 0, &init(1000, "log"));
+    let started = h.f.start_vote("v", EventType::Stop, None, at(100)).unwrap();
+    assert_eq!(started.notification_type, NotificationType::Revocable, "stop can be refused: a vote");
+    assert_eq!(started.timeout, Duration::from_secs(9), "vote_secs of its init");
+    h.pump(100);
+    let Some(Body::ActionNotify(n)) = h.sent[&k].last().cloned() else { panic!("{:?}", h.sent[&k]) };
+    assert_eq!((n.timeout_ms, n.invocation_id), (9000, 9));
+    assert_eq!(h.f.start_vote("v", EventType::Reboot, None, at(101)), Err(VoteRefusal::Busy));
+    h.feed(k, 300, &action_response("stop", "reject"));
+    let done = h.f.poll_vote_done().unwrap();
+    assert_eq!((done.ticket, done.result, done.log_msg.as_str()), (started.ticket, VoteResult::Reject, "why"));
+    assert_eq!(h.count("vote_result"), 1);
+    // a notice of a *_end event waits resume_notice_secs
+    let s = h.f.start_vote("v", EventType::LiveMigrateEnd, None, at(400)).unwrap();
+    assert_eq!((s.notification_type, s.timeout), (NotificationType::Irrevocable, Duration::from_secs(14)));
+}
+
+#[test]
+fn votes_are_refused_at_once_for_unknown_and_silent_guests_and_end_as_error_on_a_disconnect() {
+    let mut h = Harness::new(GuestSettings::default());
+    assert_eq!(h.f.start_vote("nobody", EventType::Stop, None, at(0)), Err(VoteRefusal::UnknownGuest));
+    let k = h.add("v", 0);
+    assert_eq!(
+        h.f.start_vote("v", EventType::Stop, None, at(1)),
+        Err(VoteRefusal::NotHeartbeating { state: "awaiting_init" })
+    );
+    h.feed(k, 0, &init(1000, "log"));
+    h.advance(3010); // lost
+    assert_eq!(
+        h.f.start_vote("v", EventType::Stop, None, at(3010)),
+        Err(VoteRefusal::NotHeartbeating { state: "lost" })
+    );
+    let n = h.last_challenge(k);
+    h.feed(k, 3100, &answer(n, "healthy"));
+    let started = h.f.start_vote("v", EventType::Stop, None, at(3200)).unwrap();
+    h.pump(3200);
+    // the connection drops before the guest answers: `error`, never a silent proceed
+    h.f.handle_closed(k, "connection closed by peer", at(3300));
+    h.pump(3300);
+    let done = h.f.poll_vote_done().unwrap();
+    assert_eq!((done.ticket, done.result), (started.ticket, VoteResult::Error));
+}
+
+#[test]
+fn a_silent_vote_times_out_as_timeout() {
+    let mut h = Harness::new(GuestSettings::default());
+    let k = h.add("v", 0);
+    h.feed(k, 0, &init(1000, "log"));
+    h.f.start_vote("v", EventType::Pause, None, at(100)).unwrap();
+    // keep it heartbeating, but never answer the vote
+    for t in (1000..=9000).step_by(1000) {
+        h.advance(t);
+        let n = h.last_challenge(k);
+        h.feed(k, t + 5, &answer(n, "healthy"));
+    }
+    h.advance(9200);
+    let done = h.f.poll_vote_done().unwrap();
+    assert_eq!(done.result, VoteResult::Timeout);
+}
+
+#[test]
+fn a_maintenance_window_withholds_a_loss_and_reports_it_when_it_expires() {
+    let mut h = Harness::new(command_policy());
+    let k = h.add("m", 0);
+    h.feed(k, 0, &init(1000, "reboot"));
+    assert_eq!(h.f.set_maintenance("m", 10, "kernel upgrade", at(100)), Some(Duration::from_secs(10)));
+    assert!(h.f.set_maintenance("nobody", 10, "", at(100)).is_none());
+    h.pump(100);
+    h.advance(5000); // lost at 3000, inside the window
+    assert_eq!(h.count("heartbeat_lost"), 0, "not reported during maintenance");
+    assert!(h.actions.is_empty(), "and not acted on");
+    let st = h.f.snapshot(at(5000));
+    assert_eq!(st[0].maintenance_reason.as_deref(), Some("kernel upgrade"));
+    assert_eq!(st[0].maintenance_left_ms, Some(5100));
+    h.advance(10_100);
+    assert_eq!(h.count("heartbeat_lost"), 1, "still lost when the window expires: reported then");
+    assert_eq!(h.actions.len(), 1);
+    let states: Vec<&str> = h
+        .events
+        .iter()
+        .filter_map(|(_, e)| if let Event::Maintenance { state, .. } = e { Some(*state) } else { None })
+        .collect();
+    assert_eq!(states, ["started", "expired"]);
+    // a window longer than a day is cut to a day
+    assert_eq!(h.f.set_maintenance("m", 10 * 86_400, "", at(20_000)), Some(MAX_MAINTENANCE));
+    assert!(h.f.end_maintenance("m", at(20_001)));
+}
+
+#[test]
+fn a_guest_that_recovers_during_maintenance_is_never_reported_and_reporting_off_withholds_too() {
+    let mut h = Harness::new(GuestSettings::default());
+    let k = h.add("m", 0);
+    h.feed(k, 0, &init(1000, "log"));
+    h.f.set_maintenance("m", 60, "", at(0));
+    h.advance(3010); // lost inside the window
+    for t in (3020..61_000).step_by(1000) {
+        let n = h.last_challenge(k);
+        h.feed(k, t, &answer(n, "healthy"));
+        h.advance(t + 990);
+    }
+    assert_eq!(h.count("heartbeat_lost"), 0, "recovered before the window ended: never reported");
+    // host-wide reporting off: withheld; back on while still lost: reported
+    assert!(h.f.set_reporting(None, false, at(61_000)));
+    h.advance(65_000);
+    assert_eq!(h.count("heartbeat_lost"), 0);
+    assert!(h.f.set_reporting(None, true, at(65_000)));
+    h.pump(65_000);
+    assert_eq!(h.count("heartbeat_lost"), 1);
+    assert!(!h.f.set_reporting(Some("nobody"), false, at(65_000)));
+    assert_eq!(h.f.counters().0.withheld_faults, 2);
 }

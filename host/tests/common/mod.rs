@@ -284,3 +284,88 @@ pub fn run_agent(
         }
     }
 }
+
+/// A QEMU-like virtio-serial channel in user space: vigild connects to `host` (`cgcs.heartbeat.<id>.sock`), the
+/// guest agent connects to `guest` (its `--port`), and bytes are copied both ways. `cut()` closes the host side,
+/// as QEMU does when the VM goes away.
+pub struct Relay {
+    pub guest: PathBuf,
+    host_conn: std::sync::Arc<std::sync::Mutex<Option<UnixStream>>>,
+}
+
+impl Relay {
+    pub fn start(dir: &Path, port_dir: &Path, id: &str) -> Self {
+        let host_path = dir.join(format!("cgcs.heartbeat.{id}.sock"));
+        let guest_path = port_dir.join(format!("{id}.port"));
+        let hl = UnixListener::bind(&host_path).unwrap();
+        let gl = UnixListener::bind(&guest_path).unwrap();
+        let host_conn = std::sync::Arc::new(std::sync::Mutex::new(None::<UnixStream>));
+        let hc = std::sync::Arc::clone(&host_conn);
+        std::thread::spawn(move || {
+            let Ok((g, _)) = gl.accept() else { return };
+            loop {
+                let Ok((h, _)) = hl.accept() else { return };
+                *hc.lock().unwrap() = Some(h.try_clone().unwrap());
+                let (mut g_r, mut h_w) = (g.try_clone().unwrap(), h.try_clone().unwrap());
+                let (mut h_r, mut g_w) = (h, g.try_clone().unwrap());
+                let up = std::thread::spawn(move || {
+                    let _ = std::io::copy(&mut g_r, &mut h_w);
+                });
+                let _ = std::io::copy(&mut h_r, &mut g_w);
+                drop(up);
+            }
+        });
+        Relay { guest: guest_path, host_conn }
+    }
+
+    /// Closes vigild's side of the channel.
+    pub fn cut(&self) {
+        if let Some(h) = self.host_conn.lock().unwrap().take() {
+            let _ = h.shutdown(std::net::Shutdown::Both);
+        }
+    }
+}
+
+/// The `vigil-guest` binary beside `vigild` in the target directory, built if missing (only `cargo test` of the
+/// whole workspace builds it for us).
+pub fn vigil_guest_binary() -> PathBuf {
+    let exe = Path::new(env!("CARGO_BIN_EXE_vigild")).with_file_name("vigil-guest");
+    if exe.exists() {
+        return exe;
+    }
+    let target = Path::new(env!("CARGO_BIN_EXE_vigild")).parent().unwrap().parent().unwrap().join("agent-for-tests");
+    let out = Command::new(env!("CARGO"))
+        .args(["build", "-p", "vigil-guest", "--bin", "vigil-guest", "--target-dir"])
+        .arg(&target)
+        .output()
+        .expect("run cargo");
+    assert!(out.status.success(), "building vigil-guest failed:\n{}", String::from_utf8_lossy(&out.stderr));
+    target.join("debug/vigil-guest")
+}
+
+/// A real guest agent on `relay`, with a notification command (`/bin/sh -c SCRIPT`).
+pub fn real_agent(relay: &Relay, work: &Path, name: &str, notify_script: &str) -> Proc {
+    use std::os::unix::fs::PermissionsExt;
+    let cmd = work.join(format!("{name}-notify.sh"));
+    std::fs::write(&cmd, format!("#!/bin/sh\n{notify_script}\n")).unwrap();
+    std::fs::set_permissions(&cmd, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let child = Command::new(vigil_guest_binary())
+        .arg("--port")
+        .arg(&relay.guest)
+        .arg("--api-socket")
+        .arg(work.join(format!("{name}-api.sock")))
+        .args(["--name", name, "--interval-ms", "500", "--notify-cmd"])
+        .arg(&cmd)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("vigil-guest binary");
+    Proc(child)
+}
+
+/// `curl` over vigild's admin socket: (HTTP status, body).
+pub fn admin(d: &Vigild, method: &str, path: &str, body: Option<&str>) -> (u16, Value) {
+    let (code, text) = vigil_host::control::client::request(&d.admin, method, path, body, Duration::from_secs(60))
+        .unwrap_or_else(|e| panic!("{method} {path}: {e}"));
+    (code, serde_json::from_str(&text).unwrap_or(Value::String(text)))
+}
