@@ -10,38 +10,35 @@
 //!
 //! It must never block: not on a guest, not on the event writer, not on a corrective command, not on a log.
 
-use std::io::{self, Read, Write};
+use std::io;
 use std::path::PathBuf;
 use std::sync::mpsc::Receiver;
 use std::sync::Arc;
 
-use mio::net::UnixStream;
 use mio::{Events, Interest, Poll, Token, Waker};
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
-use tracing::{debug, info, warn};
-use vigil_core::{Duration, Instant, StdClock, MAX_WIRE};
+use tracing::{info, warn};
+use vigil_core::{Duration, Instant, StdClock};
 
 use crate::actions::{outcome_channel, ActionJob, ActionOutcome, ActionRunner};
 use crate::config::FileConfig;
-use crate::control::{Command, Control, ControlConfig, FleetView, LoopSide};
+use crate::control::{Control, ControlConfig, LoopSide};
+mod commands;
+
+use crate::conns::Conns;
 use crate::discovery::{Change, Discovery};
-use crate::events::{escape_text, Event, EventSink, EventsTarget};
-use crate::fleet::{action_event, Fleet, FleetConfig, GuestKey, Io, Origin, Ticket, VoteDone, VoteRefusal};
+use crate::events::{Event, EventSink, EventsTarget};
+use crate::fleet::{action_event, Fleet, FleetConfig, Io, Origin, Ticket, VoteDone, VoteRefusal};
 use crate::glob::Pattern;
 use crate::metrics::{Buckets, PASS_BOUNDS};
 use crate::sdnotify::Notifier;
 use crate::status::{Snapshot, StatusWriter};
+pub use crate::sys::{os_random, raise_fd_limit};
 
 const SIGNALS: Token = Token(usize::MAX - 1);
 const INOTIFY: Token = Token(usize::MAX - 2);
 const WAKER: Token = Token(usize::MAX - 3);
 
-/// Bytes read from all guests in one pass before timers get their turn (what is left is read next pass).
-pub const PASS_BUDGET: usize = 256 * 1024;
-/// Bytes read from one guest per read call.
-pub const READ_CHUNK: usize = 16 * 1024;
-/// Bytes that may wait for a guest that does not read; beyond it messages are dropped and counted.
-pub const MAX_OUTBUF: usize = 4096;
 /// Default first reconnect delay.
 pub const BACKOFF_MIN: Duration = Duration::from_secs(1);
 /// Default largest reconnect delay.
@@ -87,28 +84,13 @@ impl DaemonConfig {
     }
 }
 
-struct Conn {
-    stream: UnixStream,
-    gen: u32,
-    out: Vec<u8>,
-    /// In the list of guests to read.
-    queued: bool,
-    /// The peer closed its end: read to the end, never stop at a short read.
-    read_closed: bool,
-}
-
-fn token(key: GuestKey, gen: u32) -> Token {
-    Token(key | (gen as usize) << 32)
-}
-
 /// The daemon.
 pub struct Daemon {
     cfg: DaemonConfig,
     poll: Poll,
     clock: StdClock,
     fleet: Fleet,
-    conns: Vec<Option<Conn>>,
-    next_gen: u32,
+    conns: Conns,
     discovery: Discovery,
     signals: signal_hook_mio::v1_0::Signals,
     sink: EventSink,
@@ -116,8 +98,6 @@ pub struct Daemon {
     outcomes: Receiver<ActionOutcome>,
     status: Option<StatusWriter>,
     notifier: Notifier,
-    readbuf: Vec<u8>,
-    to_read: Vec<GuestKey>,
     next_rescan: Instant,
     next_status: Instant,
     next_watchdog: Instant,
@@ -128,19 +108,6 @@ pub struct Daemon {
     votes: std::collections::HashMap<Ticket, tokio::sync::oneshot::Sender<Result<VoteDone, VoteRefusal>>>,
     control_dropped: u64,
     pass: Buckets,
-}
-
-/// 32 bits from the OS's entropy (per-guest nonce seeds).
-pub fn os_random() -> u32 {
-    let mut b = [0u8; 4];
-    match rustix::rand::getrandom(&mut b, rustix::rand::GetRandomFlags::empty()) {
-        Ok(4) => u32::from_ne_bytes(b),
-        // never expected on Linux; fall back to something that differs per call
-        _ => {
-            (std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos()) as u32)
-                ^ std::process::id().rotate_left(16)
-        }
-    }
 }
 
 impl Daemon {
@@ -173,16 +140,13 @@ impl Daemon {
             cfg,
             poll,
             clock,
-            conns: Vec::new(),
-            next_gen: 0,
+            conns: Conns::default(),
             signals,
             sink,
             actions,
             outcomes,
             status,
             notifier: Notifier::from_env(),
-            readbuf: vec![0; READ_CHUNK],
-            to_read: Vec::new(),
             next_rescan: now,
             next_status: now,
             next_watchdog: now,
@@ -230,12 +194,15 @@ impl Daemon {
                         self.on_outcomes();
                         self.on_commands(now);
                     }
-                    Token(t) => self.on_ready(t, event.is_readable(), event.is_read_closed(), event.is_writable(), now),
+                    Token(t) => {
+                        let (r, c, w) = (event.is_readable(), event.is_read_closed(), event.is_writable());
+                        self.conns.on_ready(&mut self.fleet, t, r, c, w, now)
+                    }
                 }
             }
             // answers that arrived in time are counted before the verdicts that would miss them; the read work
             // of one pass is bounded, so timers are never late by more than one bounded pass
-            self.read_ready_guests(now);
+            self.conns.read_ready(&mut self.fleet, now);
             self.fleet.handle_timeouts(now);
             self.drive(now);
             self.periodic(now);
@@ -246,7 +213,7 @@ impl Daemon {
     }
 
     fn poll_timeout(&self, now: Instant) -> std::time::Duration {
-        if !self.to_read.is_empty() {
+        if self.conns.pending_reads() {
             return std::time::Duration::ZERO;
         }
         let mut next = self.next_rescan.min(self.next_status).min(self.next_watchdog);
@@ -256,93 +223,6 @@ impl Daemon {
         (next - now).into()
     }
 
-    fn conn(&mut self, key: GuestKey) -> Option<&mut Conn> {
-        self.conns.get_mut(key).and_then(Option::as_mut)
-    }
-
-    fn on_ready(&mut self, t: usize, readable: bool, read_closed: bool, writable: bool, now: Instant) {
-        let (key, gen) = (t & 0xFFFF_FFFF, (t >> 32) as u32);
-        let Some(conn) = self.conn(key).filter(|c| c.gen == gen) else { return };
-        conn.read_closed |= read_closed;
-        if (readable || read_closed) && !conn.queued {
-            conn.queued = true;
-            self.to_read.push(key);
-        }
-        if writable {
-            self.flush_out(key, now);
-        }
-    }
-
-    /// Reads the guests that were ready, each within its byte budget, all within [`PASS_BUDGET`].
-    fn read_ready_guests(&mut self, now: Instant) {
-        let mut pass_left = PASS_BUDGET;
-        let mut list = std::mem::take(&mut self.to_read);
-        let mut keep = Vec::new();
-        for key in list.drain(..) {
-            if pass_left == 0 {
-                keep.push(key);
-                continue;
-            }
-            if self.read_guest(key, now, &mut pass_left) {
-                if let Some(c) = self.conn(key) {
-                    c.queued = false;
-                }
-            } else {
-                keep.push(key);
-            }
-        }
-        keep.append(&mut self.to_read);
-        self.to_read = keep;
-        if self.to_read.is_empty() {
-            self.to_read = list; // keep the capacity
-        }
-    }
-
-    /// Reads one guest; `true` when it is done for now (drained, over budget, or closed).
-    fn read_guest(&mut self, key: GuestKey, now: Instant, pass_left: &mut usize) -> bool {
-        let mut buf = std::mem::take(&mut self.readbuf);
-        let done = loop {
-            let allowance = self.fleet.read_allowance(key, now);
-            let Some(conn) = self.conns.get_mut(key).and_then(Option::as_mut) else { break true };
-            if allowance == 0 {
-                self.fleet.handle_over_budget(key, now);
-                break true;
-            }
-            if *pass_left == 0 {
-                break false;
-            }
-            let want = allowance.min(buf.len()).min(*pass_left);
-            match conn.stream.read(&mut buf[..want]) {
-                Ok(0) => {
-                    self.fleet.handle_closed(key, "connection closed by peer", now);
-                    break true;
-                }
-                Ok(n) => {
-                    *pass_left -= n;
-                    let short = n < want && !conn.read_closed;
-                    self.fleet.handle_bytes(key, &buf[..n], now);
-                    if short {
-                        // a short read drained the stream socket: the next arrival raises a new edge, so the
-                        // read that would only say WouldBlock is skipped
-                        self.fleet.handle_drained(key);
-                        break true;
-                    }
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    self.fleet.handle_drained(key);
-                    break true;
-                }
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => {
-                    self.fleet.handle_closed(key, &format!("read error: {e}"), now);
-                    break true;
-                }
-            }
-        };
-        self.readbuf = buf;
-        done
-    }
-
     /// Carries out what the fleet asks: connections, closes, resumed reads, bytes to send, events, actions.
     fn drive(&mut self, now: Instant) {
         for _ in 0..64 {
@@ -350,22 +230,19 @@ impl Daemon {
             while let Some(io) = self.fleet.poll_io() {
                 progress = true;
                 match io {
-                    Io::Connect { key, path } => self.connect(key, &path, now),
-                    Io::Close { key } => self.drop_conn(key),
-                    Io::Resume { key } => {
-                        if let Some(c) = self.conn(key).filter(|c| !c.queued) {
-                            c.queued = true;
-                            self.to_read.push(key);
-                        }
+                    Io::Connect { key, path } => {
+                        self.conns.connect(&mut self.fleet, self.poll.registry(), key, &path, now)
                     }
+                    Io::Close { key } => self.conns.close(self.poll.registry(), key),
+                    Io::Resume { key } => self.conns.resume(key),
                 }
             }
             while let Some(key) = self.fleet.poll_dirty() {
                 progress = true;
-                self.transmit(key, now);
+                self.conns.transmit(&mut self.fleet, key, now);
             }
             while let Some((guest, event)) = self.fleet.poll_event() {
-                log_event(&guest, &event);
+                crate::events::log_event(&guest, &event);
                 self.sink.emit(&guest, &event);
                 if self.links.events.try_send((guest, event)).is_err() {
                     self.control_dropped += 1;
@@ -390,87 +267,6 @@ impl Daemon {
         }
     }
 
-    fn connect(&mut self, key: GuestKey, path: &std::path::Path, now: Instant) {
-        match UnixStream::connect(path) {
-            Ok(mut stream) => {
-                self.next_gen = (self.next_gen + 1) & 0x7FFF_FFFF;
-                let gen = self.next_gen;
-                let interest = Interest::READABLE | Interest::WRITABLE;
-                if let Err(e) = self.poll.registry().register(&mut stream, token(key, gen), interest) {
-                    warn!(error = %e, "register failed");
-                    self.fleet.handle_connect_failed(key, false, now);
-                    return;
-                }
-                if self.conns.len() <= key {
-                    self.conns.resize_with(key + 1, || None);
-                }
-                self.conns[key] = Some(Conn { stream, gen, out: Vec::new(), queued: false, read_closed: false });
-                self.fleet.handle_connected(key, now);
-            }
-            Err(e) => {
-                debug!(path = %path.display(), error = %e, "connect failed");
-                self.fleet.handle_connect_failed(key, e.kind() == io::ErrorKind::NotFound, now);
-            }
-        }
-    }
-
-    fn drop_conn(&mut self, key: GuestKey) {
-        if let Some(mut c) = self.conns.get_mut(key).and_then(Option::take) {
-            let _ = self.poll.registry().deregister(&mut c.stream);
-        }
-    }
-
-    fn transmit(&mut self, key: GuestKey, now: Instant) {
-        let mut wire = [0u8; MAX_WIRE];
-        let mut broken = None;
-        while let Some(n) = self.fleet.poll_transmit(key, now, &mut wire) {
-            let Some(conn) = self.conns.get_mut(key).and_then(Option::as_mut) else { break };
-            let mut sent = 0;
-            if conn.out.is_empty() {
-                match conn.stream.write(&wire[..n]) {
-                    Ok(m) => sent = m,
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock || e.kind() == io::ErrorKind::Interrupted => {}
-                    Err(e) => {
-                        broken = Some(format!("write error: {e}"));
-                        break;
-                    }
-                }
-            }
-            if sent < n {
-                if conn.out.len() + (n - sent) <= MAX_OUTBUF {
-                    conn.out.extend_from_slice(&wire[sent..n]);
-                } else {
-                    self.fleet.handle_tx_dropped(key);
-                }
-            }
-        }
-        if let Some(reason) = broken {
-            self.fleet.handle_closed(key, &reason, now);
-        }
-    }
-
-    fn flush_out(&mut self, key: GuestKey, now: Instant) {
-        let Some(conn) = self.conns.get_mut(key).and_then(Option::as_mut) else { return };
-        while !conn.out.is_empty() {
-            match conn.stream.write(&conn.out) {
-                Ok(0) => break,
-                Ok(n) => {
-                    conn.out.drain(..n);
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => {
-                    let reason = format!("write error: {e}");
-                    self.fleet.handle_closed(key, &reason, now);
-                    return;
-                }
-            }
-        }
-        if conn.out.is_empty() && conn.out.capacity() > MAX_OUTBUF {
-            conn.out = Vec::new();
-        }
-    }
-
     fn on_outcomes(&mut self) {
         while let Ok(o) = self.outcomes.try_recv() {
             let event = Event::Action {
@@ -485,51 +281,6 @@ impl Daemon {
             self.fleet.handle_action_outcome(o.job.guest, event);
         }
         let now = self.clock.now();
-        self.drive(now);
-    }
-
-    /// Commands from the control plane: answered at once, or (votes) when the guest answers.
-    fn on_commands(&mut self, now: Instant) {
-        // bounded per wake-up: the control plane's queue is bounded, and what is left wakes us again
-        for _ in 0..crate::control::COMMAND_QUEUE {
-            let Ok(cmd) = self.links.commands.try_recv() else { break };
-            match cmd {
-                Command::Vote { guest, event_type, notification_type, reply } => {
-                    match self.fleet.start_vote(&guest, event_type, notification_type, now) {
-                        Ok(started) => {
-                            self.votes.insert(started.ticket, reply);
-                        }
-                        Err(refusal) => {
-                            let _ = reply.send(Err(refusal));
-                        }
-                    }
-                }
-                Command::Maintenance { guest, secs, reason, reply } => {
-                    let ok = match secs {
-                        Some(secs) => self.fleet.set_maintenance(&guest, secs, &reason, now).is_some(),
-                        None => self.fleet.end_maintenance(&guest, now),
-                    };
-                    let _ = reply.send(ok);
-                }
-                Command::Reporting { guest, on, reply } => {
-                    let _ = reply.send(self.fleet.set_reporting(guest.as_deref(), on, now));
-                }
-                Command::Snapshot { reply } => {
-                    let (counters, totals) = self.fleet.counters();
-                    let view = FleetView {
-                        guests: self.fleet.snapshot(now),
-                        counters,
-                        totals,
-                        pass: self.pass.clone(),
-                        events_emitted: self.sink.seq(),
-                        events_dropped: self.sink.dropped(),
-                        control_dropped: self.control_dropped,
-                        reporting: self.fleet.reporting(),
-                    };
-                    let _ = reply.send(Box::new(view));
-                }
-            }
-        }
         self.drive(now);
     }
 
@@ -650,9 +401,7 @@ impl Daemon {
         // queued corrective actions are never started after SIGTERM (each is reported as skipped)
         self.actions.stop();
         self.fleet.shutdown(now);
-        for key in 0..self.conns.len() {
-            self.flush_out(key, now);
-        }
+        self.conns.flush_all(&mut self.fleet, now);
         self.drive(now);
         self.on_outcomes();
         // votes still open end as `error` with the sessions above; anything not answered yet is dropped here
@@ -665,33 +414,4 @@ impl Daemon {
         self.sink.close();
         info!("vigild stopped");
     }
-}
-
-/// One log line per event; guest text is escaped (a guest must not forge log lines).
-fn log_event(guest: &str, e: &Event) {
-    match e {
-        Event::HeartbeatLost { consecutive_misses, .. } => warn!(guest, consecutive_misses, "heartbeat lost"),
-        Event::Unhealthy { corrective_action, log_msg } => {
-            warn!(guest, action = corrective_action, log_msg = %escape_text(log_msg), "unhealthy")
-        }
-        Event::Registered { name, interval_ms, .. } => {
-            info!(guest, name = %escape_text(name), interval_ms, "registered")
-        }
-        Event::Deregistered { log_msg } => info!(guest, log_msg = %escape_text(log_msg), "deregistered"),
-        Event::ProtocolError { error, .. } => debug!(guest, error, "protocol error"),
-        other => info!(guest, kind = other.kind(), "event"),
-    }
-}
-
-/// Raises the soft file-descriptor limit to the hard one; returns (the soft limit before, the limit in force).
-/// Corrective commands get the old soft limit back.
-pub fn raise_fd_limit() -> (u64, u64) {
-    use rustix::process::{getrlimit, setrlimit, Resource, Rlimit};
-    let lim = getrlimit(Resource::Nofile);
-    let soft = lim.current.unwrap_or(u64::MAX);
-    let hard = lim.maximum;
-    if lim.current != hard {
-        let _ = setrlimit(Resource::Nofile, Rlimit { current: hard, maximum: hard });
-    }
-    (soft, getrlimit(Resource::Nofile).current.unwrap_or(u64::MAX))
 }

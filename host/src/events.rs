@@ -1,22 +1,10 @@
-//! Fault and status events: one typed record per kind ([`Event`], the schema of `docs/events.md`), and the local
-//! writer that puts them on a file or stdout as JSON lines, on its own thread so the data plane never waits on a
-//! disk or a pipe.
-//!
-//! The loop numbers each record (`seq`) and hands it to a bounded queue; a full queue drops the record and counts
-//! it, never waits. The writer counts write errors too (the `seq` gap stays visible), and reopens its file when
-//! asked (SIGHUP) or when the path no longer names the file it holds (log rotation).
+//! Fault and status events: one typed record per kind ([`Event`], the schema of `docs/events.md`), their log
+//! lines (guest text escaped), and the per-guest rate limit of noisy kinds. The local writer is `event_log`.
 
-use std::io::Write;
-use std::os::unix::fs::MetadataExt;
-use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::mpsc::{sync_channel, Receiver, RecvTimeoutError, SyncSender, TrySendError};
-use std::sync::Arc;
-use std::thread::JoinHandle;
 use std::time::{Duration, SystemTime};
 
 use serde::{Serialize, Serializer};
-use serde_json::{json, Map, Value};
+use tracing::{debug, info, warn};
 
 /// A moment given as an age (the fleet has no wall clock): written as the RFC 3339 time that many milliseconds
 /// before the record is serialized.
@@ -193,209 +181,23 @@ pub fn escape_text(s: &str) -> String {
     s.chars().flat_map(char::escape_debug).collect()
 }
 
-/// Where events go.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum EventsTarget {
-    /// Standard output.
-    Stdout,
-    /// Appended to a file (reopened on SIGHUP and when moved).
-    File(PathBuf),
-    /// Nowhere (tests that only read the status).
-    Discard,
-}
-
-/// Queue depth between the loop and the writer: room for every guest of a large node changing state at once.
-const QUEUE: usize = 65_536;
-/// The writer gives up on what is left this long after `close` (a stalled disk must not hold up a stop).
-const CLOSE_LIMIT: Duration = Duration::from_secs(2);
-
-struct Shared {
-    dropped: AtomicU64,
-    write_errors: AtomicU64,
-    reopen: AtomicBool,
-    stop_by: AtomicU64,
-}
-
-/// Stamps, numbers and queues events.
-pub struct EventSink {
-    host: String,
-    seq: u64,
-    tx: Option<SyncSender<String>>,
-    writer: Option<JoinHandle<()>>,
-    shared: Arc<Shared>,
-    epoch: std::time::Instant,
-}
-
-impl EventSink {
-    /// Starts the writer thread.
-    pub fn start(target: EventsTarget, host: String) -> std::io::Result<Self> {
-        let (tx, rx) = sync_channel::<String>(QUEUE);
-        let out = Output::open(&target)?;
-        let shared = Arc::new(Shared {
-            dropped: AtomicU64::new(0),
-            write_errors: AtomicU64::new(0),
-            reopen: AtomicBool::new(false),
-            stop_by: AtomicU64::new(u64::MAX),
-        });
-        let epoch = std::time::Instant::now();
-        let sh = Arc::clone(&shared);
-        let writer = std::thread::Builder::new()
-            .name("vigild-events".into())
-            .spawn(move || write_loop(rx, out, target, &sh, epoch))?;
-        Ok(EventSink { host, seq: 0, tx: Some(tx), writer: Some(writer), shared, epoch })
-    }
-
-    /// Events lost: the queue was full, or the write failed.
-    pub fn dropped(&self) -> u64 {
-        self.shared.dropped.load(Ordering::Relaxed) + self.shared.write_errors.load(Ordering::Relaxed)
-    }
-
-    /// Write errors alone.
-    pub fn write_errors(&self) -> u64 {
-        self.shared.write_errors.load(Ordering::Relaxed)
-    }
-
-    /// Events emitted so far (the last `seq`).
-    pub fn seq(&self) -> u64 {
-        self.seq
-    }
-
-    /// Asks the writer to reopen its file (SIGHUP, after log rotation).
-    pub fn reopen(&self) {
-        self.shared.reopen.store(true, Ordering::Relaxed);
-    }
-
-    /// Emits `{"time","host","guest","kind","seq", ...fields}`.
-    pub fn emit(&mut self, guest: &str, event: &Event) {
-        self.seq += 1;
-        let mut obj = Map::new();
-        obj.insert("time".into(), json!(rfc3339(SystemTime::now())));
-        obj.insert("host".into(), json!(self.host));
-        obj.insert("guest".into(), json!(guest));
-        obj.insert("seq".into(), json!(self.seq));
-        if let Ok(Value::Object(fields)) = serde_json::to_value(event) {
-            obj.extend(fields);
+/// One log line per event; guest text is escaped (a guest must not forge log lines).
+pub fn log_event(guest: &str, e: &Event) {
+    match e {
+        Event::HeartbeatLost { consecutive_misses, .. } => warn!(guest, consecutive_misses, "heartbeat lost"),
+        Event::Unhealthy { corrective_action, log_msg } => {
+            warn!(guest, action = corrective_action, log_msg = %escape_text(log_msg), "unhealthy")
         }
-        let line = Value::Object(obj).to_string();
-        let Some(tx) = &self.tx else { return };
-        match tx.try_send(line) {
-            Ok(()) => {}
-            Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => {
-                self.shared.dropped.fetch_add(1, Ordering::Relaxed);
-            }
+        Event::Registered { name, interval_ms, .. } => {
+            info!(guest, name = %escape_text(name), interval_ms, "registered")
         }
-    }
-
-    /// Stops the writer: what is queued is written, for at most [`CLOSE_LIMIT`]; the rest is counted as dropped.
-    pub fn close(&mut self) {
-        let deadline = self.epoch.elapsed() + CLOSE_LIMIT;
-        self.shared.stop_by.store(deadline.as_millis() as u64, Ordering::Relaxed);
-        self.tx = None;
-        if let Some(w) = self.writer.take() {
-            // the writer checks the deadline between lines; a write stuck in the kernel is not waited for
-            let start = std::time::Instant::now();
-            while !w.is_finished() && start.elapsed() < CLOSE_LIMIT + Duration::from_millis(500) {
-                std::thread::sleep(Duration::from_millis(5));
-            }
-            if w.is_finished() {
-                let _ = w.join();
-            }
-        }
+        Event::Deregistered { log_msg } => info!(guest, log_msg = %escape_text(log_msg), "deregistered"),
+        Event::ProtocolError { error, .. } => debug!(guest, error, "protocol error"),
+        other => info!(guest, kind = other.kind(), "event"),
     }
 }
 
-impl Drop for EventSink {
-    fn drop(&mut self) {
-        self.close();
-    }
-}
-
-enum Output {
-    Stdout(std::io::Stdout),
-    File { file: std::io::BufWriter<std::fs::File>, ino: u64, dev: u64 },
-    Discard,
-}
-
-impl Output {
-    fn open(target: &EventsTarget) -> std::io::Result<Output> {
-        Ok(match target {
-            EventsTarget::Stdout => Output::Stdout(std::io::stdout()),
-            EventsTarget::File(p) => {
-                let file = std::fs::OpenOptions::new().create(true).append(true).open(p)?;
-                let meta = file.metadata()?;
-                Output::File { file: std::io::BufWriter::new(file), ino: meta.ino(), dev: meta.dev() }
-            }
-            EventsTarget::Discard => Output::Discard,
-        })
-    }
-
-    fn write_line(&mut self, line: &str) -> std::io::Result<()> {
-        match self {
-            Output::Stdout(s) => writeln!(s, "{line}"),
-            Output::File { file, .. } => writeln!(file, "{line}"),
-            Output::Discard => Ok(()),
-        }
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        match self {
-            Output::Stdout(s) => s.flush(),
-            Output::File { file, .. } => file.flush(),
-            Output::Discard => Ok(()),
-        }
-    }
-
-    /// The path no longer names the file held (rotated away or deleted).
-    fn moved(&self, target: &EventsTarget) -> bool {
-        match (self, target) {
-            (Output::File { ino, dev, .. }, EventsTarget::File(p)) => {
-                std::fs::metadata(p).map_or(true, |m| m.ino() != *ino || m.dev() != *dev)
-            }
-            _ => false,
-        }
-    }
-}
-
-fn write_loop(rx: Receiver<String>, mut out: Output, target: EventsTarget, shared: &Shared, epoch: std::time::Instant) {
-    let mut last_check = std::time::Instant::now();
-    let past_deadline = || epoch.elapsed().as_millis() as u64 > shared.stop_by.load(Ordering::Relaxed);
-    loop {
-        let first = match rx.recv_timeout(Duration::from_secs(1)) {
-            Ok(line) => Some(line),
-            Err(RecvTimeoutError::Timeout) => None,
-            Err(RecvTimeoutError::Disconnected) => break,
-        };
-        let wanted = shared.reopen.swap(false, Ordering::Relaxed);
-        if wanted || last_check.elapsed() >= Duration::from_secs(1) {
-            last_check = std::time::Instant::now();
-            if wanted || out.moved(&target) {
-                let _ = out.flush();
-                match Output::open(&target) {
-                    Ok(o) => out = o,
-                    Err(_) => {
-                        shared.write_errors.fetch_add(1, Ordering::Relaxed);
-                    }
-                }
-            }
-        }
-        let Some(first) = first else { continue };
-        // batch what is already queued, then flush once
-        for line in std::iter::once(first).chain(std::iter::from_fn(|| rx.try_recv().ok())) {
-            if past_deadline() {
-                shared.dropped.fetch_add(1, Ordering::Relaxed);
-                continue;
-            }
-            if out.write_line(&line).is_err() {
-                shared.write_errors.fetch_add(1, Ordering::Relaxed);
-            }
-        }
-        if out.flush().is_err() {
-            shared.write_errors.fetch_add(1, Ordering::Relaxed);
-        }
-    }
-    // the channel is closed: what is left was taken above, up to the deadline
-    let _ = out.flush();
-}
+pub use crate::event_log::{EventSink, EventsTarget};
 
 /// RFC 3339 with milliseconds, UTC.
 pub fn rfc3339(t: SystemTime) -> String {
@@ -454,6 +256,8 @@ impl Default for RateLimit {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::Value;
+    use std::path::PathBuf;
 
     #[test]
     fn rate_limit_bursts_then_trickles_and_counts() {

@@ -12,99 +12,22 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use slab::Slab;
-use vigil_core::{
-    CorrectiveAction, Duration, Fault, IdSource, Instant, Monitor, MonitorEvent, MonitorState, XorShift32, MAX_WIRE,
-};
+use vigil_core::{Duration, Fault, Instant, Monitor, MonitorEvent, MonitorState, XorShift32, MAX_WIRE};
 
 use crate::budget::ByteBudget;
 use crate::config::{FileConfig, GuestSettings, Policy};
-use crate::events::{escape_text, Ago, Event, RateLimit};
+use crate::events::{escape_text, Event, RateLimit};
 use crate::status::GuestStatus;
 use crate::wheel::TimerWheel;
 
+mod budgets;
 mod commands;
+mod links;
+mod types;
+mod verdicts;
 pub use commands::{notice_timeout_secs, Counters, Totals, VoteDone, VoteRefusal, VoteStarted, MAX_MAINTENANCE};
-
-/// A vote or notice in flight, as the caller tracks it.
-pub type Ticket = u64;
-
-/// A guest's key: its slot in the fleet (reused after removal; the I/O layer adds a generation to its tokens).
-pub type GuestKey = usize;
-
-/// How a guest came to be watched.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Origin {
-    /// Found in a watched directory (removed when its socket goes away).
-    Watched,
-    /// Named in the configuration file.
-    Configured,
-}
-
-/// The state of the link to a guest's socket.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Link {
-    /// Waiting to (re)connect at `reconnect_at`.
-    Backoff,
-    /// A connect was asked of the I/O layer.
-    Connecting,
-    /// Connected.
-    Connected,
-}
-
-/// Fleet-wide tunables.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct FleetConfig {
-    /// First reconnect delay (doubles per failure, +-20 % jitter).
-    pub backoff_min: Duration,
-    /// Largest reconnect delay.
-    pub backoff_max: Duration,
-}
-
-impl Default for FleetConfig {
-    fn default() -> Self {
-        FleetConfig { backoff_min: Duration::from_secs(1), backoff_max: Duration::from_secs(60) }
-    }
-}
-
-/// A session this long, with heartbeats and no flooding, resets the backoff.
-pub const HEALTHY_SESSION: Duration = Duration::from_secs(10);
-
-/// What the fleet asks of the I/O layer.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Io {
-    /// Connect to the guest's socket; answer with [`Fleet::handle_connected`] or [`Fleet::handle_connect_failed`].
-    Connect {
-        /// The guest.
-        key: GuestKey,
-        /// Its socket.
-        path: PathBuf,
-    },
-    /// Close the guest's connection (the fleet has already done its bookkeeping).
-    Close {
-        /// The guest.
-        key: GuestKey,
-    },
-    /// The guest has byte budget again: read it (data may have waited in its socket).
-    Resume {
-        /// The guest.
-        key: GuestKey,
-    },
-}
-
-/// A corrective command to run.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ActionRequest {
-    /// The guest.
-    pub key: GuestKey,
-    /// Its id.
-    pub guest: Arc<str>,
-    /// `heartbeat_lost` or `unhealthy`.
-    pub trigger: &'static str,
-    /// The action (as effective: `unknown` never gets here).
-    pub action: CorrectiveAction,
-    /// What to run.
-    pub argv: Vec<String>,
-}
+pub use types::*;
+pub use verdicts::action_event;
 
 struct Guest {
     id: Arc<str>,
@@ -249,16 +172,6 @@ impl Fleet {
         self.wheel.next_wakeup()
     }
 
-    /// Bytes guest `key` may be read now (0: over budget, do not read).
-    pub fn read_allowance(&mut self, key: GuestKey, now: Instant) -> usize {
-        match self.guests.get_mut(key) {
-            Some(g) if g.link == Link::Connected && g.resume_at.is_none() => {
-                usize::try_from(g.budget.available(now)).unwrap_or(usize::MAX)
-            }
-            _ => 0,
-        }
-    }
-
     /// Every guest's status line.
     pub fn snapshot(&self, now: Instant) -> Vec<GuestStatus> {
         self.guests.iter().map(|(_, g)| status_of(g, now)).collect()
@@ -334,42 +247,6 @@ impl Fleet {
         self.by_path.remove(&g.path);
     }
 
-    /// The connection asked for is up.
-    pub fn handle_connected(&mut self, key: GuestKey, now: Instant) {
-        let Some(g) = self.guests.get_mut(key) else { return };
-        g.link = Link::Connected;
-        g.connections += 1;
-        g.connected_at = now;
-        g.heartbeats_at_connect = g.monitor.stats().heartbeats;
-        g.throttled_since = None;
-        g.resume_at = None;
-        g.flooded_out = false;
-        g.budget = ByteBudget::new(&g.policy.budget, Duration::from_secs(1), now);
-        g.monitor.connected(now);
-        if let Some(suppressed) = g.links.take(now.as_millis()) {
-            let event = Event::Connected { socket: g.path.display().to_string(), suppressed };
-            self.events.push_back((Arc::clone(&g.id), event));
-        }
-        self.after_input(key);
-    }
-
-    /// The connection asked for failed; `gone` when the socket file does not exist.
-    pub fn handle_connect_failed(&mut self, key: GuestKey, gone: bool, now: Instant) {
-        let Some(g) = self.guests.get(key) else { return };
-        if gone && g.origin == Origin::Watched {
-            self.remove_guest(key, "socket file gone", now);
-        } else {
-            self.schedule_reconnect(key, now);
-        }
-    }
-
-    /// The I/O layer lost the connection (peer closed, read or write error).
-    pub fn handle_closed(&mut self, key: GuestKey, reason: &str, now: Instant) {
-        if self.guests.get(key).is_some_and(|g| g.link == Link::Connected) {
-            self.close_and_retry(key, reason, now);
-        }
-    }
-
     /// Bytes read from guest `key`; they are charged to its budget.
     pub fn handle_bytes(&mut self, key: GuestKey, mut input: &[u8], now: Instant) {
         let Some(g) = self.guests.get_mut(key) else { return };
@@ -394,56 +271,6 @@ impl Fleet {
             }
         }
         self.after_input(key);
-    }
-
-    /// The guest's socket was read until it had nothing more (`WouldBlock`): an over-budget episode, if any,
-    /// has ended.
-    pub fn handle_drained(&mut self, key: GuestKey) {
-        if let Some(g) = self.guests.get_mut(key) {
-            if g.resume_at.is_none() {
-                g.throttled_since = None;
-            }
-        }
-    }
-
-    /// The guest used up its byte budget with data still waiting: it is not read until it has budget again.
-    /// The first time in an episode it is reported (`protocol_error` `rate_limited`); kept over budget for
-    /// `disconnect_after`, it is disconnected with backoff.
-    pub fn handle_over_budget(&mut self, key: GuestKey, now: Instant) {
-        let Some(g) = self.guests.get_mut(key) else { return };
-        if g.link != Link::Connected {
-            return;
-        }
-        if g.throttled_since.is_none() {
-            *self.counters.protocol_errors.entry("rate_limited").or_default() += 1;
-        }
-        let resume = g.budget.ready_at(now).max(now + Duration::from_millis(1));
-        g.resume_at = Some(resume);
-        let since = *g.throttled_since.get_or_insert(now);
-        if since == now {
-            g.rate_limited += 1;
-            if let Some(suppressed) = g.floods.take(now.as_millis()) {
-                let b = g.policy.budget;
-                let detail = format!(
-                    "over its byte budget ({} bytes per interval, burst {}): not read until it has budget again \
-                     ({} bytes read so far, episode {})",
-                    b.bytes_per_interval,
-                    b.burst,
-                    g.monitor.stats().bytes_in,
-                    g.rate_limited
-                );
-                let total = g.monitor.stats().protocol_errors + g.rate_limited;
-                let event = Event::ProtocolError { error: "rate_limited", detail, suppressed, total };
-                self.events.push_back((Arc::clone(&g.id), event));
-            }
-        }
-        if now >= since + g.policy.budget.disconnect_after {
-            let secs = g.policy.budget.disconnect_after.as_millis() / 1000;
-            g.flooded_out = true;
-            self.close_and_retry(key, &format!("over its byte budget for {secs} s"), now);
-            return;
-        }
-        self.reschedule(key);
     }
 
     /// Bytes for the guest were dropped because it does not read.
@@ -606,202 +433,6 @@ impl Fleet {
             };
         }
         self.wheel.set(key, at);
-    }
-
-    fn schedule_reconnect(&mut self, key: GuestKey, now: Instant) {
-        let jitter = self.rng.next_id();
-        let cfg = self.cfg;
-        let Some(g) = self.guests.get_mut(key) else { return };
-        // 1 s doubling to 60 s, +-20 % jitter so a node's guests do not reconnect in lockstep
-        let base = g.backoff.as_millis();
-        let spread = base / 5;
-        let delay = Duration::from_millis(base - spread + u64::from(jitter) % (2 * spread + 1));
-        g.backoff = (g.backoff + g.backoff).min(cfg.backoff_max);
-        g.link = Link::Backoff;
-        g.reconnect_at = now + delay;
-        self.wheel.set(key, Some(g.reconnect_at));
-    }
-
-    /// Closes the connection: bookkeeping, `disconnected` (rate-limited), and an [`Io::Close`].
-    fn close(&mut self, key: GuestKey, reason: &str, now: Instant) {
-        let Some(g) = self.guests.get_mut(key) else { return };
-        g.link = Link::Backoff;
-        g.resume_at = None;
-        g.monitor.disconnected();
-        if let Some(suppressed) = g.links.take(now.as_millis()) {
-            let event = Event::Disconnected { reason: reason.to_owned(), suppressed };
-            self.events.push_back((Arc::clone(&g.id), event));
-        }
-        self.io.push_back(Io::Close { key });
-        self.drain_monitor(key, now);
-    }
-
-    /// Closes and schedules a reconnect; the backoff starts over only after a session that stayed healthy (it
-    /// lasted [`HEALTHY_SESSION`], heartbeated, and was not cut for flooding), so a guest that connects and
-    /// closes in a loop is slowed down to one attempt a minute.
-    fn close_and_retry(&mut self, key: GuestKey, reason: &str, now: Instant) {
-        let backoff_min = self.cfg.backoff_min;
-        if let Some(g) = self.guests.get_mut(key) {
-            let lasted = now - g.connected_at;
-            let heartbeated = g.monitor.stats().heartbeats > g.heartbeats_at_connect;
-            let no_fault = g.monitor.fault().is_none();
-            if lasted >= HEALTHY_SESSION && heartbeated && no_fault && !g.flooded_out {
-                g.backoff = backoff_min;
-            }
-        }
-        self.close(key, reason, now);
-        self.schedule_reconnect(key, now);
-    }
-
-    fn drain_monitor(&mut self, key: GuestKey, now: Instant) {
-        let mut scratch = std::mem::take(&mut self.scratch);
-        if let Some(g) = self.guests.get_mut(key) {
-            while let Some(e) = g.monitor.poll_event() {
-                scratch.push(e);
-            }
-        }
-        for e in scratch.drain(..) {
-            self.on_monitor_event(key, e, now);
-        }
-        self.scratch = scratch;
-    }
-
-    fn on_monitor_event(&mut self, key: GuestKey, e: MonitorEvent, now: Instant) {
-        let Some(g) = self.guests.get_mut(key) else { return };
-        let id = Arc::clone(&g.id);
-        let event = match e {
-            MonitorEvent::Registered(r) => {
-                g.budget.set_interval(&g.policy.budget, r.interval);
-                let Some(suppressed) = g.registrations.take(now.as_millis()) else { return };
-                Event::Registered {
-                    name: r.init.name.to_string(),
-                    invocation_id: r.init.invocation_id,
-                    interval_ms: r.interval.as_millis(),
-                    requested_interval_ms: r.init.heartbeat_interval_ms,
-                    corrective_action: r.init.corrective_action.as_str(),
-                    vote_secs: r.init.vote_secs,
-                    shutdown_notice_secs: r.init.shutdown_notice_secs,
-                    suspend_notice_secs: r.init.suspend_notice_secs,
-                    resume_notice_secs: r.init.resume_notice_secs,
-                    restart_secs: r.init.restart_secs,
-                    suppressed,
-                }
-            }
-            MonitorEvent::HeartbeatLost { .. } | MonitorEvent::Unhealthy { .. }
-                if !self.reporting || !g.reporting || g.maintenance.is_some() =>
-            {
-                g.fault_withheld = true;
-                self.counters.withheld_faults += 1;
-                return;
-            }
-            MonitorEvent::HeartbeatLost { consecutive_misses, last_heartbeat } => {
-                let action = g.monitor.registration().map_or(CorrectiveAction::None, |r| r.init.corrective_action);
-                self.events.push_back((
-                    Arc::clone(&id),
-                    Event::HeartbeatLost {
-                        consecutive_misses,
-                        last_heartbeat: last_heartbeat.map(|t| Ago((now - t).as_millis())),
-                        corrective_action: action.as_str(),
-                    },
-                ));
-                self.act(key, "heartbeat_lost", action, now);
-                return;
-            }
-            MonitorEvent::Unhealthy { corrective_action, log_msg } => {
-                self.counters.unhealthy_reports += 1;
-                self.events.push_back((
-                    Arc::clone(&id),
-                    Event::Unhealthy { corrective_action: corrective_action.as_str(), log_msg: log_msg.to_string() },
-                ));
-                self.act(key, "unhealthy", corrective_action, now);
-                return;
-            }
-            MonitorEvent::Recovered => Event::Recovered {},
-            MonitorEvent::Deregistered { log_msg } => Event::Deregistered { log_msg: log_msg.to_string() },
-            MonitorEvent::VoteResult { event_type, notification_type, result, log_msg } => {
-                *self.counters.votes.entry(result.as_str()).or_default() += 1;
-                if let Some(ticket) = g.vote.take() {
-                    self.votes_done.push_back(VoteDone {
-                        ticket,
-                        guest: Arc::clone(&id),
-                        event_type,
-                        notification_type,
-                        result,
-                        log_msg: log_msg.to_string(),
-                    });
-                }
-                Event::VoteResult {
-                    event_type: event_type.as_str(),
-                    notification_type: notification_type.as_str(),
-                    result: result.as_str(),
-                    log_msg: log_msg.to_string(),
-                }
-            }
-            MonitorEvent::ProtocolError(pe) => {
-                *self.counters.protocol_errors.entry(pe.label()).or_default() += 1;
-                let Some(suppressed) = g.errors.take(now.as_millis()) else { return };
-                let total = g.monitor.stats().protocol_errors + g.rate_limited;
-                Event::ProtocolError { error: pe.label(), detail: pe.to_string(), suppressed, total }
-            }
-            MonitorEvent::RegistrationTimeout => {
-                // Connected but silent for the registration timeout: the reference reconnects; so do we, now.
-                self.close(key, "no registration within the registration timeout", now);
-                if let Some(g) = self.guests.get_mut(key) {
-                    g.reconnect_at = now;
-                    self.wheel.set(key, Some(now));
-                }
-                return;
-            }
-        };
-        self.events.push_back((id, event));
-    }
-
-    fn act(&mut self, key: GuestKey, trigger: &'static str, action: CorrectiveAction, now: Instant) {
-        let Some(g) = self.guests.get_mut(key) else { return };
-        let argv = match g.policy.command_for(action, &g.id, trigger) {
-            None => return,
-            Some(Ok(argv)) => argv,
-            Some(Err(e)) => {
-                let event = action_event(trigger, action, Vec::new(), None, Some(e));
-                self.events.push_back((Arc::clone(&g.id), event));
-                return;
-            }
-        };
-        if g.last_action.is_some_and(|t| now < t + g.policy.action_min_gap) {
-            let mut event = action_event(trigger, action, argv, None, None);
-            if let Event::Action { skipped, .. } = &mut event {
-                *skipped = Some("rate limit");
-            }
-            self.events.push_back((Arc::clone(&g.id), event));
-            return;
-        }
-        g.last_action = Some(now);
-        self.actions.push_back(ActionRequest {
-            key,
-            guest: Arc::clone(&g.id),
-            trigger,
-            action: action.effective(),
-            argv,
-        });
-    }
-}
-
-/// An `action` event.
-pub fn action_event(
-    trigger: &'static str,
-    action: CorrectiveAction,
-    argv: Vec<String>,
-    exit_code: Option<i32>,
-    error: Option<String>,
-) -> Event {
-    Event::Action {
-        trigger,
-        corrective_action: action.effective().as_str(),
-        argv,
-        exit_code,
-        elapsed_ms: None,
-        error,
-        skipped: None,
     }
 }
 

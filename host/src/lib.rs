@@ -12,9 +12,11 @@
 pub mod actions;
 pub mod budget;
 pub mod config;
+pub mod conns;
 pub mod control;
 pub mod daemon;
 pub mod discovery;
+pub mod event_log;
 pub mod events;
 pub mod fleet;
 pub mod glob;
@@ -22,4 +24,5 @@ pub mod metrics;
 pub mod sdnotify;
 pub mod sim;
 pub mod status;
+pub mod sys;
 pub mod wheel;

@@ -173,15 +173,28 @@ fn error(code: StatusCode, msg: &str) -> Response {
     (code, Json(json!({ "error": msg }))).into_response()
 }
 
-async fn ask<T>(shared: &Shared, make: impl FnOnce(oneshot::Sender<T>) -> Command) -> Result<T, Response> {
-    let (tx, rx) = oneshot::channel();
-    if !shared.send(make(tx)) {
-        return Err(error(StatusCode::SERVICE_UNAVAILABLE, "vigild is busy; try again"));
+/// A refusal on its way to becoming a `{"error": ...}` response.
+struct ApiError(StatusCode, String);
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        error(self.0, &self.1)
     }
-    rx.await.map_err(|_| error(StatusCode::SERVICE_UNAVAILABLE, "vigild is stopping"))
 }
 
-async fn view(shared: &Shared) -> Result<Box<FleetView>, Response> {
+fn fail(code: StatusCode, msg: impl Into<String>) -> ApiError {
+    ApiError(code, msg.into())
+}
+
+async fn ask<T>(shared: &Shared, make: impl FnOnce(oneshot::Sender<T>) -> Command) -> Result<T, ApiError> {
+    let (tx, rx) = oneshot::channel();
+    if !shared.send(make(tx)) {
+        return Err(fail(StatusCode::SERVICE_UNAVAILABLE, "vigild is busy; try again"));
+    }
+    rx.await.map_err(|_| fail(StatusCode::SERVICE_UNAVAILABLE, "vigild is stopping"))
+}
+
+async fn view(shared: &Shared) -> Result<Box<FleetView>, ApiError> {
     ask(shared, |reply| Command::Snapshot { reply }).await
 }
 
@@ -194,7 +207,7 @@ async fn guests(State(shared): State<Arc<Shared>>) -> Response {
             "guests": v.guests,
         }))
         .into_response(),
-        Err(r) => r,
+        Err(e) => e.into_response(),
     }
 }
 
@@ -204,7 +217,7 @@ async fn guest(State(shared): State<Arc<Shared>>, UrlPath(id): UrlPath<String>) 
             Some(g) => Json(g).into_response(),
             None => error(StatusCode::NOT_FOUND, &format!("no guest {id:?}")),
         },
-        Err(r) => r,
+        Err(e) => e.into_response(),
     }
 }
 
@@ -226,7 +239,7 @@ async fn metrics(State(shared): State<Arc<Shared>>, headers: axum::http::HeaderM
                 ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], body).into_response()
             }
         }
-        Err(r) => r,
+        Err(e) => e.into_response(),
     }
 }
 
@@ -237,21 +250,21 @@ struct VoteBody {
     notification_type: Option<String>,
 }
 
-fn parse<T: serde::de::DeserializeOwned>(body: &Bytes) -> Result<T, Response> {
-    serde_json::from_slice(body).map_err(|e| error(StatusCode::BAD_REQUEST, &format!("bad request body: {e}")))
+fn parse<T: serde::de::DeserializeOwned>(body: &Bytes) -> Result<T, ApiError> {
+    serde_json::from_slice(body).map_err(|e| fail(StatusCode::BAD_REQUEST, format!("bad request body: {e}")))
 }
 
-fn vote_args(body: &Bytes) -> Result<(EventType, Option<NotificationType>), Response> {
+fn vote_args(body: &Bytes) -> Result<(EventType, Option<NotificationType>), ApiError> {
     let b: VoteBody = parse(body)?;
     let event = EventType::from_wire(&b.event_type)
         .filter(|e| *e != EventType::Unknown)
-        .ok_or_else(|| error(StatusCode::BAD_REQUEST, &format!("unknown event_type {:?}", b.event_type)))?;
+        .ok_or_else(|| fail(StatusCode::BAD_REQUEST, format!("unknown event_type {:?}", b.event_type)))?;
     let kind = match b.notification_type {
         None => None,
         Some(k) => Some(
             NotificationType::from_wire(&k)
                 .filter(|k| *k != NotificationType::Unknown)
-                .ok_or_else(|| error(StatusCode::BAD_REQUEST, &format!("unknown notification_type {k:?}")))?,
+                .ok_or_else(|| fail(StatusCode::BAD_REQUEST, format!("unknown notification_type {k:?}")))?,
         ),
     };
     Ok((event, kind))
@@ -262,7 +275,7 @@ async fn run_vote(shared: &Shared, id: String, event: EventType, kind: Option<No
     let answer =
         match ask(shared, |reply| Command::Vote { guest, event_type: event, notification_type: kind, reply }).await {
             Ok(a) => a,
-            Err(r) => return r,
+            Err(e) => return e.into_response(),
         };
     match answer {
         Ok(done) => Json(json!({
@@ -292,14 +305,14 @@ async fn run_vote(shared: &Shared, id: String, event: EventType, kind: Option<No
 async fn vote(State(shared): State<Arc<Shared>>, UrlPath(id): UrlPath<String>, body: Bytes) -> Response {
     match vote_args(&body) {
         Ok((event, kind)) => run_vote(&shared, id, event, kind).await,
-        Err(r) => r,
+        Err(e) => e.into_response(),
     }
 }
 
 async fn notify(State(shared): State<Arc<Shared>>, UrlPath(id): UrlPath<String>, body: Bytes) -> Response {
     match vote_args(&body) {
         Ok((event, kind)) => run_vote(&shared, id, event, Some(kind.unwrap_or(NotificationType::Irrevocable))).await,
-        Err(r) => r,
+        Err(e) => e.into_response(),
     }
 }
 
@@ -314,7 +327,7 @@ struct MaintenanceBody {
 async fn maintenance_start(State(shared): State<Arc<Shared>>, UrlPath(id): UrlPath<String>, body: Bytes) -> Response {
     let b: MaintenanceBody = match parse(&body) {
         Ok(b) => b,
-        Err(r) => return r,
+        Err(e) => return e.into_response(),
     };
     if b.secs == 0 {
         return error(StatusCode::BAD_REQUEST, "secs: at least 1");
@@ -329,7 +342,7 @@ async fn maintenance_start(State(shared): State<Arc<Shared>>, UrlPath(id): UrlPa
     match r.await {
         Ok(true) => Json(json!({ "guest": id, "maintenance_secs": b.secs, "reason": reason })).into_response(),
         Ok(false) => error(StatusCode::NOT_FOUND, &format!("no guest {id:?}")),
-        Err(r) => r,
+        Err(e) => e.into_response(),
     }
 }
 
@@ -338,7 +351,7 @@ async fn maintenance_end(State(shared): State<Arc<Shared>>, UrlPath(id): UrlPath
     match ask(&shared, |reply| Command::Maintenance { guest, secs: None, reason: String::new(), reply }).await {
         Ok(true) => Json(json!({ "guest": id, "maintenance": false })).into_response(),
         Ok(false) => error(StatusCode::NOT_FOUND, &format!("no guest {id:?}")),
-        Err(r) => r,
+        Err(e) => e.into_response(),
     }
 }
 
@@ -351,13 +364,13 @@ struct ReportingBody {
 async fn set_reporting(shared: &Shared, guest: Option<String>, body: &Bytes) -> Response {
     let b: ReportingBody = match parse(body) {
         Ok(b) => b,
-        Err(r) => return r,
+        Err(e) => return e.into_response(),
     };
     let who = guest.clone();
     match ask(shared, |reply| Command::Reporting { guest: who, on: b.enabled, reply }).await {
         Ok(true) => Json(json!({ "guest": guest, "reporting": b.enabled })).into_response(),
         Ok(false) => error(StatusCode::NOT_FOUND, &format!("no guest {:?}", guest.unwrap_or_default())),
-        Err(r) => r,
+        Err(e) => e.into_response(),
     }
 }
 
@@ -371,7 +384,7 @@ async fn reporting_host(State(shared): State<Arc<Shared>>, body: Bytes) -> Respo
 
 /// For tests of the body parsing.
 pub fn parse_vote_body(body: &[u8]) -> Result<(EventType, Option<NotificationType>), u16> {
-    vote_args(&Bytes::copy_from_slice(body)).map_err(|r| r.status().as_u16())
+    vote_args(&Bytes::copy_from_slice(body)).map_err(|e| e.0.as_u16())
 }
 
 #[cfg(test)]

@@ -4,7 +4,7 @@
 use super::*;
 use crate::config::{ActionPolicy, FileConfig, GuestSettings};
 use std::collections::BTreeMap;
-use vigil_core::{decode, Body, EventType, NotificationType, VoteResult};
+use vigil_core::{decode, Body, CorrectiveAction, EventType, NotificationType, VoteResult};
 
 fn at(ms: u64) -> Instant {
     Instant::from_millis(ms)

@@ -1,0 +1,87 @@
+//! The fleet's public types: keys, link states, tunables, and what it asks of the I/O layer.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use vigil_core::{CorrectiveAction, Duration};
+
+/// A vote or notice in flight, as the caller tracks it.
+pub type Ticket = u64;
+
+/// A guest's key: its slot in the fleet (reused after removal; the I/O layer adds a generation to its tokens).
+pub type GuestKey = usize;
+
+/// How a guest came to be watched.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Origin {
+    /// Found in a watched directory (removed when its socket goes away).
+    Watched,
+    /// Named in the configuration file.
+    Configured,
+}
+
+/// The state of the link to a guest's socket.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Link {
+    /// Waiting to (re)connect at `reconnect_at`.
+    Backoff,
+    /// A connect was asked of the I/O layer.
+    Connecting,
+    /// Connected.
+    Connected,
+}
+
+/// Fleet-wide tunables.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FleetConfig {
+    /// First reconnect delay (doubles per failure, +-20 % jitter).
+    pub backoff_min: Duration,
+    /// Largest reconnect delay.
+    pub backoff_max: Duration,
+}
+
+impl Default for FleetConfig {
+    fn default() -> Self {
+        FleetConfig { backoff_min: Duration::from_secs(1), backoff_max: Duration::from_secs(60) }
+    }
+}
+
+/// A session this long, with heartbeats and no flooding, resets the backoff.
+pub const HEALTHY_SESSION: Duration = Duration::from_secs(10);
+
+/// What the fleet asks of the I/O layer.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Io {
+    /// Connect to the guest's socket; answer with [`Fleet::handle_connected`] or [`Fleet::handle_connect_failed`].
+    Connect {
+        /// The guest.
+        key: GuestKey,
+        /// Its socket.
+        path: PathBuf,
+    },
+    /// Close the guest's connection (the fleet has already done its bookkeeping).
+    Close {
+        /// The guest.
+        key: GuestKey,
+    },
+    /// The guest has byte budget again: read it (data may have waited in its socket).
+    Resume {
+        /// The guest.
+        key: GuestKey,
+    },
+}
+
+/// A corrective command to run.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ActionRequest {
+    /// The guest.
+    pub key: GuestKey,
+    /// Its id.
+    pub guest: Arc<str>,
+    /// `heartbeat_lost` or `unhealthy`.
+    pub trigger: &'static str,
+    /// The action (as effective: `unknown` never gets here).
+    pub action: CorrectiveAction,
+    /// What to run.
+    pub argv: Vec<String>,
+}

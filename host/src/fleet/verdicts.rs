@@ -1,0 +1,162 @@
+//! Verdicts: what the fleet does with each of a `Monitor`'s events — typed event records, withheld faults
+//! (maintenance, reporting off), counters, and corrective actions under the guest's policy.
+
+use std::sync::Arc;
+
+use vigil_core::{CorrectiveAction, Instant, MonitorEvent};
+
+use super::{ActionRequest, Fleet, GuestKey, VoteDone};
+use crate::events::{Ago, Event};
+
+impl Fleet {
+    pub(super) fn drain_monitor(&mut self, key: GuestKey, now: Instant) {
+        let mut scratch = std::mem::take(&mut self.scratch);
+        if let Some(g) = self.guests.get_mut(key) {
+            while let Some(e) = g.monitor.poll_event() {
+                scratch.push(e);
+            }
+        }
+        for e in scratch.drain(..) {
+            self.on_monitor_event(key, e, now);
+        }
+        self.scratch = scratch;
+    }
+
+    fn on_monitor_event(&mut self, key: GuestKey, e: MonitorEvent, now: Instant) {
+        let Some(g) = self.guests.get_mut(key) else { return };
+        let id = Arc::clone(&g.id);
+        let event = match e {
+            MonitorEvent::Registered(r) => {
+                g.budget.set_interval(&g.policy.budget, r.interval);
+                let Some(suppressed) = g.registrations.take(now.as_millis()) else { return };
+                Event::Registered {
+                    name: r.init.name.to_string(),
+                    invocation_id: r.init.invocation_id,
+                    interval_ms: r.interval.as_millis(),
+                    requested_interval_ms: r.init.heartbeat_interval_ms,
+                    corrective_action: r.init.corrective_action.as_str(),
+                    vote_secs: r.init.vote_secs,
+                    shutdown_notice_secs: r.init.shutdown_notice_secs,
+                    suspend_notice_secs: r.init.suspend_notice_secs,
+                    resume_notice_secs: r.init.resume_notice_secs,
+                    restart_secs: r.init.restart_secs,
+                    suppressed,
+                }
+            }
+            MonitorEvent::HeartbeatLost { .. } | MonitorEvent::Unhealthy { .. }
+                if !self.reporting || !g.reporting || g.maintenance.is_some() =>
+            {
+                g.fault_withheld = true;
+                self.counters.withheld_faults += 1;
+                return;
+            }
+            MonitorEvent::HeartbeatLost { consecutive_misses, last_heartbeat } => {
+                let action = g.monitor.registration().map_or(CorrectiveAction::None, |r| r.init.corrective_action);
+                self.events.push_back((
+                    Arc::clone(&id),
+                    Event::HeartbeatLost {
+                        consecutive_misses,
+                        last_heartbeat: last_heartbeat.map(|t| Ago((now - t).as_millis())),
+                        corrective_action: action.as_str(),
+                    },
+                ));
+                self.act(key, "heartbeat_lost", action, now);
+                return;
+            }
+            MonitorEvent::Unhealthy { corrective_action, log_msg } => {
+                self.counters.unhealthy_reports += 1;
+                self.events.push_back((
+                    Arc::clone(&id),
+                    Event::Unhealthy { corrective_action: corrective_action.as_str(), log_msg: log_msg.to_string() },
+                ));
+                self.act(key, "unhealthy", corrective_action, now);
+                return;
+            }
+            MonitorEvent::Recovered => Event::Recovered {},
+            MonitorEvent::Deregistered { log_msg } => Event::Deregistered { log_msg: log_msg.to_string() },
+            MonitorEvent::VoteResult { event_type, notification_type, result, log_msg } => {
+                *self.counters.votes.entry(result.as_str()).or_default() += 1;
+                if let Some(ticket) = g.vote.take() {
+                    self.votes_done.push_back(VoteDone {
+                        ticket,
+                        guest: Arc::clone(&id),
+                        event_type,
+                        notification_type,
+                        result,
+                        log_msg: log_msg.to_string(),
+                    });
+                }
+                Event::VoteResult {
+                    event_type: event_type.as_str(),
+                    notification_type: notification_type.as_str(),
+                    result: result.as_str(),
+                    log_msg: log_msg.to_string(),
+                }
+            }
+            MonitorEvent::ProtocolError(pe) => {
+                *self.counters.protocol_errors.entry(pe.label()).or_default() += 1;
+                let Some(suppressed) = g.errors.take(now.as_millis()) else { return };
+                let total = g.monitor.stats().protocol_errors + g.rate_limited;
+                Event::ProtocolError { error: pe.label(), detail: pe.to_string(), suppressed, total }
+            }
+            MonitorEvent::RegistrationTimeout => {
+                // Connected but silent for the registration timeout: the reference reconnects; so do we, now.
+                self.close(key, "no registration within the registration timeout", now);
+                if let Some(g) = self.guests.get_mut(key) {
+                    g.reconnect_at = now;
+                    self.wheel.set(key, Some(now));
+                }
+                return;
+            }
+        };
+        self.events.push_back((id, event));
+    }
+
+    pub(super) fn act(&mut self, key: GuestKey, trigger: &'static str, action: CorrectiveAction, now: Instant) {
+        let Some(g) = self.guests.get_mut(key) else { return };
+        let argv = match g.policy.command_for(action, &g.id, trigger) {
+            None => return,
+            Some(Ok(argv)) => argv,
+            Some(Err(e)) => {
+                let event = action_event(trigger, action, Vec::new(), None, Some(e));
+                self.events.push_back((Arc::clone(&g.id), event));
+                return;
+            }
+        };
+        if g.last_action.is_some_and(|t| now < t + g.policy.action_min_gap) {
+            let mut event = action_event(trigger, action, argv, None, None);
+            if let Event::Action { skipped, .. } = &mut event {
+                *skipped = Some("rate limit");
+            }
+            self.events.push_back((Arc::clone(&g.id), event));
+            return;
+        }
+        g.last_action = Some(now);
+        self.actions.push_back(ActionRequest {
+            key,
+            guest: Arc::clone(&g.id),
+            trigger,
+            action: action.effective(),
+            argv,
+        });
+    }
+}
+
+/// An `action` event.
+pub fn action_event(
+    trigger: &'static str,
+    action: CorrectiveAction,
+    argv: Vec<String>,
+    exit_code: Option<i32>,
+    error: Option<String>,
+) -> Event {
+    Event::Action {
+        trigger,
+        corrective_action: action.effective().as_str(),
+        argv,
+        exit_code,
+        elapsed_ms: None,
+        error,
+        skipped: None,
+    }
+}
