@@ -1016,7 +1016,7 @@ mod tests {
         // a vote answered with unknown event and notification types matches the open vote
         s.m.notify(at(2100), EventType::LiveMigrateBegin, NotificationType::Revocable, Duration::from_secs(9)).unwrap();
         s.sent(2100);
-        let ev = s.feed(2200, concat!(r#"{"version":3,"revision":1,"msg_type":"action_response","sequence":3,"invocation_id":5,"event_type":"unknown","notification_type":"unknown","vote_result":"unknown","log_msg":""}""#, "\n"));
+        let ev = s.feed(2200, concat!(r#"{"version":3,"revision":1,"msg_type":"action_response","sequence":3,"invocation_id":5,"event_type":"unknown","notification_type":"unknown","vote_result":"unknown","log_msg":""}"#, "\n"));
         assert!(
             matches!(
                 ev.as_slice(),
