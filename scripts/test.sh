@@ -2,7 +2,8 @@
 # Runs every test of the workspace, after installing what the tests need and is missing:
 #   - rust targets: thumbv7m-none-eabi (the firmware test), x86_64-unknown-linux-musl (the static agent in the VM test)
 #   - Debian packages: qemu-system-arm, qemu-system-x86, a Debian kernel, busybox-static, cpio (the QEMU tests),
-#     procps (ps, for the action test), prometheus (promtool, for the metrics test), curl (the admin-socket test)
+#     procps (ps, for the action test), prometheus (promtool, for the metrics test), curl (the admin-socket test),
+#     prometheus-alertmanager (the upstream test)
 # Idempotent and non-interactive. Without root (or apt), it names the missing packages and stops.
 # Usage: scripts/test.sh [extra cargo test args...]
 set -euo pipefail
@@ -27,6 +28,7 @@ declare -A pkg_for=(
   [/usr/bin/ps]=procps
   [/usr/bin/promtool]=prometheus
   [/usr/bin/curl]=curl
+  [/usr/bin/prometheus-alertmanager]=prometheus-alertmanager
 )
 missing=()
 for f in "${!pkg_for[@]}"; do

@@ -71,6 +71,16 @@ pub struct FileConfig {
     /// Explicit guests.
     #[serde(default, rename = "guest")]
     pub guests: Vec<GuestEntry>,
+    /// Upstream sinks (`[[sink]]`): Alertmanager, Masakari, the StarlingX VIM, CloudEvents webhooks.
+    #[serde(default, rename = "sink")]
+    pub sinks: Vec<crate::sinks::SinkConfig>,
+    /// Where the spool lives (overridden by `--state-dir`; default `/var/lib/vigil`).
+    pub state_dir: Option<PathBuf>,
+    /// Undelivered events the spool keeps before dropping the oldest (default 100,000).
+    pub spool_cap: Option<u64>,
+    /// Guest id -> instance UUID, for layouts where the socket's id is not the instance UUID (plain QEMU).
+    #[serde(default)]
+    pub instance_uuids: BTreeMap<String, String>,
 }
 
 impl FileConfig {
@@ -88,6 +98,9 @@ impl FileConfig {
             if g.id.is_empty() || !seen.insert(&g.id) {
                 return Err(format!("guest id {:?} empty or repeated", g.id));
             }
+        }
+        for sink in &self.sinks {
+            sink.validate()?;
         }
         for s in std::iter::once(&self.defaults).chain(self.guests.iter().map(|g| &g.settings)) {
             for (action, argv) in s.commands.iter().flatten() {

@@ -244,8 +244,10 @@ impl Daemon {
             while let Some((guest, event)) = self.fleet.poll_event() {
                 crate::events::log_event(&guest, &event);
                 self.sink.emit(&guest, &event);
-                if self.links.events.try_send((guest, event)).is_err() {
-                    self.control_dropped += 1;
+                if let Some(tx) = &self.links.events {
+                    if tx.try_send((guest, event)).is_err() {
+                        self.control_dropped += 1;
+                    }
                 }
             }
             while let Some(done) = self.fleet.poll_vote_done() {
@@ -406,6 +408,8 @@ impl Daemon {
         self.on_outcomes();
         // votes still open end as `error` with the sessions above; anything not answered yet is dropped here
         self.votes.clear();
+        // letting go of the event queue lets the spool writer finish what it was handed
+        self.links.events = None;
         self.control.stop();
         self.write_status();
         if let Some(mut w) = self.status.take() {

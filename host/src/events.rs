@@ -118,6 +118,16 @@ pub enum Event {
         /// Why.
         reason: String,
     },
+    /// The upstream spool had to drop events, or was unreadable at start and was started afresh (host-wide:
+    /// `guest` is empty). Goes upstream only.
+    Spool {
+        /// `dropped` or `reset`.
+        state: &'static str,
+        /// Events dropped.
+        dropped: u64,
+        /// What happened.
+        detail: String,
+    },
     /// A corrective command ran, failed, or was skipped.
     Action {
         /// `heartbeat_lost` or `unhealthy`.
@@ -154,6 +164,7 @@ impl Event {
         "vote_result",
         "protocol_error",
         "maintenance",
+        "spool",
         "action",
     ];
 
@@ -170,6 +181,7 @@ impl Event {
             Event::VoteResult { .. } => "vote_result",
             Event::ProtocolError { .. } => "protocol_error",
             Event::Maintenance { .. } => "maintenance",
+            Event::Spool { .. } => "spool",
             Event::Action { .. } => "action",
         }
     }
@@ -354,6 +366,7 @@ mod tests {
             Event::VoteResult { event_type: "", notification_type: "", result: "", log_msg: String::new() },
             Event::ProtocolError { error: "", detail: String::new(), suppressed: 0, total: 0 },
             Event::Maintenance { state: "", secs: Some(1), reason: String::new() },
+            Event::Spool { state: "", dropped: 0, detail: String::new() },
         ];
         for e in samples {
             let row = section.lines().find(|l| l.starts_with(&format!("| `{}`", e.kind()))).unwrap();

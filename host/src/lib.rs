@@ -23,6 +23,7 @@ pub mod glob;
 pub mod metrics;
 pub mod sdnotify;
 pub mod sim;
+pub mod sinks;
 pub mod spool;
 pub mod status;
 pub mod sys;

@@ -26,6 +26,7 @@ struct Cli {
 }
 
 #[derive(Subcommand, Debug)]
+#[allow(clippy::large_enum_variant)] // parsed once at start
 enum Command {
     /// Run the daemon (stops on SIGTERM/SIGINT, reloads the config and reopens the events file on SIGHUP).
     Run {
@@ -54,6 +55,21 @@ enum Command {
         /// File holding the bearer token for --admin-tcp.
         #[arg(long, value_name = "FILE")]
         admin_token_file: Option<PathBuf>,
+        /// Where the durable spool of upstream events lives [default: the config file's, else /var/lib/vigil].
+        #[arg(long, value_name = "DIR")]
+        state_dir: Option<PathBuf>,
+        /// Send faults to this Alertmanager (v2 API base URL; repeatable).
+        #[arg(long, value_name = "URL")]
+        alertmanager: Vec<String>,
+        /// Send every event to this URL as CloudEvents (repeatable).
+        #[arg(long, value_name = "URL")]
+        webhook: Vec<String>,
+        /// Send losses to this Masakari API (no Keystone; configure auth in the file; repeatable).
+        #[arg(long, value_name = "URL")]
+        masakari: Vec<String>,
+        /// Report to this StarlingX VIM (repeatable).
+        #[arg(long, value_name = "URL")]
+        starlingx_vim: Vec<String>,
         /// Also write a status snapshot to this file every 2 s (a read-only view that survives the daemon).
         #[arg(long, value_name = "FILE")]
         status_file: Option<PathBuf>,
@@ -125,6 +141,11 @@ fn main() -> ExitCode {
             admin_group,
             admin_tcp,
             admin_token_file,
+            state_dir,
+            alertmanager,
+            webhook,
+            masakari,
+            starlingx_vim,
             status_file,
             rescan_secs,
             backoff_min_ms,
@@ -140,6 +161,35 @@ fn main() -> ExitCode {
                 .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
                 .init();
             let hostname = rustix::system::uname().nodename().to_string_lossy().into_owned();
+            // a bad file or pattern is refused before anything starts
+            let file = match config.as_ref().map(|p| vigil_host::config::FileConfig::load(p)).transpose() {
+                Ok(f) => f.unwrap_or_default(),
+                Err(e) => {
+                    eprintln!("vigild: {e}");
+                    return ExitCode::from(2);
+                }
+            };
+            let mut sinks = file.sinks.clone();
+            for (kind, urls) in [
+                ("alertmanager", &alertmanager),
+                ("webhook", &webhook),
+                ("masakari", &masakari),
+                ("starlingx-vim", &starlingx_vim),
+            ] {
+                sinks.extend(urls.iter().map(|u| vigil_host::sinks::SinkConfig::from_flag(kind, u)));
+            }
+            for s in &sinks {
+                if let Err(e) = s.validate() {
+                    eprintln!("vigild: {e}");
+                    return ExitCode::from(2);
+                }
+            }
+            let upstream = vigil_host::control::Upstream {
+                state_dir: state_dir.or(file.state_dir.clone()).unwrap_or_else(|| "/var/lib/vigil".into()),
+                cap: file.spool_cap.unwrap_or(vigil_host::spool::DEFAULT_CAP),
+                sinks,
+                ctx: vigil_host::sinks::Context { host: hostname.clone(), instance_uuids: file.instance_uuids.clone() },
+            };
             let cfg = DaemonConfig {
                 watch,
                 pattern,
@@ -150,15 +200,13 @@ fn main() -> ExitCode {
                 hostname,
                 backoff_min: Duration::from_millis(backoff_min_ms.max(1)),
                 backoff_max: Duration::from_millis(backoff_max_ms.max(backoff_min_ms).max(1)),
-                control: ControlConfig { admin_socket: Some(admin_socket), admin_group, admin_tcp, admin_token_file },
-            };
-            // a bad file or pattern is refused before anything starts
-            let file = match cfg.config_file.as_ref().map(|p| vigil_host::config::FileConfig::load(p)).transpose() {
-                Ok(f) => f.unwrap_or_default(),
-                Err(e) => {
-                    eprintln!("vigild: {e}");
-                    return ExitCode::from(2);
-                }
+                control: ControlConfig {
+                    admin_socket: Some(admin_socket),
+                    admin_group,
+                    admin_tcp,
+                    admin_token_file,
+                    upstream: Some(upstream),
+                },
             };
             if let Err(e) = cfg.discovery(&file) {
                 eprintln!("vigild: {e}");

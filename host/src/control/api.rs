@@ -165,6 +165,8 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route("/v1/guests/{id}/maintenance", post(maintenance_start).delete(maintenance_end))
         .route("/v1/guests/{id}/reporting", put(reporting_guest))
         .route("/v1/reporting", put(reporting_host))
+        .route("/v1/instances/{uuid}/vote", post(starlingx_vote))
+        .route("/v1/instances/{uuid}/notify", post(starlingx_notify))
         .fallback(|| async { error(StatusCode::NOT_FOUND, "no such endpoint") })
         .with_state(shared)
 }
@@ -230,12 +232,13 @@ async fn metrics(State(shared): State<Arc<Shared>>, headers: axum::http::HeaderM
         Ok(v) => {
             let by_kind = shared.events_by_kind.lock().map(|m| m.clone()).unwrap_or_default();
             let refused = shared.commands_refused.load(std::sync::atomic::Ordering::Relaxed);
+            let up = super::render::UpstreamView::of(&shared);
             if openmetrics {
-                let body = super::render::openmetrics(&v, &by_kind, refused);
+                let body = super::render::openmetrics(&v, &by_kind, refused, &up);
                 ([(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], body)
                     .into_response()
             } else {
-                let body = super::render::metrics(&v, &by_kind, refused);
+                let body = super::render::metrics(&v, &by_kind, refused, &up);
                 ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], body).into_response()
             }
         }
@@ -380,6 +383,55 @@ async fn reporting_guest(State(shared): State<Arc<Shared>>, UrlPath(id): UrlPath
 
 async fn reporting_host(State(shared): State<Arc<Shared>>, body: Bytes) -> Response {
     set_reporting(&shared, None, &body).await
+}
+
+#[derive(Deserialize)]
+struct StarlingxBody {
+    uuid: Option<String>,
+    hostname: Option<String>,
+    action: String,
+}
+
+/// A StarlingX action name (`live-migrate-begin`, `stop`, ...) as an event type.
+pub fn starlingx_event(action: &str) -> Option<EventType> {
+    EventType::from_wire(&action.replace('-', "_")).filter(|e| *e != EventType::Unknown)
+}
+
+/// The StarlingX VIM's vote API, as the reference host agent served it: answered at once with the guest's timeout
+/// (`"0"` when it is not heartbeating, 404 when unknown); the guest's answer goes to the VIM later, as a
+/// `vote_result` through the `starlingx-vim` sink.
+async fn starlingx(shared: &Shared, uuid: String, body: &Bytes, kind: NotificationType) -> Response {
+    let b: StarlingxBody = match parse(body) {
+        Ok(b) => b,
+        Err(e) => return e.into_response(),
+    };
+    let Some(event) = starlingx_event(&b.action) else {
+        return error(StatusCode::BAD_REQUEST, &format!("unknown action {:?}", b.action));
+    };
+    let guest = shared.ctx.instance_uuids.iter().find(|(_, u)| **u == uuid).map_or(uuid.clone(), |(g, _)| g.clone());
+    let nt = if kind == NotificationType::Revocable { None } else { Some(kind) };
+    let answer = ask(shared, |reply| Command::VoteAsync { guest, event_type: event, notification_type: nt, reply });
+    let timeout = match answer.await {
+        Ok(Ok(t)) => (t.as_millis() / 1000).to_string(),
+        Ok(Err(VoteRefusal::UnknownGuest)) => return error(StatusCode::NOT_FOUND, &format!("no instance {uuid}")),
+        Ok(Err(_)) => "0".to_string(),
+        Err(e) => return e.into_response(),
+    };
+    Json(json!({
+        "uuid": b.uuid.unwrap_or(uuid),
+        "hostname": b.hostname.unwrap_or_else(|| shared.ctx.host.clone()),
+        "action": b.action,
+        "timeout": timeout,
+    }))
+    .into_response()
+}
+
+async fn starlingx_vote(State(shared): State<Arc<Shared>>, UrlPath(uuid): UrlPath<String>, body: Bytes) -> Response {
+    starlingx(&shared, uuid, &body, NotificationType::Revocable).await
+}
+
+async fn starlingx_notify(State(shared): State<Arc<Shared>>, UrlPath(uuid): UrlPath<String>, body: Bytes) -> Response {
+    starlingx(&shared, uuid, &body, NotificationType::Irrevocable).await
 }
 
 /// For tests of the body parsing.

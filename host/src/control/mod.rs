@@ -8,6 +8,7 @@
 pub mod api;
 pub mod client;
 pub mod render;
+mod spooler;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -32,6 +33,18 @@ pub const EVENT_QUEUE: usize = 65_536;
 /// What the control plane asks of the data plane.
 #[derive(Debug)]
 pub enum Command {
+    /// Start a vote or notice and answer at once with its timeout (the StarlingX VIM's way); the result is a
+    /// `vote_result` event, delivered upstream like any other.
+    VoteAsync {
+        /// Guest id.
+        guest: String,
+        /// The event.
+        event_type: EventType,
+        /// Vote or notice (default: as the reference).
+        notification_type: Option<NotificationType>,
+        /// The guest's timeout, or why there is none.
+        reply: oneshot::Sender<Result<vigil_core::Duration, VoteRefusal>>,
+    },
     /// Run a vote or notice and answer when the guest does (or the time runs out).
     Vote {
         /// Guest id.
@@ -95,8 +108,8 @@ pub struct FleetView {
 pub struct LoopSide {
     /// Commands from the control plane.
     pub commands: std::sync::mpsc::Receiver<Command>,
-    /// Events to the control plane.
-    pub events: mpsc::Sender<(Arc<str>, Event)>,
+    /// Events to the control plane (`None` once the loop has let go of it, at a stop).
+    pub events: Option<mpsc::Sender<(Arc<str>, Event)>>,
 }
 
 /// How the control plane listens.
@@ -110,6 +123,21 @@ pub struct ControlConfig {
     pub admin_tcp: Option<std::net::SocketAddr>,
     /// The token's file (required with `admin_tcp`).
     pub admin_token_file: Option<PathBuf>,
+    /// Upstream delivery: the spool and its sinks (none: events stay local).
+    pub upstream: Option<Upstream>,
+}
+
+/// The spool and the sinks that read it.
+#[derive(Clone, Debug)]
+pub struct Upstream {
+    /// Where the spool lives.
+    pub state_dir: PathBuf,
+    /// Records that may wait before the oldest are dropped.
+    pub cap: u64,
+    /// The sinks.
+    pub sinks: Vec<crate::sinks::SinkConfig>,
+    /// Host name and instance mapping.
+    pub ctx: crate::sinks::Context,
 }
 
 /// State shared by the control thread's tasks.
@@ -120,6 +148,12 @@ pub struct Shared {
     pub events_by_kind: Mutex<BTreeMap<&'static str, u64>>,
     /// Commands refused because the queue was full.
     pub commands_refused: AtomicU64,
+    /// The spool, when events go upstream.
+    pub spool: Option<Arc<crate::spool::Spool>>,
+    /// Each sink's name and counters.
+    pub sinks: Vec<(String, Arc<crate::sinks::SinkStats>)>,
+    /// Host name and instance mapping (for the StarlingX API).
+    pub ctx: crate::sinks::Context,
 }
 
 impl Shared {
@@ -142,6 +176,7 @@ impl Shared {
 pub struct Control {
     stop: Option<oneshot::Sender<()>>,
     thread: Option<JoinHandle<()>>,
+    writer: Option<JoinHandle<()>>,
 }
 
 impl Control {
@@ -150,33 +185,57 @@ impl Control {
     pub fn start(cfg: ControlConfig, wake: Arc<dyn Fn() + Send + Sync>) -> std::io::Result<(Control, LoopSide)> {
         let (cmd_tx, cmd_rx) = std::sync::mpsc::sync_channel(COMMAND_QUEUE);
         let (ev_tx, ev_rx) = mpsc::channel(EVENT_QUEUE);
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+        // listeners are bound and the spool opened here, so errors reach the caller before the daemon runs
+        let listeners = rt.block_on(api::bind(&cfg))?;
+        let upstream = match &cfg.upstream {
+            Some(u) if !u.sinks.is_empty() => Some(spooler::open(u).map_err(std::io::Error::other)?),
+            _ => None,
+        };
         let shared = Arc::new(Shared {
             commands: cmd_tx,
             wake,
             events_by_kind: Mutex::new(BTreeMap::new()),
             commands_refused: AtomicU64::new(0),
+            spool: upstream.as_ref().map(|u| Arc::clone(&u.spool)),
+            sinks: upstream.as_ref().map(|u| u.stats.clone()).unwrap_or_default(),
+            ctx: cfg.upstream.as_ref().map(|u| u.ctx.clone()).unwrap_or_default(),
         });
-        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-        // listeners are bound here, so errors reach the caller before the daemon runs
-        let listeners = rt.block_on(api::bind(&cfg))?;
         let (stop_tx, stop_rx) = oneshot::channel();
+        let sh = Arc::clone(&shared);
+        let writer = match upstream {
+            Some(up) => Some(spooler::start(up, ev_rx, Arc::clone(&shared), rt.handle())?),
+            None => {
+                rt.spawn(count_events(ev_rx, Arc::clone(&shared)));
+                None
+            }
+        };
         let thread = std::thread::Builder::new().name("vigild-control".into()).spawn(move || {
-            rt.block_on(async move {
-                let counting = tokio::spawn(count_events(ev_rx, Arc::clone(&shared)));
-                api::serve(listeners, shared, stop_rx).await;
-                counting.abort();
-            });
+            rt.block_on(api::serve(listeners, sh, stop_rx));
         })?;
-        Ok((Control { stop: Some(stop_tx), thread: Some(thread) }, LoopSide { commands: cmd_rx, events: ev_tx }))
+        Ok((
+            Control { stop: Some(stop_tx), thread: Some(thread), writer },
+            LoopSide { commands: cmd_rx, events: Some(ev_tx) },
+        ))
     }
 
-    /// Stops serving (requests in flight are dropped) and joins the thread.
+    /// Stops serving (requests in flight are dropped) and joins the thread. The spool writer finishes what the
+    /// loop handed it (the loop drops its end of the event queue first), for at most two seconds.
     pub fn stop(&mut self) {
         if let Some(s) = self.stop.take() {
             let _ = s.send(());
         }
         if let Some(t) = self.thread.take() {
             let _ = t.join();
+        }
+        if let Some(w) = self.writer.take() {
+            let start = std::time::Instant::now();
+            while !w.is_finished() && start.elapsed() < std::time::Duration::from_secs(2) {
+                std::thread::sleep(std::time::Duration::from_millis(5));
+            }
+            if w.is_finished() {
+                let _ = w.join();
+            }
         }
     }
 }
@@ -189,8 +248,15 @@ impl Drop for Control {
 
 async fn count_events(mut rx: mpsc::Receiver<(Arc<str>, Event)>, shared: Arc<Shared>) {
     while let Some((_, e)) = rx.recv().await {
-        if let Ok(mut m) = shared.events_by_kind.lock() {
-            *m.entry(e.kind()).or_default() += 1;
+        shared.count(e.kind());
+    }
+}
+
+impl Shared {
+    /// Counts an event by kind.
+    pub fn count(&self, kind: &'static str) {
+        if let Ok(mut m) = self.events_by_kind.lock() {
+            *m.entry(kind).or_default() += 1;
         }
     }
 }

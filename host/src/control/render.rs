@@ -51,8 +51,37 @@ fn family<'a>(name: &str, values: impl IntoIterator<Item = (&'a str, u64)>) -> F
     f
 }
 
+/// The upstream side: the spool and each sink's counters.
+#[derive(Default)]
+pub struct UpstreamView {
+    /// Records waiting in the spool, and dropped over its life.
+    pub spool: Option<(u64, u64)>,
+    /// Per sink: (name, delivered, retries, refused).
+    pub sinks: Vec<(String, u64, u64, u64)>,
+}
+
+impl UpstreamView {
+    /// Reads the counters.
+    pub fn of(shared: &super::Shared) -> Self {
+        use std::sync::atomic::Ordering::Relaxed;
+        UpstreamView {
+            spool: shared.spool.as_ref().and_then(|s| s.stats().ok()),
+            sinks: shared
+                .sinks
+                .iter()
+                .map(|(n, s)| (n.clone(), s.delivered.load(Relaxed), s.retries.load(Relaxed), s.refused.load(Relaxed)))
+                .collect(),
+        }
+    }
+}
+
 /// The OpenMetrics text of `/metrics` (what `prometheus-client` writes).
-pub fn openmetrics(v: &FleetView, events_by_kind: &BTreeMap<&'static str, u64>, commands_refused: u64) -> String {
+pub fn openmetrics(
+    v: &FleetView,
+    events_by_kind: &BTreeMap<&'static str, u64>,
+    commands_refused: u64,
+    up: &UpstreamView,
+) -> String {
     let mut r = Registry::with_prefix("vigil");
     let states = Family::<Labels, Gauge>::default();
     for s in ["heartbeating", "lost", "awaiting_init", "disconnected", "exited"] {
@@ -109,6 +138,22 @@ pub fn openmetrics(v: &FleetView, events_by_kind: &BTreeMap<&'static str, u64>, 
         "Admin commands refused because the loop's queue was full",
         counter(commands_refused),
     );
+    if let Some((waiting, dropped)) = up.spool {
+        r.register("spool_records", "Events waiting in the spool for some sink", ConstGauge::new(waiting as i64));
+        r.register("spool_dropped", "Events dropped from a full spool", counter(dropped));
+    }
+    if !up.sinks.is_empty() {
+        let each = |f: fn(&(String, u64, u64, u64)) -> u64| {
+            let fam = Family::<Labels, Counter>::default();
+            for s in &up.sinks {
+                fam.get_or_create(&vec![("sink".to_string(), s.0.clone())]).inc_by(f(s));
+            }
+            fam
+        };
+        r.register("sink_delivered", "Events delivered upstream, by sink", each(|s| s.1));
+        r.register("sink_retries", "Failed deliveries retried, by sink", each(|s| s.2));
+        r.register("sink_refused", "Events a sink refused for good (HTTP 4xx), by sink", each(|s| s.3));
+    }
     let mut out = String::new();
     let _ = prometheus_client::encoding::text::encode(&mut out, &r);
     out
@@ -117,8 +162,13 @@ pub fn openmetrics(v: &FleetView, events_by_kind: &BTreeMap<&'static str, u64>, 
 /// The Prometheus text format (0.0.4) of the same metrics, for scrapers that do not ask for OpenMetrics and for
 /// `promtool check metrics`: a counter family is named with its `_total`, and the OpenMetrics-only lines (`# UNIT`,
 /// `# EOF`) are left out.
-pub fn metrics(v: &FleetView, events_by_kind: &BTreeMap<&'static str, u64>, commands_refused: u64) -> String {
-    to_classic(&openmetrics(v, events_by_kind, commands_refused))
+pub fn metrics(
+    v: &FleetView,
+    events_by_kind: &BTreeMap<&'static str, u64>,
+    commands_refused: u64,
+    up: &UpstreamView,
+) -> String {
+    to_classic(&openmetrics(v, events_by_kind, commands_refused, up))
 }
 
 fn to_classic(om: &str) -> String {

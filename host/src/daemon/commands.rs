@@ -22,6 +22,10 @@ impl Daemon {
                         }
                     }
                 }
+                Command::VoteAsync { guest, event_type, notification_type, reply } => {
+                    let started = self.fleet.start_vote(&guest, event_type, notification_type, now);
+                    let _ = reply.send(started.map(|s| s.timeout));
+                }
                 Command::Maintenance { guest, secs, reason, reply } => {
                     let ok = match secs {
                         Some(secs) => self.fleet.set_maintenance(&guest, secs, &reason, now).is_some(),

@@ -209,6 +209,8 @@ pub enum Cmd {
 pub struct ScriptedGuest {
     pub tx: Sender<Cmd>,
     pub path: PathBuf,
+    /// While set, the guest's answers are swallowed (as if it hung); cleared, it answers again.
+    pub frozen: std::sync::Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl ScriptedGuest {
@@ -217,12 +219,24 @@ impl ScriptedGuest {
         let listener = UnixListener::bind(&path).unwrap();
         let (tx, rx) = channel();
         let name = id.to_string();
-        std::thread::spawn(move || guest_thread(listener, &name, interval_ms, rx));
-        ScriptedGuest { tx, path }
+        let frozen = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let f = std::sync::Arc::clone(&frozen);
+        std::thread::spawn(move || guest_thread(listener, &name, interval_ms, rx, f));
+        ScriptedGuest { tx, path, frozen }
+    }
+
+    pub fn freeze(&self, on: bool) {
+        self.frozen.store(on, Ordering::Relaxed);
     }
 }
 
-fn guest_thread(listener: UnixListener, name: &str, interval_ms: u32, rx: Receiver<Cmd>) {
+fn guest_thread(
+    listener: UnixListener,
+    name: &str,
+    interval_ms: u32,
+    rx: Receiver<Cmd>,
+    frozen: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) {
     let Ok((s, _)) = listener.accept() else { return };
     run_agent(
         s,
@@ -240,7 +254,7 @@ fn guest_thread(listener: UnixListener, name: &str, interval_ms: u32, rx: Receiv
             Err(std::sync::mpsc::TryRecvError::Disconnected) => false,
             Err(_) => true,
         },
-        |s, bytes| s.write_all(bytes),
+        |s, bytes| if frozen.load(Ordering::Relaxed) { Ok(()) } else { s.write_all(bytes) },
     );
 }
 
@@ -368,4 +382,137 @@ pub fn admin(d: &Vigild, method: &str, path: &str, body: Option<&str>) -> (u16, 
     let (code, text) = vigil_host::control::client::request(&d.admin, method, path, body, Duration::from_secs(60))
         .unwrap_or_else(|e| panic!("{method} {path}: {e}"));
     (code, serde_json::from_str(&text).unwrap_or(Value::String(text)))
+}
+
+/// A free loopback TCP port (bound, then released: a tiny race, fine for tests).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// One HTTP/1.1 request over TCP with `Connection: close`: (status, body).
+pub fn http(method: &str, port: u16, path: &str, body: Option<&str>) -> Option<(u16, String)> {
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
+    let body = body.unwrap_or("");
+    let req = format!(
+        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    s.write_all(req.as_bytes()).ok()?;
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw).ok()?;
+    let text = String::from_utf8_lossy(&raw).to_string();
+    let (head, rest) = text.split_once("\r\n\r\n")?;
+    let code = head.split_whitespace().nth(1)?.parse().ok()?;
+    Some((code, rest.to_string()))
+}
+
+/// A request a [`Receiver`] got.
+#[derive(Clone, Debug)]
+pub struct Got {
+    pub method: String,
+    pub path: String,
+    pub headers: Vec<(String, String)>,
+    pub body: String,
+}
+
+impl Got {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+    }
+    pub fn json(&self) -> Value {
+        serde_json::from_str(&self.body).unwrap_or(Value::Null)
+    }
+}
+
+/// An HTTP receiver on a loopback port: records every request and answers with `respond(request, how many
+/// requests came before)` -> (status, extra headers, body).
+pub struct HttpReceiver {
+    pub port: u16,
+    pub got: std::sync::Arc<std::sync::Mutex<Vec<Got>>>,
+}
+
+type Respond = dyn Fn(&Got, usize) -> (u16, Vec<(String, String)>, String) + Send + Sync;
+
+impl HttpReceiver {
+    pub fn start(
+        respond: impl Fn(&Got, usize) -> (u16, Vec<(String, String)>, String) + Send + Sync + 'static,
+    ) -> Self {
+        Self::start_on(0, respond)
+    }
+
+    pub fn start_on(
+        port: u16,
+        respond: impl Fn(&Got, usize) -> (u16, Vec<(String, String)>, String) + Send + Sync + 'static,
+    ) -> Self {
+        let l = std::net::TcpListener::bind(("127.0.0.1", port)).unwrap();
+        let port = l.local_addr().unwrap().port();
+        let got = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let g = std::sync::Arc::clone(&got);
+        let respond: std::sync::Arc<Respond> = std::sync::Arc::new(respond);
+        std::thread::spawn(move || {
+            for conn in l.incoming() {
+                let Ok(mut c) = conn else { continue };
+                let _ = c.set_read_timeout(Some(Duration::from_secs(5)));
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 4096];
+                let head_end = loop {
+                    match c.read(&mut chunk) {
+                        Ok(0) | Err(_) => break None,
+                        Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                    }
+                    if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                        break Some(i);
+                    }
+                };
+                let Some(head_end) = head_end else { continue };
+                let head = String::from_utf8_lossy(&buf[..head_end]).to_string();
+                let mut lines = head.lines();
+                let first: Vec<String> = lines.next().unwrap_or("").split_whitespace().map(String::from).collect();
+                let headers: Vec<(String, String)> = lines
+                    .filter_map(|l| l.split_once(':').map(|(k, v)| (k.trim().to_string(), v.trim().to_string())))
+                    .collect();
+                let len: usize = headers
+                    .iter()
+                    .find(|(k, _)| k.eq_ignore_ascii_case("content-length"))
+                    .and_then(|(_, v)| v.parse().ok())
+                    .unwrap_or(0);
+                let mut body = buf[head_end + 4..].to_vec();
+                while body.len() < len {
+                    match c.read(&mut chunk) {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => body.extend_from_slice(&chunk[..n]),
+                    }
+                }
+                let req = Got {
+                    method: first.first().cloned().unwrap_or_default(),
+                    path: first.get(1).cloned().unwrap_or_default(),
+                    headers,
+                    body: String::from_utf8_lossy(&body).to_string(),
+                };
+                let n = {
+                    let mut v = g.lock().unwrap();
+                    v.push(req.clone());
+                    v.len() - 1
+                };
+                let (code, extra, out) = respond(&req, n);
+                let mut resp = format!("HTTP/1.1 {code} X\r\nContent-Length: {}\r\nConnection: close\r\nContent-Type: application/json\r\n", out.len());
+                for (k, v) in extra {
+                    resp.push_str(&format!("{k}: {v}\r\n"));
+                }
+                resp.push_str("\r\n");
+                resp.push_str(&out);
+                let _ = c.write_all(resp.as_bytes());
+            }
+        });
+        HttpReceiver { port, got }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    pub fn requests(&self) -> Vec<Got> {
+        self.got.lock().unwrap().clone()
+    }
 }

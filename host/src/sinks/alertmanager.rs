@@ -1,0 +1,157 @@
+//! Alertmanager v2 (`POST /api/v2/alerts`): `VigilHeartbeatLost` and `VigilGuestUnhealthy` alerts, labelled
+//! `alertname`, `guest`, `host`, `severity`, with the guest's reason and requested action as annotations. Firing
+//! alerts are re-sent every 60 s with `endsAt` = now + 4 min (as Prometheus does); recovery, a graceful exit or a
+//! removed guest resolves them with `endsAt` = the time of recovery, re-sent for 5 min. Alertmanager identifies an
+//! alert by its labels, so re-sending is idempotent: no duplicate alert. The set of alerts is saved in the spool,
+//! so a restart goes on re-sending them.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+
+use super::{by_error, by_status, Context, Delivery, SinkConfig};
+use crate::events::rfc3339;
+use crate::spool::Spool;
+
+/// How often firing alerts are re-sent.
+pub const RESEND: Duration = Duration::from_secs(60);
+/// How far ahead a firing alert's `endsAt` is set.
+pub const ENDS_AHEAD: Duration = Duration::from_secs(240);
+/// How long a resolved alert is re-sent.
+pub const RESOLVED_FOR: Duration = Duration::from_secs(300);
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+struct Alert {
+    labels: BTreeMap<String, String>,
+    annotations: BTreeMap<String, String>,
+    starts_at: String,
+    /// RFC 3339 time of resolution, and when (unix ms) to stop re-sending it.
+    resolved: Option<(String, u64)>,
+}
+
+/// The sink.
+pub struct Alertmanager {
+    url: String,
+    ctx: Arc<Context>,
+    http: reqwest::Client,
+    alerts: BTreeMap<String, Alert>,
+    last_resend: Option<std::time::Instant>,
+}
+
+fn unix_ms(t: SystemTime) -> u64 {
+    t.duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+}
+
+impl Alertmanager {
+    /// A sink posting to `cfg.url`, with the alerts saved under `name` in the spool.
+    pub fn new(cfg: &SinkConfig, ctx: Arc<Context>, http: reqwest::Client, spool: &Spool, name: &str) -> Self {
+        let alerts = spool.state(name).ok().flatten().and_then(|b| serde_json::from_slice(&b).ok()).unwrap_or_default();
+        let url = format!("{}/api/v2/alerts", cfg.url.trim_end_matches('/'));
+        Alertmanager { url, ctx, http, alerts, last_resend: None }
+    }
+
+    /// The alerts as saved state.
+    pub fn state(&self) -> Vec<u8> {
+        serde_json::to_vec(&self.alerts).unwrap_or_default()
+    }
+
+    fn key(guest: &str, name: &str) -> String {
+        format!("{guest}\u{0}{name}")
+    }
+
+    /// Updates the alerts from one record; posts what changed.
+    pub async fn deliver(&mut self, rec: &Value) -> Delivery {
+        let kind = rec["kind"].as_str().unwrap_or("");
+        let guest = rec["guest"].as_str().unwrap_or("").to_string();
+        let time = rec["time"].as_str().unwrap_or("").to_string();
+        let changed: Vec<String> = match kind {
+            "heartbeat_lost" => {
+                let why = "the guest stopped answering heartbeat challenges".to_string();
+                vec![self.fire(&guest, "VigilHeartbeatLost", "critical", &time, why, rec)]
+            }
+            "unhealthy" => {
+                let why = rec["log_msg"].as_str().unwrap_or("").to_string();
+                vec![self.fire(&guest, "VigilGuestUnhealthy", "warning", &time, why, rec)]
+            }
+            "recovered" | "deregistered" => self.resolve(&guest, &time),
+            _ => Vec::new(),
+        };
+        if changed.is_empty() {
+            return Delivery::Done;
+        }
+        let now = SystemTime::now();
+        let body: Vec<Value> = changed.iter().filter_map(|k| self.alerts.get(k)).map(|a| render(a, now)).collect();
+        self.post(&body).await
+    }
+
+    fn fire(&mut self, guest: &str, name: &str, severity: &str, time: &str, why: String, rec: &Value) -> String {
+        let key = Self::key(guest, name);
+        let mut labels = BTreeMap::new();
+        labels.insert("alertname".to_string(), name.to_string());
+        labels.insert("guest".to_string(), guest.to_string());
+        labels.insert("host".to_string(), rec["host"].as_str().unwrap_or(&self.ctx.host).to_string());
+        labels.insert("severity".to_string(), severity.to_string());
+        labels.insert("instance_uuid".to_string(), self.ctx.instance(guest));
+        let mut annotations = BTreeMap::new();
+        annotations.insert("summary".to_string(), format!("{name} for guest {guest}"));
+        annotations.insert("reason".to_string(), why);
+        annotations
+            .insert("corrective_action".to_string(), rec["corrective_action"].as_str().unwrap_or("none").to_string());
+        let starts_at = match self.alerts.get(&key) {
+            Some(a) if a.resolved.is_none() => a.starts_at.clone(),
+            _ => time.to_string(),
+        };
+        self.alerts.insert(key.clone(), Alert { labels, annotations, starts_at, resolved: None });
+        key
+    }
+
+    fn resolve(&mut self, guest: &str, time: &str) -> Vec<String> {
+        let until = unix_ms(SystemTime::now()) + RESOLVED_FOR.as_millis() as u64;
+        let mut changed = Vec::new();
+        for name in ["VigilHeartbeatLost", "VigilGuestUnhealthy"] {
+            let key = Self::key(guest, name);
+            if let Some(a) = self.alerts.get_mut(&key).filter(|a| a.resolved.is_none()) {
+                a.resolved = Some((time.to_string(), until));
+                changed.push(key);
+            }
+        }
+        changed
+    }
+
+    async fn post(&self, body: &[Value]) -> Delivery {
+        match self.http.post(&self.url).json(body).send().await {
+            Ok(r) => {
+                let code = r.status().as_u16();
+                let text = r.text().await.unwrap_or_default();
+                by_status(code, &text)
+            }
+            Err(e) => by_error(&e),
+        }
+    }
+
+    /// Every 60 s: re-sends firing alerts (`endsAt` now + 4 min) and recently resolved ones; forgets resolved
+    /// alerts after 5 min.
+    pub async fn tick(&mut self) {
+        if self.last_resend.is_some_and(|t| t.elapsed() < RESEND) || self.alerts.is_empty() {
+            return;
+        }
+        let now = SystemTime::now();
+        let now_ms = unix_ms(now);
+        self.alerts.retain(|_, a| a.resolved.as_ref().is_none_or(|(_, until)| *until > now_ms));
+        let body: Vec<Value> = self.alerts.values().map(|a| render(a, now)).collect();
+        if !body.is_empty() && matches!(self.post(&body).await, Delivery::Done) {
+            self.last_resend = Some(std::time::Instant::now());
+        }
+    }
+}
+
+fn render(a: &Alert, now: SystemTime) -> Value {
+    let ends_at = match &a.resolved {
+        Some((t, _)) => t.clone(),
+        None => rfc3339(now + ENDS_AHEAD),
+    };
+    json!({ "labels": a.labels, "annotations": a.annotations, "startsAt": a.starts_at, "endsAt": ends_at })
+}

@@ -1,0 +1,358 @@
+//! Faults leave the node: a real vigild, a durable spool, and real receivers — Debian's Alertmanager on a loopback
+//! port, and in-test HTTP receivers that check the Masakari (with a Keystone token exchange), StarlingX VIM and
+//! CloudEvents bodies field by field. Time bounds are wide (deliveries are retried with backoff up to 60 s).
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+use serde_json::Value;
+
+/// A real Alertmanager (Debian `prometheus-alertmanager`) on a loopback port, with its own storage; killed on drop.
+struct Alertmanager {
+    _proc: Proc,
+    port: u16,
+}
+
+impl Alertmanager {
+    fn start(work: &Path, port: u16) -> Self {
+        let bin = ["/usr/bin/prometheus-alertmanager", "/usr/bin/alertmanager"]
+            .into_iter()
+            .find(|p| Path::new(p).exists())
+            .expect("Alertmanager not found: install Debian's prometheus-alertmanager (scripts/test.sh does)");
+        let dir = work.join(format!("am-{port}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let cfg = dir.join("am.yml");
+        std::fs::write(&cfg, "route:\n  receiver: none\nreceivers:\n  - name: none\n").unwrap();
+        let child = Command::new(bin)
+            .arg(format!("--config.file={}", cfg.display()))
+            .arg(format!("--storage.path={}", dir.display()))
+            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+            .arg("--cluster.listen-address=")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start alertmanager");
+        let am = Alertmanager { _proc: Proc(child), port };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while http("GET", port, "/-/ready", None).is_none_or(|(c, _)| c != 200) {
+            assert!(Instant::now() < deadline, "Alertmanager not ready in 30 s");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        am
+    }
+
+    /// Alerts Alertmanager holds as active (a resolved alert is not listed).
+    fn alerts(&self) -> Vec<Value> {
+        let (code, body) = http("GET", self.port, "/api/v2/alerts", None).unwrap_or((0, String::new()));
+        assert_eq!(code, 200, "{body}");
+        serde_json::from_str(&body).unwrap_or_default()
+    }
+
+    fn wait_for(&self, secs: u64, what: &str, f: impl Fn(&[Value]) -> bool) -> Vec<Value> {
+        let deadline = Instant::now() + Duration::from_secs(secs);
+        loop {
+            let a = self.alerts();
+            if f(&a) {
+                return a;
+            }
+            assert!(Instant::now() < deadline, "timed out waiting for {what}: {a:?}");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+fn lost_alert(alerts: &[Value], guest: &str) -> Option<Value> {
+    alerts.iter().find(|a| a["labels"]["alertname"] == "VigilHeartbeatLost" && a["labels"]["guest"] == guest).cloned()
+}
+
+fn kill9(p: &mut Proc) {
+    let pid = rustix::process::Pid::from_raw(p.pid() as i32).unwrap();
+    let _ = rustix::process::kill_process(pid, rustix::process::Signal::KILL);
+    let _ = p.0.wait();
+}
+
+#[test]
+fn a_fault_reaches_alertmanager_across_an_outage_and_a_sigkill_without_loss_or_duplicate() {
+    let _serial = heavy();
+    let work = TempDir::new("am");
+    let dir = work.path().join("qemu");
+    let state = work.path().join("state");
+    std::fs::create_dir_all(&dir).unwrap();
+    let g1 = ScriptedGuest::start(&dir, "vm-one", 300);
+    let g2 = ScriptedGuest::start(&dir, "vm-two", 300);
+    let port = free_port();
+    let am = Alertmanager::start(work.path(), port);
+    // a webhook beside it, to see every stable id that leaves the node
+    let hook = HttpReceiver::start(|_, _| (200, vec![], "{}".into()));
+    let am_url = format!("http://127.0.0.1:{port}");
+    let args = ["--alertmanager", &am_url, "--webhook", &hook.url(), "--state-dir", state.to_str().unwrap()];
+    let mut d = Vigild::start(&dir, work.path(), &args);
+    d.wait_until(15, "both registered", |ev| count(ev, "registered") >= 2);
+
+    // 1. a hang: the alert is active in Alertmanager with the right labels
+    g1.freeze(true);
+    d.wait_until(10, "loss of vm-one", |ev| !by_guest(ev, "vm-one", "heartbeat_lost").is_empty());
+    let alerts = am.wait_for(30, "VigilHeartbeatLost for vm-one", |a| lost_alert(a, "vm-one").is_some());
+    let a = lost_alert(&alerts, "vm-one").unwrap();
+    let ev = d.events();
+    let written = by_guest(&ev, "vm-one", "heartbeat_lost")[0]["time"].as_str().unwrap().to_string();
+    let ms = |t: &str| {
+        humantime::parse_rfc3339_weak(t).map(|t| t.duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64)
+    };
+    if let (Ok(w), Ok(u)) = (ms(&written), ms(a["updatedAt"].as_str().unwrap_or(""))) {
+        println!("fault -> Alertmanager: {} ms (event time to Alertmanager's updatedAt)", u - w);
+    }
+    assert_eq!(a["labels"]["severity"], "critical");
+    assert_eq!(a["labels"]["host"].as_str().map(str::is_empty), Some(false));
+    assert_eq!(a["annotations"]["corrective_action"], "reboot");
+    // 2. recovery resolves it
+    g1.freeze(false);
+    am.wait_for(30, "the alert resolved", |a| lost_alert(a, "vm-one").is_none());
+
+    // 3. Alertmanager down while a fault happens, and vigild killed with SIGKILL before it could deliver
+    drop(am);
+    g2.freeze(true);
+    d.wait_until(10, "loss of vm-two", |ev| !by_guest(ev, "vm-two", "heartbeat_lost").is_empty());
+    std::thread::sleep(Duration::from_millis(500)); // stored in the spool by now (it is written before anyone is told)
+    kill9(&mut d.proc);
+    // 4. Alertmanager back (fresh storage), vigild back on the same state directory: the fault arrives
+    let am = Alertmanager::start(work.path(), port);
+    let d2 = Vigild::start(&dir, work.path(), &args);
+    am.wait_for(90, "vm-two's loss delivered after the restart", |a| lost_alert(a, "vm-two").is_some());
+    let alerts = am.alerts();
+    let n = alerts.iter().filter(|a| a["labels"]["guest"] == "vm-two").count();
+    assert_eq!(n, 1, "one alert, however often it was sent: {alerts:?}");
+    // every stable id of a loss left the node; re-sends keep their id (receivers drop duplicates by it)
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let ids = |kind: &str| -> Vec<String> {
+        hook.requests()
+            .iter()
+            .map(Got::json)
+            .filter(|e| e["data"]["kind"] == kind)
+            .map(|e| e["id"].as_str().unwrap_or("").to_string())
+            .collect()
+    };
+    while ids("heartbeat_lost").iter().collect::<std::collections::HashSet<_>>().len() < 2 {
+        assert!(Instant::now() < deadline, "webhook got {:?}", ids("heartbeat_lost"));
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let lost = ids("heartbeat_lost");
+    println!("heartbeat_lost deliveries to the webhook: {} for 2 stable ids", lost.len());
+    drop(d2);
+}
+
+#[test]
+fn masakari_gets_a_vm_notification_with_a_keystone_token_and_a_409_on_resend_is_success() {
+    let work = TempDir::new("masakari");
+    let dir = work.path().join("qemu");
+    std::fs::create_dir_all(&dir).unwrap();
+    let keystone = HttpReceiver::start(|req, _| {
+        assert_eq!(req.path, "/v3/auth/tokens");
+        (
+            201,
+            vec![("X-Subject-Token".into(), "tok-123".into())],
+            r#"{"token":{"expires_at":"2099-01-01T00:00:00.000000Z"}}"#.into(),
+        )
+    });
+    // the first notification is taken but answered 500 (as if the answer was lost); the re-send gets 409
+    let masakari =
+        HttpReceiver::start(|_, n| if n == 0 { (500, vec![], "{}".into()) } else { (409, vec![], "{}".into()) });
+    let pw = work.path().join("pw");
+    std::fs::write(&pw, "s3cret\n").unwrap();
+    let cfg = work.path().join("vigild.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "state_dir = \"{}\"\n[instance_uuids]\n\"vm-ha\" = \"6f1c0a8e-0000-4000-8000-000000000001\"\n[[sink]]\nkind = \"masakari\"\nurl = \"{}\"\nauth_url = \"{}\"\nusername = \"vigil\"\npassword_file = \"{}\"\nproject_name = \"service\"\n",
+            work.path().join("state").display(),
+            masakari.url(),
+            keystone.url(),
+            pw.display()
+        ),
+    )
+    .unwrap();
+    let g = ScriptedGuest::start(&dir, "vm-ha", 300);
+    let d = Vigild::start(&dir, work.path(), &["--config", cfg.to_str().unwrap()]);
+    d.wait_until(15, "registered", |ev| count(ev, "registered") >= 1);
+    g.freeze(true);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while masakari.requests().len() < 2 {
+        assert!(Instant::now() < deadline, "masakari got {:?}", masakari.requests());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let reqs = masakari.requests();
+    assert_eq!(reqs[0].body, reqs[1].body, "the re-send is the same notification");
+    let n = reqs[0].json();
+    assert_eq!(reqs[0].path, "/v1/notifications");
+    assert_eq!(reqs[0].header("X-Auth-Token"), Some("tok-123"));
+    assert_eq!(n["notification"]["type"], "VM");
+    assert_eq!(n["notification"]["payload"]["event"], "QEMU_GUEST_AGENT_ERROR");
+    assert_eq!(n["notification"]["payload"]["vir_domain_event"], "STOPPED_FAILED");
+    assert_eq!(n["notification"]["payload"]["instance_uuid"], "6f1c0a8e-0000-4000-8000-000000000001");
+    assert!(n["notification"]["hostname"].as_str().is_some_and(|h| !h.is_empty()));
+    assert!(n["notification"]["generated_time"].as_str().is_some());
+    let auth = keystone.requests()[0].json();
+    assert_eq!(auth["auth"]["identity"]["password"]["user"]["name"], "vigil");
+    assert_eq!(auth["auth"]["identity"]["password"]["user"]["password"], "s3cret");
+    assert_eq!(auth["auth"]["scope"]["project"]["name"], "service");
+    // the 409 counted as delivered: nothing more is sent
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(masakari.requests().len(), 2);
+    // the password never reaches the events or the logs
+    assert!(!std::fs::read_to_string(&d.events).unwrap().contains("s3cret"));
+}
+
+#[test]
+fn the_starlingx_vim_gets_service_alarm_and_action_patches_and_can_drive_a_vote() {
+    let work = TempDir::new("vim");
+    let dir = work.path().join("qemu");
+    std::fs::create_dir_all(&dir).unwrap();
+    let vim = HttpReceiver::start(|_, _| (200, vec![], "{}".into()));
+    let hook = HttpReceiver::start(|_, _| (202, vec![], "".into()));
+    let token = work.path().join("hook-token");
+    std::fs::write(&token, "hook-secret-token").unwrap();
+    let uuid = "0b8f3e52-1111-4222-8333-444455556666";
+    let cfg = work.path().join("vigild.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "state_dir = \"{}\"\n[instance_uuids]\n\"sim-ok-00001\" = \"{uuid}\"\n[[sink]]\nkind = \"starlingx-vim\"\nurl = \"{}\"\n[[sink]]\nkind = \"webhook\"\nurl = \"{}/events\"\ntoken_file = \"{}\"\n",
+            work.path().join("state").display(),
+            vim.url(),
+            hook.url(),
+            token.display()
+        ),
+    )
+    .unwrap();
+    let _s = sim(&dir, &["--guests", "2", "--hang", "1", "--interval-ms", "300", "--fail-after-secs", "4"]);
+    std::thread::sleep(Duration::from_millis(300));
+    let d = Vigild::start(&dir, work.path(), &["--config", cfg.to_str().unwrap()]);
+    d.wait_until(15, "registered", |ev| count(ev, "registered") >= 2);
+
+    // the VIM asks for a vote through Vigil, as it asked the reference host agent: answered at once with the
+    // guest's timeout, the guest's answer PATCHed later
+    let body = format!(r#"{{"uuid":"{uuid}","hostname":"node","action":"live-migrate-begin"}}"#);
+    let (code, v) = admin(&d, "POST", &format!("/v1/instances/{uuid}/vote"), Some(&body));
+    assert_eq!(code, 200, "{v}");
+    assert_eq!(
+        (v["uuid"].as_str(), v["action"].as_str(), v["timeout"].as_str()),
+        (Some(uuid), Some("live-migrate-begin"), Some("9"))
+    );
+    assert_eq!(admin(&d, "POST", "/v1/instances/no-such-uuid/vote", Some(&body)).0, 404);
+    let wait = |what: &str, f: &dyn Fn(&[Got]) -> bool| {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !f(&vim.requests()) {
+            assert!(Instant::now() < deadline, "VIM: {what}: {:?}", vim.requests());
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    };
+    let of = |kind: &'static str, path_has: &'static str| {
+        move |r: &[Got]| r.iter().any(|g| g.path.contains(path_has) && g.json()["event-type"] == kind)
+    };
+    wait("registration", &of("service", uuid));
+    wait("the vote's answer", &of("action", uuid));
+    wait("the hang", &of("alarm", "sim-hang-00000"));
+    let reqs = vim.requests();
+    let find = |kind: &str, path_has: &str| {
+        reqs.iter().find(|g| g.path.contains(path_has) && g.json()["event-type"] == kind).unwrap().clone()
+    };
+    let service = find("service", uuid);
+    assert_eq!(
+        (service.method.as_str(), service.path.as_str()),
+        ("PATCH", &*format!("/nfvi-plugins/v1/instances/{uuid}"))
+    );
+    let s = service.json();
+    assert_eq!(s["uuid"], uuid);
+    assert_eq!(s["event-data"]["services"][0]["service"], "heartbeat");
+    assert_eq!(s["event-data"]["services"][0]["state"], "enabled");
+    assert_eq!(s["event-data"]["services"][0]["restart-timeout"], "601");
+    let action = find("action", uuid).json();
+    assert_eq!(action["event-data"]["action"], "live-migrate-begin");
+    assert_eq!(action["event-data"]["guest-response"], "allow");
+    let alarm = find("alarm", "sim-hang-00000").json();
+    assert_eq!(alarm["event-data"]["services"][0]["state"], "failed");
+    assert_eq!(alarm["event-data"]["services"][0]["repair-action"], "reboot");
+
+    // the same events as CloudEvents, field by field
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !hook.requests().iter().any(|g| g.json()["type"] == "io.vigil.heartbeat_lost") {
+        assert!(Instant::now() < deadline, "webhook: {:?}", hook.requests());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let ce = hook.requests().into_iter().find(|g| g.json()["type"] == "io.vigil.heartbeat_lost").unwrap();
+    assert_eq!(ce.path, "/events");
+    assert_eq!(ce.header("Content-Type"), Some("application/cloudevents+json"));
+    assert_eq!(ce.header("Authorization"), Some("Bearer hook-secret-token"));
+    let e = ce.json();
+    assert_eq!(e["specversion"], "1.0");
+    assert_eq!(e["id"], e["data"]["id"], "the CloudEvent id is the record's stable id");
+    assert!(e["source"].as_str().unwrap().starts_with("vigil://"));
+    assert_eq!(e["subject"], "sim-hang-00000");
+    assert!(e["time"].as_str().unwrap().ends_with('Z'));
+    assert_eq!(e["datacontenttype"], "application/json");
+    assert_eq!(e["data"]["kind"], "heartbeat_lost");
+    assert_eq!(e["data"]["guest"], "sim-hang-00000");
+    assert!(uuid_v7(e["id"].as_str().unwrap()), "{}", e["id"]);
+}
+
+fn uuid_v7(s: &str) -> bool {
+    s.len() == 36 && s.as_bytes()[14] == b'7'
+}
+
+#[test]
+fn a_full_spool_drops_the_oldest_and_a_spool_cut_short_is_replaced_and_both_are_reported() {
+    let work = TempDir::new("spool");
+    let dir = work.path().join("qemu");
+    let state = work.path().join("state");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::create_dir_all(&state).unwrap();
+    // a spool file that is garbage: vigild must start anyway and say what it did
+    std::fs::write(state.join("spool.redb"), vec![0x5Au8; 10_000]).unwrap();
+    let port = free_port(); // nobody listens yet: everything stays in the spool
+    let cfg = work.path().join("vigild.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "state_dir = \"{}\"\nspool_cap = 5\n[[sink]]\nkind = \"webhook\"\nurl = \"http://127.0.0.1:{port}/\"\n",
+            state.display()
+        ),
+    )
+    .unwrap();
+    let _s = sim(&dir, &["--guests", "8", "--interval-ms", "300"]);
+    std::thread::sleep(Duration::from_millis(300));
+    let mut d = Vigild::start(&dir, work.path(), &["--config", cfg.to_str().unwrap()]);
+    d.wait_until(15, "registered", |ev| count(ev, "registered") >= 8);
+    assert!(d.proc.0.try_wait().unwrap().is_none(), "vigild runs on a fresh spool");
+    let aside =
+        std::fs::read_dir(&state).unwrap().flatten().any(|e| e.file_name().to_string_lossy().contains("corrupt"));
+    assert!(aside, "the unreadable spool was moved aside, not deleted");
+    // 16+ events into a spool of 5: the oldest were dropped, and the receiver, once up, hears about it
+    std::thread::sleep(Duration::from_secs(1));
+    let hook = HttpReceiver::start_on(port, |_, _| (200, vec![], "{}".into()));
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        let kinds: Vec<(String, String)> = hook
+            .requests()
+            .iter()
+            .map(|g| g.json())
+            .filter(|e| e["data"]["kind"] == "spool")
+            .map(|e| (e["data"]["state"].as_str().unwrap_or("").to_string(), e["data"]["detail"].to_string()))
+            .collect();
+        if kinds.iter().any(|(s, _)| s == "dropped") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no spool notice delivered: {kinds:?}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let (code, m) =
+        vigil_host::control::client::request(&d.admin, "GET", "/metrics", None, Duration::from_secs(10)).unwrap();
+    assert_eq!(code, 200);
+    assert!(m.lines().any(|l| l.starts_with("vigil_spool_dropped_total ") && !l.ends_with(" 0")), "{m}");
+    assert!(d.proc.terminate());
+}
