@@ -6,6 +6,7 @@
 //!   check: the answer to a challenge always carries the health last set with
 //!   [`Agent::set_health`](vigil_core::Agent::set_health).
 //! - `linux` (feature `std`): the Linux agent behind the `vigil-guest` binary.
+//! - [`refapi`] (no_std, no alloc): the reference guest's binary application protocol, sans-IO.
 //! - `src/bin/vigil-fw.rs` (feature `firmware`): a Cortex-M image running the same driver over a UART.
 #![no_std]
 #![cfg_attr(not(feature = "std"), forbid(unsafe_code))]
@@ -17,6 +18,7 @@ extern crate std;
 
 #[cfg(feature = "std")]
 pub mod linux;
+pub mod refapi;
 
 use embedded_io::{Read, ReadReady, Write, WriteReady};
 use vigil_core::{Agent, AgentEvent, IdSource, Instant, MAX_WIRE};

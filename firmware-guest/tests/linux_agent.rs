@@ -46,7 +46,7 @@ fn start_guest(port: &Path, api: &Path, extra: &[&str]) -> Guest {
         .arg(port)
         .arg("--api-socket")
         .arg(api)
-        .args(["--name", "test-vm", "--interval-ms", "200"])
+        .args(["--name", "test-vm", "--interval-ms", "200", "--no-reference-api"])
         .args(extra)
         .stdout(Stdio::null())
         .stderr(Stdio::null())

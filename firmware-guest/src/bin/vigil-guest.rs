@@ -49,6 +49,13 @@ struct Cli {
     /// Local application API socket.
     #[arg(long, value_name = "PATH")]
     api_socket: Option<PathBuf>,
+    /// The reference guest's binary application API (for applications linked against libguest_heartbeat_api)
+    /// [default: /var/run/.guest_heartbeat_api, when no other process serves there].
+    #[arg(long, value_name = "PATH")]
+    reference_api_socket: Option<PathBuf>,
+    /// Do not serve the reference binary application API.
+    #[arg(long)]
+    no_reference_api: bool,
 }
 
 fn main() -> ExitCode {
@@ -95,6 +102,12 @@ fn main() -> ExitCode {
     }
     if let Some(v) = cli.api_socket {
         cfg.api_socket = v;
+    }
+    if let Some(v) = cli.reference_api_socket {
+        cfg.reference_api_socket = Some(v);
+    }
+    if cli.no_reference_api {
+        cfg.reference_api_socket = None;
     }
     match run(cfg) {
         Ok(()) => ExitCode::SUCCESS,

@@ -1,7 +1,9 @@
-//! The local application API: a UNIX socket (default `/run/vigil/guest.sock`) where applications inside the VM
-//! register, answer the agent's own challenges, report health, and take part in votes. JSON lines, documented in
-//! `docs/guest-api.md`. Every byte an application sends is checked: a bad line gets an `error` reply and is
-//! counted; it never panics the agent or grows its memory (lines are bounded by the core's framer).
+//! The local application APIs: a UNIX socket (default `/run/vigil/guest.sock`) where applications inside the VM
+//! register, answer the agent's own challenges, report health, and take part in votes, in JSON lines; and, beside
+//! it, the reference guest's binary protocol (`/var/run/.guest_heartbeat_api`, [`crate::refapi`]) for
+//! applications linked against `libguest_heartbeat_api`. Both feed the same health aggregation and vote fan-out
+//! (`docs/guest-api.md`). Every byte an application sends is checked: a bad line or record is refused and
+//! counted; it never panics the agent or grows its memory (lines and records are bounded by their framers).
 
 use std::prelude::rust_2021::*;
 
@@ -13,6 +15,8 @@ use mio::net::{UnixListener, UnixStream};
 use mio::{Interest, Registry, Token};
 use serde::{Deserialize, Serialize};
 use vigil_core::{CorrectiveAction, EventType, Health, LineFramer, NotificationType, VoteResult};
+
+use crate::refapi::{self, RefFramer, RefMsg};
 
 /// A request from an application.
 #[derive(Debug, Deserialize, PartialEq, Eq)]
@@ -110,15 +114,65 @@ pub struct App {
     /// Answered the open vote.
     pub vote: Option<(VoteResult, String)>,
     stream: UnixStream,
-    framer: LineFramer,
+    wire: Wire,
     out: Vec<u8>,
-    /// Bad lines received.
+    /// Bad lines or records received.
     pub errors: u64,
+}
+
+/// How an application talks to the agent.
+#[derive(Debug)]
+enum Wire {
+    /// JSON lines.
+    Json(LineFramer),
+    /// The reference binary protocol.
+    Reference {
+        framer: Box<RefFramer>,
+        seq: u32,
+        /// The invocation id of the vote sent to it.
+        invocation: u32,
+    },
+}
+
+impl App {
+    fn new(stream: UnixStream, wire: Wire, now: Instant) -> Self {
+        App {
+            name: None,
+            interval: Duration::from_secs(1),
+            action: CorrectiveAction::Log,
+            nonce: 0,
+            next_challenge: now,
+            last_ok: now,
+            health: Health::Healthy,
+            log_msg: String::new(),
+            vote: None,
+            stream,
+            wire,
+            out: Vec::new(),
+            errors: 0,
+        }
+    }
+
+    /// Why it counts as unhealthy when it stopped answering (the reference's words for its applications).
+    pub fn silent_reason(&self) -> String {
+        let name = self.name.as_deref().unwrap_or("?");
+        match self.wire {
+            Wire::Reference { .. } => {
+                format!("Application {name} heartbeat timeout {} ms.", (self.interval * SILENT_INTERVALS).as_millis())
+            }
+            Wire::Json(_) => format!("{name}: stopped answering"),
+        }
+    }
+
+    fn is_reference(&self) -> bool {
+        matches!(self.wire, Wire::Reference { .. })
+    }
 }
 
 /// The API endpoint and its applications.
 pub struct Apps {
     listener: UnixListener,
+    reference: Option<UnixListener>,
     apps: HashMap<usize, App>,
     next_token: usize,
     base: usize,
@@ -127,6 +181,10 @@ pub struct Apps {
 
 /// An application is unhealthy after this many intervals without an answer.
 pub const SILENT_INTERVALS: u32 = 2;
+/// The reference daemon's limit of applications on its binary API.
+pub const MAX_REFERENCE_APPS: usize = 16;
+/// The reference's floor for an application's interval.
+pub const REFERENCE_MIN_INTERVAL: Duration = Duration::from_millis(400);
 const MAX_OUT: usize = 64 * 1024;
 
 impl Apps {
@@ -138,7 +196,33 @@ impl Apps {
         let _ = std::fs::remove_file(path);
         let mut listener = UnixListener::bind(path)?;
         registry.register(&mut listener, Token(base), Interest::READABLE)?;
-        Ok(Apps { listener, apps: HashMap::new(), next_token: base + 1, base, rng: 0x2545_F491_4F6C_DD1D })
+        Ok(Apps {
+            listener,
+            reference: None,
+            apps: HashMap::new(),
+            next_token: base + 2,
+            base,
+            rng: 0x2545_F491_4F6C_DD1D,
+        })
+    }
+
+    /// Also serves the reference binary protocol on `path`, unless another process serves there already (then
+    /// `Ok(false)`: the reference daemon is still in charge). A stale socket file is replaced.
+    pub fn bind_reference(&mut self, path: &std::path::Path, registry: &Registry) -> io::Result<bool> {
+        use std::os::unix::fs::FileTypeExt;
+        if let Ok(meta) = std::fs::symlink_metadata(path) {
+            if !meta.file_type().is_socket() || std::os::unix::net::UnixStream::connect(path).is_ok() {
+                return Ok(false);
+            }
+            std::fs::remove_file(path)?;
+        }
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir)?;
+        }
+        let mut l = UnixListener::bind(path)?;
+        registry.register(&mut l, Token(self.base + 1), Interest::READABLE)?;
+        self.reference = Some(l);
+        Ok(true)
     }
 
     /// Whether `token` is ours.
@@ -153,33 +237,26 @@ impl Apps {
 
     /// Readiness on one of our tokens.
     pub fn on_ready(&mut self, token: Token, registry: &Registry, now: Instant) {
-        if token.0 == self.base {
-            while let Ok((mut stream, _)) = self.listener.accept() {
+        if token.0 == self.base || token.0 == self.base + 1 {
+            let reference = token.0 == self.base + 1;
+            loop {
+                let accepted =
+                    if reference { self.reference.as_ref().map(|l| l.accept()) } else { Some(self.listener.accept()) };
+                let Some(Ok((mut stream, _))) = accepted else { break };
                 let t = self.next_token;
                 self.next_token += 1;
                 if registry.register(&mut stream, Token(t), Interest::READABLE | Interest::WRITABLE).is_ok() {
-                    self.apps.insert(
-                        t,
-                        App {
-                            name: None,
-                            interval: Duration::from_secs(1),
-                            action: CorrectiveAction::Log,
-                            nonce: 0,
-                            next_challenge: now,
-                            last_ok: now,
-                            health: Health::Healthy,
-                            log_msg: String::new(),
-                            vote: None,
-                            stream,
-                            framer: LineFramer::new(),
-                            out: Vec::new(),
-                            errors: 0,
-                        },
-                    );
+                    let wire = if reference {
+                        Wire::Reference { framer: Box::default(), seq: 0, invocation: 0 }
+                    } else {
+                        Wire::Json(LineFramer::new())
+                    };
+                    self.apps.insert(t, App::new(stream, wire, now));
                 }
             }
             return;
         }
+        let reference_apps = self.apps.values().filter(|a| a.is_reference() && a.name.is_some()).count();
         let Some(app) = self.apps.get_mut(&token.0) else { return };
         let mut buf = [0u8; 4096];
         let mut closed = false;
@@ -192,18 +269,30 @@ impl Apps {
                 Ok(n) => {
                     let mut input = &buf[..n];
                     while !input.is_empty() {
-                        let (used, item) = app.framer.push(input);
-                        let req = match item {
-                            Some(Ok(line)) => Some(serde_json::from_slice::<Request>(line).map_err(|e| e.to_string())),
-                            Some(Err(e)) => Some(Err(e.to_string())),
-                            None => None,
+                        let used = match &mut app.wire {
+                            Wire::Json(framer) => {
+                                let (used, item) = framer.push(input);
+                                let req = match item {
+                                    Some(Ok(line)) => {
+                                        Some(serde_json::from_slice::<Request>(line).map_err(|e| e.to_string()))
+                                    }
+                                    Some(Err(e)) => Some(Err(e.to_string())),
+                                    None => None,
+                                };
+                                if let Some(req) = req {
+                                    closed |= handle(app, req, now, &mut self.rng);
+                                }
+                                used
+                            }
+                            Wire::Reference { framer, .. } => {
+                                let (used, item) = framer.push(input);
+                                if let Some(item) = item {
+                                    closed |= handle_reference(app, item, now, &mut self.rng, reference_apps);
+                                }
+                                used
+                            }
                         };
                         input = &input[used..];
-                        if let Some(req) = req {
-                            if handle(app, req, now, &mut self.rng) {
-                                closed = true;
-                            }
-                        }
                     }
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
@@ -233,8 +322,13 @@ impl Apps {
                 self.rng ^= self.rng << 13;
                 self.rng ^= self.rng >> 7;
                 self.rng ^= self.rng << 17;
-                app.nonce = self.rng >> 11;
-                send(app, &Reply::Challenge { nonce: app.nonce });
+                if app.is_reference() {
+                    app.nonce = (self.rng >> 33) | 1;
+                    send_reference(app, &RefMsg::Challenge { heartbeat_challenge: app.nonce as u32 });
+                } else {
+                    app.nonce = self.rng >> 11;
+                    send(app, &Reply::Challenge { nonce: app.nonce });
+                }
                 app.next_challenge = now + app.interval;
                 flush(app);
             }
@@ -255,14 +349,28 @@ impl Apps {
     pub fn start_vote(&mut self, event: EventType, kind: NotificationType, timeout_ms: u32) {
         for app in self.apps.values_mut().filter(|a| a.name.is_some()) {
             app.vote = None;
-            send(
-                app,
-                &Reply::Vote {
-                    event_type: event.as_str().into(),
-                    notification_type: kind.as_str().into(),
-                    timeout_ms: u64::from(timeout_ms),
-                },
-            );
+            if let Wire::Reference { invocation, .. } = &mut app.wire {
+                *invocation = invocation.wrapping_add(1);
+                let msg = RefMsg::ActionNotify {
+                    invocation_id: *invocation,
+                    event_type: event_ordinal(event),
+                    notification_type: match kind {
+                        NotificationType::Revocable => 1,
+                        NotificationType::Irrevocable => 2,
+                        NotificationType::Unknown => 0,
+                    },
+                };
+                send_reference(app, &msg);
+            } else {
+                send(
+                    app,
+                    &Reply::Vote {
+                        event_type: event.as_str().into(),
+                        notification_type: kind.as_str().into(),
+                        timeout_ms: u64::from(timeout_ms),
+                    },
+                );
+            }
             flush(app);
         }
     }
@@ -331,6 +439,108 @@ fn handle(app: &mut App, req: Result<Request, String>, now: Instant, rng: &mut u
         Request::Deregister => return true,
     }
     false
+}
+
+/// The reference's action ordinals: 0 unknown, 1 none, 2 reboot, 3 stop, 4 log.
+fn action_of(ordinal: u32) -> CorrectiveAction {
+    match ordinal {
+        1 => CorrectiveAction::None,
+        2 => CorrectiveAction::Reboot,
+        3 => CorrectiveAction::Stop,
+        4 => CorrectiveAction::Log,
+        _ => CorrectiveAction::Unknown,
+    }
+}
+
+/// The reference's event ordinals, in `EventType`'s order (unknown first).
+fn event_ordinal(e: EventType) -> u32 {
+    match e {
+        EventType::Unknown => 0,
+        EventType::Stop => 1,
+        EventType::Reboot => 2,
+        EventType::Suspend => 3,
+        EventType::Pause => 4,
+        EventType::Unpause => 5,
+        EventType::Resume => 6,
+        EventType::ResizeBegin => 7,
+        EventType::ResizeEnd => 8,
+        EventType::LiveMigrateBegin => 9,
+        EventType::LiveMigrateEnd => 10,
+        EventType::ColdMigrateBegin => 11,
+        EventType::ColdMigrateEnd => 12,
+    }
+}
+
+/// Applies one record of the reference protocol; returns true when the application leaves (FINAL, or refused).
+fn handle_reference(
+    app: &mut App,
+    item: Result<(u32, RefMsg), refapi::RefError>,
+    now: Instant,
+    rng: &mut u64,
+    registered: usize,
+) -> bool {
+    let Ok((_, msg)) = item else {
+        app.errors += 1;
+        return false;
+    };
+    match msg {
+        RefMsg::Init { name, heartbeat_interval_ms, corrective_action, .. } => {
+            if app.name.is_none() && registered >= MAX_REFERENCE_APPS {
+                // the reference daemon's limit: refused cleanly, with an answer, then closed
+                send_reference(app, &RefMsg::InitAck { accepted: 0 });
+                flush(app);
+                return true;
+            }
+            let name = if name.is_empty() { "unnamed".to_string() } else { name.to_string() };
+            app.interval = Duration::from_millis(u64::from(heartbeat_interval_ms)).max(REFERENCE_MIN_INTERVAL);
+            app.action = action_of(corrective_action);
+            app.last_ok = now;
+            app.next_challenge = now;
+            *rng = rng.wrapping_add(u64::from(heartbeat_interval_ms));
+            app.name = Some(name);
+            send_reference(app, &RefMsg::InitAck { accepted: 1 });
+        }
+        _ if app.name.is_none() => app.errors += 1,
+        RefMsg::ChallengeResponse { heartbeat_response, health, corrective_action, log_msg } => {
+            if u64::from(heartbeat_response) == app.nonce {
+                app.health = if health == 1 { Health::Healthy } else { Health::Unhealthy };
+                if health != 1 && corrective_action != 0 {
+                    app.action = action_of(corrective_action);
+                }
+                app.log_msg = log_msg.to_string();
+                app.last_ok = now;
+            } else {
+                app.errors += 1;
+            }
+        }
+        RefMsg::ActionResponse { invocation_id, vote_result, log_msg, .. } => match &app.wire {
+            Wire::Reference { invocation, .. } if *invocation == invocation_id => {
+                let r = match vote_result {
+                    1 => VoteResult::Accept,
+                    2 => VoteResult::Reject,
+                    3 => VoteResult::Complete,
+                    _ => VoteResult::Unknown,
+                };
+                app.vote = Some((r, log_msg.to_string()));
+            }
+            _ => app.errors += 1,
+        },
+        RefMsg::Final { .. } => return true,
+        RefMsg::InitAck { .. } | RefMsg::Challenge { .. } | RefMsg::ActionNotify { .. } => app.errors += 1,
+    }
+    false
+}
+
+fn send_reference(app: &mut App, msg: &RefMsg) {
+    if app.out.len() > MAX_OUT {
+        return;
+    }
+    if let Wire::Reference { seq, .. } = &mut app.wire {
+        *seq = seq.wrapping_add(1);
+        let mut rec = [0u8; refapi::RECORD];
+        refapi::encode(msg, *seq, &mut rec);
+        app.out.extend_from_slice(&rec);
+    }
 }
 
 fn send(app: &mut App, reply: &Reply) {

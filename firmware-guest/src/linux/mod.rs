@@ -59,6 +59,8 @@ pub struct GuestConfig {
     pub notify_cmd: Option<PathBuf>,
     /// Local application API socket.
     pub api_socket: PathBuf,
+    /// The reference guest's binary application API (`None`: off).
+    pub reference_api_socket: Option<PathBuf>,
     /// sysfs root (tests).
     pub sys_root: PathBuf,
     /// /dev root (tests).
@@ -78,6 +80,7 @@ impl Default for GuestConfig {
             health_action: "reboot".into(),
             notify_cmd: None,
             api_socket: PathBuf::from("/run/vigil/guest.sock"),
+            reference_api_socket: Some(PathBuf::from(REFERENCE_API_SOCKET)),
             sys_root: PathBuf::from("/sys"),
             dev_root: PathBuf::from("/dev"),
         }
@@ -104,6 +107,9 @@ struct Vote {
     /// `timeout` answer.
     apps_deadline: StdInstant,
 }
+
+/// Where the reference guest daemon serves its binary application API.
+pub const REFERENCE_API_SOCKET: &str = "/var/run/.guest_heartbeat_api";
 
 /// Runs the agent until SIGTERM/SIGINT; then sends `exit`.
 pub fn run(cfg: GuestConfig) -> std::io::Result<()> {
@@ -136,6 +142,13 @@ pub fn run(cfg: GuestConfig) -> std::io::Result<()> {
     let mut signals = signal_hook_mio::v1_0::Signals::new([SIGTERM, SIGINT])?;
     poll.registry().register(&mut signals, SIGNALS, Interest::READABLE)?;
     let mut apps = Apps::bind(&cfg.api_socket, poll.registry(), APPS)?;
+    if let Some(path) = &cfg.reference_api_socket {
+        match apps.bind_reference(path, poll.registry()) {
+            Ok(true) => eprintln!("vigil-guest: reference application API on {}", path.display()),
+            Ok(false) => eprintln!("vigil-guest: {} is served by another process; reference API off", path.display()),
+            Err(e) => eprintln!("vigil-guest: reference application API on {}: {e}; off", path.display()),
+        }
+    }
     let (tx, reports): (_, Receiver<Report>) = channel();
     if let Some(argv) = cfg.health_cmd.clone() {
         commands::spawn_health_checks(
@@ -328,7 +341,7 @@ fn combine(
     for app in apps.iter() {
         let name = app.name.as_deref().unwrap_or("?");
         if Apps::is_silent(app, now) {
-            consider(app.action, format!("{name}: stopped answering"));
+            consider(app.action, app.silent_reason());
         } else if app.health == Health::Unhealthy {
             consider(app.action, format!("{name}: {}", app.log_msg));
         }

@@ -359,6 +359,11 @@ pub fn vigil_guest_binary() -> PathBuf {
 
 /// A real guest agent on `relay`, with a notification command (`/bin/sh -c SCRIPT`).
 pub fn real_agent(relay: &Relay, work: &Path, name: &str, notify_script: &str) -> Proc {
+    real_agent_with(relay, work, name, notify_script, &["--no-reference-api"])
+}
+
+/// [`real_agent`] with extra flags.
+pub fn real_agent_with(relay: &Relay, work: &Path, name: &str, notify_script: &str, extra: &[&str]) -> Proc {
     use std::os::unix::fs::PermissionsExt;
     let cmd = work.join(format!("{name}-notify.sh"));
     std::fs::write(&cmd, format!("#!/bin/sh\n{notify_script}\n")).unwrap();
@@ -370,6 +375,7 @@ pub fn real_agent(relay: &Relay, work: &Path, name: &str, notify_script: &str) -
         .arg(work.join(format!("{name}-api.sock")))
         .args(["--name", name, "--interval-ms", "500", "--notify-cmd"])
         .arg(&cmd)
+        .args(extra)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
