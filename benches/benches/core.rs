@@ -94,5 +94,137 @@ fn rejection(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, codec, monitor_cycle, rejection);
+/// One heartbeat through both state machines: the Monitor encodes a challenge, the Agent decodes it and encodes
+/// its answer, the Monitor decodes and checks it. Beside it, the obvious std way: serde_json into owned structs
+/// with `String` fields, the same messages both ways. Same run; the ratio is printed at the end.
+mod std_way {
+    use serde::{Deserialize, Serialize};
+
+    #[derive(Serialize, Deserialize)]
+    pub struct Challenge {
+        pub version: u32,
+        pub revision: u32,
+        pub msg_type: String,
+        pub sequence: u32,
+        pub heartbeat_challenge: u32,
+    }
+
+    #[derive(Serialize, Deserialize)]
+    pub struct Response {
+        pub version: u32,
+        pub revision: u32,
+        pub msg_type: String,
+        pub sequence: u32,
+        pub heartbeat_response: u32,
+        pub heartbeat_health: String,
+        pub corrective_action: String,
+        pub log_msg: String,
+    }
+
+    /// Host encodes, guest decodes and answers, host decodes and checks: true if the nonce matched.
+    pub fn round_trip(nonce: u32) -> bool {
+        let c = Challenge {
+            version: 3,
+            revision: 1,
+            msg_type: "challenge".into(),
+            sequence: 8,
+            heartbeat_challenge: nonce,
+        };
+        let wire = serde_json::to_string(&c).unwrap();
+        let got: Challenge = serde_json::from_str(&wire).unwrap();
+        let r = Response {
+            version: 3,
+            revision: 1,
+            msg_type: "challenge_response".into(),
+            sequence: 2,
+            heartbeat_response: got.heartbeat_challenge,
+            heartbeat_health: "healthy".into(),
+            corrective_action: "reboot".into(),
+            log_msg: String::new(),
+        };
+        let wire = serde_json::to_string(&r).unwrap();
+        let back: Response = serde_json::from_str(&wire).unwrap();
+        back.msg_type == "challenge_response" && back.heartbeat_response == nonce && back.heartbeat_health == "healthy"
+    }
+}
+
+struct Pair {
+    m: Monitor<XorShift32>,
+    a: Agent<XorShift32>,
+    now: Instant,
+    buf: [u8; MAX_WIRE],
+}
+
+impl Pair {
+    fn new() -> Self {
+        let mut p = Pair {
+            m: Monitor::new(MonitorConfig::default(), XorShift32::new(3)),
+            a: Agent::new(AgentConfig::default(), XorShift32::new(4), Instant::ZERO),
+            now: Instant::ZERO,
+            buf: [0; MAX_WIRE],
+        };
+        p.m.connected(Instant::ZERO);
+        for _ in 0..3 {
+            p.exchange();
+        }
+        p
+    }
+
+    /// Moves everything each side has to send to the other.
+    fn exchange(&mut self) {
+        while let Some(n) = self.a.poll_transmit(self.now, &mut self.buf) {
+            let _ = self.m.handle_bytes(self.now, &self.buf[..n]);
+            while self.m.poll_event().is_some() {}
+        }
+        while let Some(n) = self.m.poll_transmit(self.now, &mut self.buf) {
+            let _ = self.a.handle_bytes(self.now, &self.buf[..n]);
+            while self.a.poll_event().is_some() {}
+        }
+        while let Some(n) = self.a.poll_transmit(self.now, &mut self.buf) {
+            let _ = self.m.handle_bytes(self.now, &self.buf[..n]);
+            while self.m.poll_event().is_some() {}
+        }
+    }
+
+    /// One heartbeat: the interval ends, a challenge goes out, the answer comes back and is checked.
+    fn heartbeat(&mut self) {
+        self.now += Duration::from_millis(1000);
+        self.m.handle_timeout(self.now);
+        while self.m.poll_event().is_some() {}
+        self.exchange();
+    }
+}
+
+fn round_trip(c: &mut Criterion) {
+    let mut g = c.benchmark_group("round trip");
+    g.bench_function("vigil-core Monitor + Agent", |b| {
+        let mut p = Pair::new();
+        b.iter(|| p.heartbeat());
+        assert_eq!(p.m.stats().misses, 0);
+    });
+    g.bench_function("std way (serde_json, owned structs)", |b| {
+        let mut n = 0u32;
+        b.iter(|| {
+            n = n.wrapping_add(7919);
+            assert!(std_way::round_trip(black_box(n)));
+        })
+    });
+    g.finish();
+    // the ratio, timed side by side here (criterion's own numbers are above)
+    let iters = 200_000;
+    let mut p = Pair::new();
+    let t = std::time::Instant::now();
+    for _ in 0..iters {
+        p.heartbeat();
+    }
+    let ours = t.elapsed().as_nanos() as f64 / f64::from(iters);
+    let t = std::time::Instant::now();
+    for i in 0..iters {
+        assert!(std_way::round_trip(black_box(i as u32)));
+    }
+    let theirs = t.elapsed().as_nanos() as f64 / f64::from(iters);
+    println!("round trip: vigil-core {ours:.0} ns, std way {theirs:.0} ns, std/vigil = {:.2}", theirs / ours);
+}
+
+criterion_group!(benches, codec, monitor_cycle, rejection, round_trip);
 criterion_main!(benches);

@@ -28,6 +28,11 @@ pub struct MonitorConfig {
     pub registration_timeout: Duration,
     /// At most one `nack` per this span (default 1 s): a flooding guest cannot make the host write at its pace.
     pub nack_interval: Duration,
+    /// After a registration, delay the second challenge by a random part (up to half) of the interval, so that
+    /// guests registering at once (a restart of the host daemon) do not keep challenge phases aligned forever.
+    /// Within the protocol: a guest expects a challenge within max(2 x interval, 5 s). Default off (exact
+    /// timing); the host daemon turns it on.
+    pub spread_phase: bool,
 }
 
 impl Default for MonitorConfig {
@@ -38,6 +43,7 @@ impl Default for MonitorConfig {
             max_interval: Duration::from_secs(60),
             registration_timeout: Duration::from_secs(120),
             nack_interval: Duration::from_secs(1),
+            spread_phase: false,
         }
     }
 }
@@ -565,7 +571,12 @@ impl<R: IdSource> Monitor<R> {
         self.recent.clear();
         self.tx_init_ack = true;
         self.set_timer(Timer::Registration, None);
-        self.challenge(now, now + interval);
+        let spread = if self.config.spread_phase {
+            Duration::from_millis(u64::from(self.ids.next_id()) % (interval.as_millis() / 2).max(1))
+        } else {
+            Duration::ZERO
+        };
+        self.challenge(now, now + interval + spread);
         self.push(MonitorEvent::Registered(registration));
     }
 
@@ -1025,6 +1036,19 @@ mod tests {
             "{ev:?}"
         );
         assert_eq!(s.m.stats().unknown_values, 5);
+    }
+
+    #[test]
+    fn spread_phase_delays_the_second_challenge_by_at_most_half_an_interval() {
+        let mut s = Script::new(MonitorConfig { spread_phase: true, ..MonitorConfig::default() });
+        let n = s.register(0, 1000);
+        s.feed(5, &ok(n));
+        let second = s.m.poll_timeout().unwrap();
+        assert!(second >= at(1000) && second < at(1500), "{second:?}");
+        // then the cadence is the interval
+        s.advance(second.as_millis());
+        s.sent(second.as_millis());
+        assert_eq!(s.m.poll_timeout(), Some(second + Duration::from_millis(1000)));
     }
 
     #[test]

@@ -41,6 +41,8 @@ pub struct GuestSettings {
     pub budget_bytes_per_interval: Option<u64>,
     /// Bytes a guest may send at once (default 8192).
     pub budget_burst_bytes: Option<u64>,
+    /// Spread challenge phases after a registration (default true; see `MonitorConfig::spread_phase`).
+    pub spread_phase: Option<bool>,
 }
 
 /// One `[[guest]]` entry: a socket named explicitly.
@@ -153,7 +155,10 @@ impl Policy {
     /// `defaults`, then `own` on top.
     pub fn resolve(defaults: &GuestSettings, own: Option<&GuestSettings>) -> Policy {
         let pick = |f: fn(&GuestSettings) -> Option<u64>| own.and_then(f).or_else(|| f(defaults));
-        let mut monitor = MonitorConfig::default();
+        let mut monitor = MonitorConfig { spread_phase: true, ..MonitorConfig::default() };
+        if let Some(b) = own.and_then(|s| s.spread_phase).or(defaults.spread_phase) {
+            monitor.spread_phase = b;
+        }
         if let Some(ms) = pick(|s| s.interval_ms.map(u64::from)) {
             let d = Duration::from_millis(ms.max(u64::from(MIN_INTERVAL_MS)));
             monitor.min_interval = d;

@@ -23,7 +23,9 @@ struct Harness {
 }
 
 impl Harness {
-    fn new(settings: GuestSettings) -> Self {
+    fn new(mut settings: GuestSettings) -> Self {
+        // exact timing in these tests (the phase spread has its own test in the core)
+        settings.spread_phase.get_or_insert(false);
         let file = FileConfig { defaults: settings, ..FileConfig::default() };
         Harness {
             f: Fleet::new(FleetConfig::default(), file, 7, at(0)),

@@ -1,0 +1,354 @@
+//! `vigil-bench`: the data-plane benchmark. Runs vigild's real loop (the release `vigild` beside this binary)
+//! against N simulated guests over real UNIX sockets (`vigil-sim`, in its own processes), and in the same run a
+//! naive floor host, then prints one table. See BENCHMARKS.md.
+//!
+//! The floor: one mio loop that writes a fixed challenge line to every guest once per interval and reads each
+//! socket until `WouldBlock`, with no protocol work (it answers a guest's `init` with an `init_ack` carrying the id
+//! it finds by a substring search, so that real agents answer its challenges; nonces are fixed).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use clap::Parser;
+use mio::net::UnixStream;
+use mio::{Events, Interest, Poll, Token};
+use serde_json::Value;
+
+/// Benchmark vigild against a naive floor host.
+#[derive(Parser, Debug)]
+struct Cli {
+    /// Guest counts to run (one row each).
+    #[arg(long, value_delimiter = ',', default_value = "1000,10000")]
+    guests: Vec<usize>,
+    /// Challenge interval.
+    #[arg(long, default_value_t = 1000)]
+    interval_ms: u32,
+    /// Measurement window per run.
+    #[arg(long, default_value_t = 20)]
+    secs: u64,
+    /// Guests (of each run) that hang after the warm-up, to measure detection latency.
+    #[arg(long, default_value_t = 20)]
+    hang: usize,
+    /// Count system calls with strace over a short window (slows the process while it runs).
+    #[arg(long)]
+    syscalls: bool,
+    /// A quick run that only checks the binaries work (CI): 50 guests, 3 s.
+    #[arg(long)]
+    smoke: bool,
+}
+
+struct Proc(Child);
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn bin(name: &str) -> PathBuf {
+    std::env::current_exe().unwrap().with_file_name(name)
+}
+
+fn cpu_secs(pid: u32) -> f64 {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let f: Vec<&str> = s.rsplit_once(')').map_or("", |(_, r)| r).split_whitespace().collect();
+    let ticks = f.get(11).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0)
+        + f.get(12).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    ticks / 100.0
+}
+
+fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+/// Simulators for `n` guests (5,000 per process: two descriptors each under a 20,000 fd limit).
+fn sims(dir: &Path, n: usize, hang: usize, interval: u32, fail_after: u64) -> Vec<Proc> {
+    let mut out = Vec::new();
+    let mut left = n;
+    let mut shard = 0;
+    while left > 0 {
+        let k = left.min(5000);
+        let h = if shard == 0 { hang.min(k) } else { 0 };
+        let child = Command::new(bin("vigil-sim"))
+            .arg("--dir")
+            .arg(dir)
+            .args(["--guests", &k.to_string(), "--interval-ms", &interval.to_string(), "--hang", &h.to_string()])
+            .args(["--fail-after-secs", &fail_after.to_string(), "--prefix", &format!("s{shard}")])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("vigil-sim beside vigil-bench");
+        out.push(Proc(child));
+        left -= k;
+        shard += 1;
+    }
+    out
+}
+
+fn wait_sockets(dir: &Path, n: usize) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while std::fs::read_dir(dir).map_or(0, |d| d.count()) < n && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// System calls of `pid` per second, counted by strace over `secs`.
+fn syscalls_per_sec(pid: u32, secs: u64) -> Option<f64> {
+    let out = Command::new("timeout")
+        .args([&format!("{secs}s"), "strace", "-c", "-f", "-p", &pid.to_string()])
+        .output()
+        .ok()?;
+    let text = String::from_utf8_lossy(&out.stderr);
+    let total = text.lines().rev().find(|l| l.contains("total"))?;
+    let calls: f64 = total.split_whitespace().nth(3)?.parse().ok()?;
+    Some(calls / secs as f64)
+}
+
+struct Row {
+    who: &'static str,
+    guests: usize,
+    hb_per_sec: f64,
+    cpu_us_per_hb: f64,
+    syscalls_per_hb: Option<f64>,
+    rss_kib: u64,
+    rtt: (f64, f64, f64),
+    detect: Option<(f64, f64)>,
+    false_faults: usize,
+}
+
+fn admin(sock: &Path, path: &str) -> Option<String> {
+    vigil_host::control::client::request(sock, "GET", path, None, Duration::from_secs(30)).ok().map(|(_, b)| b)
+}
+
+fn metric(text: &str, name: &str) -> f64 {
+    text.lines()
+        .find(|l| l.starts_with(name))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0)
+}
+
+/// p-th percentile (upper bucket bound, seconds) of a Prometheus histogram in `text`.
+fn quantile(text: &str, name: &str, p: f64) -> f64 {
+    let buckets: Vec<(f64, f64)> = text
+        .lines()
+        .filter(|l| l.starts_with(&format!("{name}_bucket{{le=\"")))
+        .filter_map(|l| {
+            let le = l.split('"').nth(1)?;
+            let le = if le == "+Inf" { f64::INFINITY } else { le.parse().ok()? };
+            Some((le, l.rsplit(' ').next()?.parse().ok()?))
+        })
+        .collect();
+    let total = buckets.last().map_or(0.0, |b| b.1);
+    buckets.iter().find(|(_, c)| *c >= p * total).map_or(0.0, |b| b.0)
+}
+
+fn run_vigild(cli: &Cli, n: usize, work: &Path) -> Row {
+    let dir = work.join(format!("vigild-{n}"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let warm = 5 + n as u64 / 2000;
+    let _sims = sims(&dir, n, cli.hang, cli.interval_ms, warm + 3);
+    wait_sockets(&dir, n);
+    let events = work.join(format!("events-{n}.jsonl"));
+    let admin_sock = work.join(format!("admin-{n}.sock"));
+    let d = Proc(
+        Command::new(bin("vigild"))
+            .args(["run", "--log", "error", "--watch"])
+            .arg(&dir)
+            .arg("--events")
+            .arg(&events)
+            .arg("--admin-socket")
+            .arg(&admin_sock)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("vigild beside vigil-bench"),
+    );
+    let pid = d.0.id();
+    std::thread::sleep(Duration::from_secs(warm));
+    let m0 = admin(&admin_sock, "/metrics").unwrap_or_default();
+    let (c0, t0) = (cpu_secs(pid), Instant::now());
+    std::thread::sleep(Duration::from_secs(cli.secs));
+    let m1 = admin(&admin_sock, "/metrics").unwrap_or_default();
+    let (c1, t1) = (cpu_secs(pid), t0.elapsed().as_secs_f64());
+    let hb = metric(&m1, "vigil_heartbeats_total ") - metric(&m0, "vigil_heartbeats_total ");
+    let sys = if cli.syscalls { syscalls_per_sec(pid, 3) } else { None };
+    let rss = rss_kib(pid);
+    let guests: Value =
+        admin(&admin_sock, "/v1/guests").and_then(|b| serde_json::from_str(&b).ok()).unwrap_or(Value::Null);
+    let max_rtt =
+        guests["guests"].as_array().map_or(0, |g| g.iter().filter_map(|g| g["max_rtt_ms"].as_u64()).max().unwrap_or(0));
+    let name = "vigil_heartbeat_round_trip_seconds";
+    let rtt = (quantile(&m1, name, 0.5) * 1000.0, quantile(&m1, name, 0.99) * 1000.0, max_rtt as f64);
+    // detection: a hung guest's loss, minus the bound (3 intervals after its last answer, threshold 1)
+    let text = std::fs::read_to_string(&events).unwrap_or_default();
+    let ev: Vec<Value> = text.lines().filter_map(|l| serde_json::from_str(l).ok()).collect();
+    let ms = |v: &Value| humantime::parse_rfc3339_weak(v.as_str().unwrap_or("")).ok();
+    let bound = 3.0 * f64::from(cli.interval_ms);
+    let mut detect: Vec<f64> = ev
+        .iter()
+        .filter(|e| e["kind"] == "heartbeat_lost" && e["guest"].as_str().unwrap_or("").contains("-hang-"))
+        .filter_map(|e| {
+            let d = ms(&e["time"])?.duration_since(ms(&e["last_heartbeat"])?).ok()?;
+            Some(d.as_secs_f64() * 1000.0 - bound)
+        })
+        .collect();
+    detect.sort_by(f64::total_cmp);
+    let pct = |v: &[f64], p: f64| v.get(((v.len() as f64 - 1.0) * p).round() as usize).copied().unwrap_or(0.0);
+    let false_faults = ev
+        .iter()
+        .filter(|e| matches!(e["kind"].as_str(), Some("heartbeat_lost" | "protocol_error")))
+        .filter(|e| !e["guest"].as_str().unwrap_or("").contains("-hang-"))
+        .count();
+    drop(d);
+    Row {
+        who: "vigild",
+        guests: n,
+        hb_per_sec: hb / t1,
+        cpu_us_per_hb: (c1 - c0) / hb.max(1.0) * 1e6,
+        syscalls_per_hb: sys.map(|s| s / (hb / t1).max(1.0)),
+        rss_kib: rss,
+        rtt,
+        detect: (!detect.is_empty()).then(|| (pct(&detect, 0.5), pct(&detect, 0.99))),
+        false_faults,
+    }
+}
+
+/// The naive floor host, in this process.
+fn run_floor(cli: &Cli, n: usize, work: &Path) -> Row {
+    let dir = work.join(format!("floor-{n}"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let _sims = sims(&dir, n, 0, cli.interval_ms, 3600);
+    wait_sockets(&dir, n);
+    let _ = vigil_host::sys::raise_fd_limit();
+    let mut poll = Poll::new().unwrap();
+    let mut conns: Vec<UnixStream> = Vec::new();
+    for e in std::fs::read_dir(&dir).unwrap().flatten() {
+        if let Ok(mut s) = UnixStream::connect(e.path()) {
+            poll.registry().register(&mut s, Token(conns.len()), Interest::READABLE).unwrap();
+            conns.push(s);
+        }
+    }
+    let challenge =
+        b"\n{\"version\":3,\"revision\":1,\"msg_type\":\"challenge\",\"sequence\":1,\"heartbeat_challenge\":12345}\n";
+    let interval = Duration::from_millis(u64::from(cli.interval_ms));
+    // challenge phases spread over the interval, like guests registering over time
+    let start = Instant::now();
+    let mut next: Vec<Instant> =
+        (0..conns.len()).map(|i| start + interval.mul_f64(i as f64 / conns.len().max(1) as f64)).collect();
+    let mut events = Events::with_capacity(1024);
+    let mut buf = [0u8; 4096];
+    let warm = Duration::from_secs(5 + n as u64 / 2000);
+    let end = start + warm + Duration::from_secs(cli.secs);
+    let mut lines = 0u64;
+    let mut measuring: Option<(f64, Instant, u64)> = None;
+    let me = std::process::id();
+    let mut cursor = 0usize;
+    let mut order: Vec<usize> = (0..conns.len()).collect();
+    order.sort_by_key(|&i| next[i]);
+    while Instant::now() < end {
+        let now = Instant::now();
+        if measuring.is_none() && now >= start + warm {
+            measuring = Some((cpu_secs(me), now, lines));
+        }
+        // due challenges, in phase order (each guest's deadline moves by one interval: the order never changes)
+        while let Some(&i) = order.get(cursor) {
+            if next[i] > now {
+                break;
+            }
+            let _ = conns[i].write(challenge);
+            next[i] += interval;
+            cursor = (cursor + 1) % order.len();
+        }
+        let wait = order.get(cursor).map_or(interval, |&i| next[i].saturating_duration_since(now));
+        let _ = poll.poll(&mut events, Some(wait));
+        for ev in events.iter() {
+            let i = ev.token().0;
+            loop {
+                match conns[i].read(&mut buf) {
+                    Ok(0) => break,
+                    Ok(k) => {
+                        let data = &buf[..k];
+                        lines += data.iter().filter(|&&b| b == b'}').count() as u64;
+                        if let Some(p) = find(data, b"\"invocation_id\":") {
+                            let digits: String =
+                                data[p + 16..].iter().take_while(|b| b.is_ascii_digit()).map(|&b| b as char).collect();
+                            let ack = format!(
+                                "\n{{\"version\":3,\"revision\":1,\"msg_type\":\"init_ack\",\"sequence\":1,\"invocation_id\":{digits}}}\n"
+                            );
+                            let _ = conns[i].write(ack.as_bytes());
+                        }
+                    }
+                    Err(_) => break,
+                }
+            }
+        }
+    }
+    let (c0, t0, l0) = measuring.unwrap_or((0.0, start, 0));
+    let secs = t0.elapsed().as_secs_f64();
+    let hb = (lines - l0) as f64;
+    Row {
+        who: "floor",
+        guests: n,
+        hb_per_sec: hb / secs,
+        cpu_us_per_hb: (cpu_secs(me) - c0) / hb.max(1.0) * 1e6,
+        syscalls_per_hb: None,
+        rss_kib: 0,
+        rtt: (0.0, 0.0, 0.0),
+        detect: None,
+        false_faults: 0,
+    }
+}
+
+fn find(h: &[u8], n: &[u8]) -> Option<usize> {
+    h.windows(n.len()).position(|w| w == n)
+}
+
+fn main() {
+    let mut cli = Cli::parse();
+    if cli.smoke {
+        cli.guests = vec![50];
+        cli.secs = 3;
+        cli.hang = 2;
+    }
+    let work = std::env::temp_dir().join(format!("vigil-bench-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&work);
+    std::fs::create_dir_all(&work).unwrap();
+    println!(
+        "| host | guests | interval | heartbeats/s | CPU per heartbeat | syscalls per heartbeat | RSS | RSS per guest | RTT p50 / p99 / max | detection p50 / p99 (beyond the bound) | false faults |"
+    );
+    println!("|---|---|---|---|---|---|---|---|---|---|---|");
+    for &n in &cli.guests.clone() {
+        let floor = run_floor(&cli, n, &work);
+        let v = run_vigild(&cli, n, &work);
+        for r in [&floor, &v] {
+            let rss = if r.rss_kib > 0 {
+                format!("{:.1} MiB | {:.2} KiB", r.rss_kib as f64 / 1024.0, r.rss_kib as f64 / r.guests as f64)
+            } else {
+                "- | -".into()
+            };
+            let rtt = if r.who == "vigild" {
+                format!("{:.1} / {:.1} / {:.0} ms", r.rtt.0, r.rtt.1, r.rtt.2)
+            } else {
+                "-".into()
+            };
+            let det = r.detect.map_or("-".into(), |(a, b)| format!("{a:.0} / {b:.0} ms"));
+            let sys = r.syscalls_per_hb.map_or("-".into(), |s| format!("{s:.2}"));
+            println!(
+                "| {} | {} | {} ms | {:.0} | {:.2} µs | {} | {} | {} | {} | {} |",
+                r.who, r.guests, cli.interval_ms, r.hb_per_sec, r.cpu_us_per_hb, sys, rss, rtt, det, r.false_faults
+            );
+        }
+        println!("vigild/floor CPU per heartbeat: {:.2} (N = {n})", v.cpu_us_per_hb / floor.cpu_us_per_hb.max(1e-9));
+    }
+    let _ = std::fs::remove_dir_all(&work);
+}

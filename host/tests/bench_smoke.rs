@@ -1,0 +1,18 @@
+//! The data-plane benchmark's binary works (a 3-second run with 50 guests): it prints its table with a floor row,
+//! a vigild row and the ratio line. No timing is asserted; the numbers live in BENCHMARKS.md.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+#[test]
+fn vigil_bench_smoke_prints_its_table() {
+    let _serial = common::heavy();
+    let out =
+        std::process::Command::new(env!("CARGO_BIN_EXE_vigil-bench")).arg("--smoke").output().expect("vigil-bench");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(text.lines().any(|l| l.starts_with("| floor | 50 |")), "{text}");
+    let vigild = text.lines().find(|l| l.starts_with("| vigild | 50 |")).unwrap_or_else(|| panic!("{text}"));
+    assert!(vigild.ends_with("| 0 |"), "no false fault in the smoke run: {vigild}");
+    assert!(text.contains("vigild/floor CPU per heartbeat: "), "{text}");
+}
