@@ -242,7 +242,7 @@ pub(crate) fn next_message(
 }
 
 /// Refuses nesting deeper than [`MAX_DEPTH`] with a linear scan that knows about strings and escapes.
-fn check_depth(line: &[u8]) -> Result<(), DecodeError> {
+pub(crate) fn check_depth(line: &[u8]) -> Result<(), DecodeError> {
     let mut depth = 0usize;
     let mut in_str = false;
     let mut escaped = false;
@@ -510,7 +510,7 @@ impl<'de> de::Deserialize<'de> for Key {
 }
 
 /// A string of at most `N` bytes; `None` when it was longer (the parse goes on).
-struct Bounded<const N: usize>(Option<Text<N>>);
+pub(crate) struct Bounded<const N: usize>(pub(crate) Option<Text<N>>);
 
 impl<'de, const N: usize> de::Deserialize<'de> for Bounded<N> {
     fn deserialize<D: de::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {

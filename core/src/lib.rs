@@ -26,6 +26,7 @@ mod codec;
 mod framer;
 mod monitor;
 mod msg;
+pub mod qmp;
 mod time;
 mod timers;
 

@@ -467,6 +467,17 @@ impl<R: IdSource> Monitor<R> {
         self.config = config;
     }
 
+    /// The caller knows the guest could not have answered until now (its VM was paused, and has just been
+    /// resumed): counting starts over with a fresh challenge at once. An open fault stays open until an answer.
+    pub fn rechallenge(&mut self, now: Instant) {
+        if self.state != MonitorState::Heartbeating {
+            return;
+        }
+        self.misses = 0;
+        let interval = self.registration.as_ref().map_or(self.config.min_interval, |r| r.interval);
+        self.challenge(now, now + interval);
+    }
+
     /// Sends `action_notify` and waits `timeout` (exactly the value sent) for the answer, which arrives as
     /// [`MonitorEvent::VoteResult`] — with `timeout` if none came.
     pub fn notify(
@@ -1049,6 +1060,21 @@ mod tests {
         s.advance(second.as_millis());
         s.sent(second.as_millis());
         assert_eq!(s.m.poll_timeout(), Some(second + Duration::from_millis(1000)));
+    }
+
+    #[test]
+    fn rechallenge_starts_counting_over() {
+        let mut s = Script::new(MonitorConfig::default());
+        let n = s.register(0, 1000);
+        s.feed(5, &ok(n));
+        s.advance(2000); // one miss
+        s.sent(2000);
+        s.m.rechallenge(at(2500));
+        let sent = s.sent(2500);
+        assert!(matches!(sent.as_slice(), [Body::Challenge { .. }]), "{sent:?}");
+        assert!(s.advance(3500).is_empty(), "the miss before counts no more: one miss is not a loss");
+        assert!(s.advance(4499).is_empty());
+        assert_eq!(s.advance(4500).len(), 1, "two fresh misses are");
     }
 
     #[test]

@@ -71,6 +71,25 @@ pub enum Event {
         last_heartbeat: Option<Ago>,
         /// The guest's requested action.
         corrective_action: &'static str,
+        /// Why, when it is not the usual missed challenges (a reboot without a new `init` in time).
+        #[serde(skip_serializing_if = "Option::is_none")]
+        reason: Option<String>,
+    },
+    /// The hypervisor paused the VM: loss detection is suspended.
+    Paused {},
+    /// The hypervisor resumed it: counting starts over.
+    Resumed {},
+    /// The hypervisor rebooted (or reset) it: a new `init` is expected within its `restart_secs`.
+    Rebooting {},
+    /// It shut down or was destroyed: never a loss.
+    Stopped {},
+    /// Its kernel panicked (`pvpanic`): reported at once, with its corrective action.
+    Crashed {},
+    /// The guest's port has been open for the registration timeout without any `init` (the reference's "heartbeat
+    /// not established"); once per episode.
+    NotEstablished {
+        /// How long it has been.
+        secs: u64,
     },
     /// The guest reports itself unhealthy.
     Unhealthy {
@@ -163,6 +182,12 @@ impl Event {
         "deregistered",
         "vote_result",
         "protocol_error",
+        "paused",
+        "resumed",
+        "rebooting",
+        "stopped",
+        "crashed",
+        "not_established",
         "maintenance",
         "spool",
         "action",
@@ -181,6 +206,12 @@ impl Event {
             Event::VoteResult { .. } => "vote_result",
             Event::ProtocolError { .. } => "protocol_error",
             Event::Maintenance { .. } => "maintenance",
+            Event::Paused {} => "paused",
+            Event::Resumed {} => "resumed",
+            Event::Rebooting {} => "rebooting",
+            Event::Stopped {} => "stopped",
+            Event::Crashed {} => "crashed",
+            Event::NotEstablished { .. } => "not_established",
             Event::Spool { .. } => "spool",
             Event::Action { .. } => "action",
         }
@@ -301,7 +332,12 @@ mod tests {
         sink.emit("vm-1", &Event::Connected { socket: "/x".into(), suppressed: 0 });
         sink.emit(
             "vm-1",
-            &Event::HeartbeatLost { consecutive_misses: 2, last_heartbeat: Some(Ago(1500)), corrective_action: "log" },
+            &Event::HeartbeatLost {
+                consecutive_misses: 2,
+                last_heartbeat: Some(Ago(1500)),
+                corrective_action: "log",
+                reason: None,
+            },
         );
         sink.close();
         let lines = read_lines(&path);
@@ -360,7 +396,13 @@ mod tests {
         let samples = [
             Event::Connected { socket: String::new(), suppressed: 0 },
             Event::Disconnected { reason: String::new(), suppressed: 0 },
-            Event::HeartbeatLost { consecutive_misses: 0, last_heartbeat: None, corrective_action: "" },
+            Event::HeartbeatLost {
+                consecutive_misses: 0,
+                last_heartbeat: None,
+                corrective_action: "",
+                reason: Some(String::new()),
+            },
+            Event::NotEstablished { secs: 1 },
             Event::Unhealthy { corrective_action: "", log_msg: String::new() },
             Event::Deregistered { log_msg: String::new() },
             Event::VoteResult { event_type: "", notification_type: "", result: "", log_msg: String::new() },

@@ -22,10 +22,12 @@ use crate::wheel::TimerWheel;
 
 mod budgets;
 mod commands;
+mod lifecycle;
 mod links;
 mod types;
 mod verdicts;
 pub use commands::{notice_timeout_secs, Counters, Totals, VoteDone, VoteRefusal, VoteStarted, MAX_MAINTENANCE};
+pub use lifecycle::{Lifecycle, Vm};
 pub use types::*;
 pub use verdicts::action_event;
 
@@ -64,6 +66,12 @@ struct Guest {
     reporting: bool,
     /// A fault happened while faults were withheld (maintenance, reporting off): report it when they no longer are.
     fault_withheld: bool,
+    /// What the hypervisor says of the VM.
+    vm: Vm,
+    /// `not_established` was reported for this episode.
+    not_established_reported: bool,
+    /// The corrective action of its last registration (kept across reconnections).
+    requested: vigil_core::CorrectiveAction,
 }
 
 /// Every guest of the node. See the module documentation.
@@ -226,6 +234,9 @@ impl Fleet {
             maintenance: None,
             reporting: true,
             fault_withheld: false,
+            vm: Vm::Running,
+            not_established_reported: false,
+            requested: vigil_core::CorrectiveAction::None,
         });
         self.by_path.insert(path.clone(), key);
         self.guests[key].link = Link::Connecting;
@@ -287,6 +298,9 @@ impl Fleet {
         for key in fired.drain(..) {
             if self.guests.get(key).is_some_and(|g| g.maintenance.as_ref().is_some_and(|(until, _)| *until <= now)) {
                 self.end_maintenance_of(key, "expired", now);
+            }
+            if self.guests.get(key).is_some_and(|g| matches!(g.vm, Vm::Rebooting { until } if until <= now)) {
+                self.reboot_overdue(key, now);
             }
             let Some(g) = self.guests.get_mut(key) else { continue };
             match g.link {
@@ -425,7 +439,9 @@ impl Fleet {
             Link::Backoff => Some(g.reconnect_at),
             Link::Connecting => None,
         };
-        let others = [g.resume_at.filter(|_| g.link == Link::Connected), g.maintenance.as_ref().map(|(t, _)| *t)];
+        let rebooting = if let Vm::Rebooting { until } = g.vm { Some(until) } else { None };
+        let others =
+            [g.resume_at.filter(|_| g.link == Link::Connected), g.maintenance.as_ref().map(|(t, _)| *t), rebooting];
         for t in others {
             at = match (at, t) {
                 (Some(a), Some(b)) => Some(a.min(b)),
@@ -445,6 +461,7 @@ fn status_of(g: &Guest, now: Instant) -> GuestStatus {
             (Link::Backoff | Link::Connecting, _) | (_, MonitorState::Disconnected) => "disconnected",
             (_, MonitorState::AwaitingInit) => "awaiting_init",
             // still challenged at the interval, but not answering
+            _ if g.vm != Vm::Running => g.vm.word(),
             (_, MonitorState::Heartbeating) if g.monitor.fault() == Some(Fault::Lost) => "lost",
             (_, MonitorState::Heartbeating) => "heartbeating",
             (_, MonitorState::Exited) => "exited",

@@ -138,6 +138,7 @@ impl Fleet {
             Some(g) => match (g.link, g.monitor.state()) {
                 (Link::Backoff | Link::Connecting, _) | (_, MonitorState::Disconnected) => "disconnected",
                 (_, MonitorState::AwaitingInit) => "awaiting_init",
+                _ if g.vm != super::Vm::Running => g.vm.word(),
                 (_, MonitorState::Heartbeating) if g.monitor.fault() == Some(Fault::Lost) => "lost",
                 (_, MonitorState::Heartbeating) => "heartbeating",
                 (_, MonitorState::Exited) => "exited",
@@ -247,7 +248,7 @@ impl Fleet {
     fn release(&mut self, key: GuestKey, now: Instant) {
         let reporting = self.reporting;
         let Some(g) = self.guests.get_mut(key) else { return };
-        if !g.fault_withheld || !reporting || !g.reporting || g.maintenance.is_some() {
+        if !g.fault_withheld || !reporting || !g.reporting || g.maintenance.is_some() || g.vm != super::Vm::Running {
             return;
         }
         g.fault_withheld = false;
@@ -260,6 +261,7 @@ impl Fleet {
                     consecutive_misses: g.monitor_misses(),
                     last_heartbeat: None,
                     corrective_action: action.as_str(),
+                    reason: None,
                 };
                 self.events.push_back((id, event));
                 self.act(key, "heartbeat_lost", action, now);

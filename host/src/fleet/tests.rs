@@ -3,6 +3,7 @@
 
 use super::*;
 use crate::config::{ActionPolicy, FileConfig, GuestSettings};
+use crate::fleet::Lifecycle;
 use std::collections::BTreeMap;
 use vigil_core::{decode, Body, CorrectiveAction, EventType, NotificationType, VoteResult};
 
@@ -423,4 +424,80 @@ fn a_guest_that_recovers_during_maintenance_is_never_reported_and_reporting_off_
     assert_eq!(h.count("heartbeat_lost"), 1);
     assert!(!h.f.set_reporting(Some("nobody"), false, at(65_000)));
     assert_eq!(h.f.counters().0.withheld_faults, 2);
+}
+
+#[test]
+fn a_paused_vm_is_never_lost_and_is_challenged_afresh_when_it_resumes() {
+    let mut h = Harness::new(command_policy());
+    let k = h.add("p", 0);
+    h.feed(k, 0, &init(1000, "reboot"));
+    assert!(h.f.handle_lifecycle("p", Lifecycle::Paused, at(500)));
+    h.advance(30_000);
+    assert_eq!(h.count("heartbeat_lost"), 0, "no loss while paused");
+    assert!(h.actions.is_empty(), "no corrective action for a paused VM");
+    assert_eq!(h.f.snapshot(at(30_000))[0].state, "paused");
+    h.f.handle_lifecycle("p", Lifecycle::Resumed, at(30_000));
+    h.pump(30_000);
+    let n = h.last_challenge(k);
+    h.feed(k, 30_100, &answer(n, "healthy"));
+    assert_eq!(h.count("recovered"), 0, "a withheld loss needs no recovery notice");
+    // a hang after the resume is a loss again, within the bound
+    h.advance(33_010);
+    assert_eq!(h.count("heartbeat_lost"), 1);
+    assert_eq!(h.kinds().iter().filter(|k| ["paused", "resumed"].contains(k)).count(), 2);
+}
+
+#[test]
+fn a_reboot_is_no_loss_unless_no_init_comes_within_restart_secs() {
+    let mut h = Harness::new(command_policy());
+    let k = h.add("r", 0);
+    h.feed(k, 0, &init(1000, "reboot"));
+    h.f.handle_lifecycle("r", Lifecycle::Rebooting, at(100));
+    h.advance(20_000);
+    assert_eq!(h.count("heartbeat_lost"), 0);
+    h.feed(k, 20_000, &init(1000, "reboot"));
+    assert_eq!(h.count("registered"), 2);
+    let n = h.last_challenge(k);
+    h.feed(k, 20_010, &answer(n, "healthy"));
+    assert_eq!(h.f.snapshot(at(20_010))[0].state, "heartbeating");
+    assert_eq!(h.count("recovered"), 0, "nothing was reported, so nothing recovers");
+    // a reboot that never comes back: lost after restart_secs (601), with the reason
+    h.f.handle_lifecycle("r", Lifecycle::Rebooting, at(30_000));
+    h.advance(630_000);
+    assert_eq!(h.count("heartbeat_lost"), 0, "not before restart_secs");
+    h.advance(631_100);
+    let lost: Vec<_> = h.events.iter().filter(|(_, e)| e.kind() == "heartbeat_lost").collect();
+    assert_eq!(lost.len(), 1, "{:?}", h.events.iter().map(|(t, e)| (t, e.kind())).collect::<Vec<_>>());
+    assert!(matches!(&lost[0].1, Event::HeartbeatLost { reason: Some(r), .. } if r.contains("restart_secs")));
+    assert_eq!(h.actions.len(), 1);
+}
+
+#[test]
+fn a_stopped_vm_is_never_lost_and_a_crash_is_reported_at_once() {
+    let mut h = Harness::new(command_policy());
+    let k = h.add("s", 0);
+    h.feed(k, 0, &init(1000, "reboot"));
+    h.f.handle_lifecycle("s", Lifecycle::Stopped, at(100));
+    h.advance(60_000);
+    assert_eq!(h.count("heartbeat_lost"), 0);
+    assert!(h.actions.is_empty());
+    h.f.handle_lifecycle("s", Lifecycle::Started, at(60_000));
+    h.feed(k, 60_100, &init(1000, "reboot"));
+    h.f.handle_lifecycle("s", Lifecycle::Crashed, at(61_000));
+    h.pump(61_000);
+    assert_eq!(h.count("crashed"), 1);
+    assert_eq!(h.actions.len(), 1, "a crash gets the guest's corrective action at once");
+    assert_eq!(h.actions[0].trigger, "crashed");
+    h.advance(90_000);
+    assert_eq!(h.count("heartbeat_lost"), 0, "no loss on top of the crash");
+    assert!(!h.f.handle_lifecycle("nobody", Lifecycle::Paused, at(90_000)));
+}
+
+#[test]
+fn a_port_open_without_init_is_reported_not_established_once() {
+    let mut h = Harness::new(GuestSettings::default());
+    h.add("mute", 0);
+    h.advance(120_000);
+    h.advance(240_100);
+    assert_eq!(h.count("not_established"), 1, "{:?}", h.kinds());
 }

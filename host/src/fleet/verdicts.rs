@@ -28,6 +28,12 @@ impl Fleet {
         let event = match e {
             MonitorEvent::Registered(r) => {
                 g.budget.set_interval(&g.policy.budget, r.interval);
+                g.not_established_reported = false;
+                g.requested = r.init.corrective_action;
+                if g.vm != super::Vm::Running {
+                    // a rebooted (or restarted) guest is back: its VM runs
+                    g.vm = super::Vm::Running;
+                }
                 let Some(suppressed) = g.registrations.take(now.as_millis()) else { return };
                 Event::Registered {
                     name: r.init.name.to_string(),
@@ -44,7 +50,7 @@ impl Fleet {
                 }
             }
             MonitorEvent::HeartbeatLost { .. } | MonitorEvent::Unhealthy { .. }
-                if !self.reporting || !g.reporting || g.maintenance.is_some() =>
+                if !self.reporting || !g.reporting || g.maintenance.is_some() || g.vm != super::Vm::Running =>
             {
                 g.fault_withheld = true;
                 self.counters.withheld_faults += 1;
@@ -58,6 +64,7 @@ impl Fleet {
                         consecutive_misses,
                         last_heartbeat: last_heartbeat.map(|t| Ago((now - t).as_millis())),
                         corrective_action: action.as_str(),
+                        reason: None,
                     },
                 ));
                 self.act(key, "heartbeat_lost", action, now);
@@ -70,6 +77,11 @@ impl Fleet {
                     Event::Unhealthy { corrective_action: corrective_action.as_str(), log_msg: log_msg.to_string() },
                 ));
                 self.act(key, "unhealthy", corrective_action, now);
+                return;
+            }
+            // a recovery from a fault nobody was told of (it was withheld) is no news either
+            MonitorEvent::Recovered if g.fault_withheld => {
+                g.fault_withheld = false;
                 return;
             }
             MonitorEvent::Recovered => Event::Recovered {},
@@ -100,7 +112,13 @@ impl Fleet {
                 Event::ProtocolError { error: pe.label(), detail: pe.to_string(), suppressed, total }
             }
             MonitorEvent::RegistrationTimeout => {
-                // Connected but silent for the registration timeout: the reference reconnects; so do we, now.
+                // Connected but silent for the registration timeout: the reference's "heartbeat not established"
+                // (once per episode, and only for a running VM), then it reconnects; so do we, now.
+                if !g.not_established_reported && g.vm == super::Vm::Running && g.monitor.registration().is_none() {
+                    g.not_established_reported = true;
+                    let secs = g.monitor.config().registration_timeout.as_millis() / 1000;
+                    self.events.push_back((Arc::clone(&id), Event::NotEstablished { secs }));
+                }
                 self.close(key, "no registration within the registration timeout", now);
                 if let Some(g) = self.guests.get_mut(key) {
                     g.reconnect_at = now;
