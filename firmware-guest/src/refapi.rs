@@ -274,6 +274,9 @@ pub fn encode(msg: &RefMsg, seq: u32, out: &mut [u8; RECORD]) {
     }
 }
 
+/// A record found: its sequence number and message, or why it was refused.
+pub type Found = Result<(u32, RefMsg), RefError>;
+
 /// Finds records in a byte stream, across any split, resynchronising on the magic: bytes before a magic are
 /// skipped and counted, and a header it refuses costs only its magic (what follows is scanned again), so a bad
 /// record never swallows a good one.
@@ -294,7 +297,7 @@ impl Default for RefFramer {
 impl RefFramer {
     /// Takes bytes from `input` up to the end of the next record: how many were consumed and, if a record (or a
     /// refused header) ended, the message or why it was refused. Call again with the rest.
-    pub fn push(&mut self, input: &[u8]) -> (usize, Option<Result<(u32, RefMsg), RefError>>) {
+    pub fn push(&mut self, input: &[u8]) -> (usize, Option<Found>) {
         let mut used = 0;
         loop {
             let n = (RECORD - self.len).min(input.len() - used);
@@ -355,7 +358,7 @@ mod tests {
         out
     }
 
-    fn all(f: &mut RefFramer, mut input: &[u8]) -> Vec<Result<(u32, RefMsg), RefError>> {
+    fn all(f: &mut RefFramer, mut input: &[u8]) -> Vec<Found> {
         let mut out = Vec::new();
         while !input.is_empty() {
             let (n, item) = f.push(input);

@@ -124,7 +124,7 @@ pub struct App {
 #[derive(Debug)]
 enum Wire {
     /// JSON lines.
-    Json(LineFramer),
+    Json(Box<LineFramer>),
     /// The reference binary protocol.
     Reference {
         framer: Box<RefFramer>,
@@ -249,7 +249,7 @@ impl Apps {
                     let wire = if reference {
                         Wire::Reference { framer: Box::default(), seq: 0, invocation: 0 }
                     } else {
-                        Wire::Json(LineFramer::new())
+                        Wire::Json(Box::new(LineFramer::new()))
                     };
                     self.apps.insert(t, App::new(stream, wire, now));
                 }
