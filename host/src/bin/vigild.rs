@@ -70,6 +70,14 @@ enum Command {
         /// Report to this StarlingX VIM (repeatable).
         #[arg(long, value_name = "URL")]
         starlingx_vim: Vec<String>,
+        /// Subscribe to this libvirt's domain lifecycle events (e.g. qemu:///system): paused, rebooted and
+        /// stopped VMs are then never declared lost.
+        #[arg(long, value_name = "URI")]
+        libvirt: Option<String>,
+        /// QMP sockets in the watched directories to read lifecycle events from, for plain QEMU; the guest id is
+        /// what `*` matches (e.g. 'qmp.*.sock').
+        #[arg(long, value_name = "GLOB")]
+        qmp_pattern: Option<String>,
         /// Also write a status snapshot to this file every 2 s (a read-only view that survives the daemon).
         #[arg(long, value_name = "FILE")]
         status_file: Option<PathBuf>,
@@ -146,6 +154,8 @@ fn main() -> ExitCode {
             webhook,
             masakari,
             starlingx_vim,
+            libvirt,
+            qmp_pattern,
             status_file,
             rescan_secs,
             backoff_min_ms,
@@ -190,7 +200,7 @@ fn main() -> ExitCode {
                 sinks,
                 ctx: vigil_host::sinks::Context { host: hostname.clone(), instance_uuids: file.instance_uuids.clone() },
             };
-            let cfg = DaemonConfig {
+            let mut cfg = DaemonConfig {
                 watch,
                 pattern,
                 config_file: config,
@@ -206,11 +216,25 @@ fn main() -> ExitCode {
                     admin_tcp,
                     admin_token_file,
                     upstream: Some(upstream),
+                    lifecycle: vigil_host::control::lifecycle::LifecycleConfig {
+                        qmp_pattern,
+                        dirs: Vec::new(),
+                        libvirt,
+                    },
                 },
             };
-            if let Err(e) = cfg.discovery(&file) {
-                eprintln!("vigild: {e}");
-                return ExitCode::from(2);
+            match cfg.discovery(&file) {
+                Ok((dirs, _)) => cfg.control.lifecycle.dirs = dirs,
+                Err(e) => {
+                    eprintln!("vigild: {e}");
+                    return ExitCode::from(2);
+                }
+            }
+            if let Some(p) = &cfg.control.lifecycle.qmp_pattern {
+                if let Err(e) = vigil_host::glob::Pattern::new(p) {
+                    eprintln!("vigild: --qmp-pattern: {e}");
+                    return ExitCode::from(2);
+                }
             }
             match Daemon::new(cfg).and_then(Daemon::run) {
                 Ok(()) => ExitCode::SUCCESS,

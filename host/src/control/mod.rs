@@ -7,6 +7,7 @@
 
 pub mod api;
 pub mod client;
+pub mod lifecycle;
 pub mod render;
 mod spooler;
 
@@ -76,6 +77,13 @@ pub enum Command {
         /// Whether the guest exists.
         reply: oneshot::Sender<bool>,
     },
+    /// The hypervisor says something happened to a guest's VM.
+    Lifecycle {
+        /// Guest id.
+        guest: String,
+        /// What.
+        event: crate::fleet::Lifecycle,
+    },
     /// What the data plane sees now.
     Snapshot {
         /// The view.
@@ -125,6 +133,8 @@ pub struct ControlConfig {
     pub admin_token_file: Option<PathBuf>,
     /// Upstream delivery: the spool and its sinks (none: events stay local).
     pub upstream: Option<Upstream>,
+    /// Lifecycle sources (libvirt, QMP).
+    pub lifecycle: lifecycle::LifecycleConfig,
 }
 
 /// The spool and the sinks that read it.
@@ -210,8 +220,15 @@ impl Control {
                 None
             }
         };
+        let lc = cfg.lifecycle.clone();
+        let lc_shared = Arc::clone(&shared);
         let thread = std::thread::Builder::new().name("vigild-control".into()).spawn(move || {
-            rt.block_on(api::serve(listeners, sh, stop_rx));
+            rt.block_on(async move {
+                if let Err(e) = lifecycle::start(&lc, lc_shared) {
+                    tracing::warn!(error = %e, "lifecycle sources not started");
+                }
+                api::serve(listeners, sh, stop_rx).await
+            });
         })?;
         Ok((
             Control { stop: Some(stop_tx), thread: Some(thread), writer },

@@ -36,6 +36,9 @@ impl Daemon {
                 Command::Reporting { guest, on, reply } => {
                     let _ = reply.send(self.fleet.set_reporting(guest.as_deref(), on, now));
                 }
+                Command::Lifecycle { guest, event } => {
+                    self.fleet.handle_lifecycle(&guest, event, now);
+                }
                 Command::Snapshot { reply } => {
                     let (counters, totals) = self.fleet.counters();
                     let view = FleetView {

@@ -1,4 +1,5 @@
-//! Alertmanager v2 (`POST /api/v2/alerts`): `VigilHeartbeatLost` and `VigilGuestUnhealthy` alerts, labelled
+//! Alertmanager v2 (`POST /api/v2/alerts`): `VigilHeartbeatLost`, `VigilGuestUnhealthy` and
+//! `VigilHeartbeatNotEstablished` alerts, labelled
 //! `alertname`, `guest`, `host`, `severity`, with the guest's reason and requested action as annotations. Firing
 //! alerts are re-sent every 60 s with `endsAt` = now + 4 min (as Prometheus does); recovery, a graceful exit or a
 //! removed guest resolves them with `endsAt` = the time of recovery, re-sent for 5 min. Alertmanager identifies an
@@ -76,7 +77,16 @@ impl Alertmanager {
                 let why = rec["log_msg"].as_str().unwrap_or("").to_string();
                 vec![self.fire(&guest, "VigilGuestUnhealthy", "warning", &time, why, rec)]
             }
-            "recovered" | "deregistered" => self.resolve(&guest, &time),
+            "not_established" => {
+                let why = "the guest's heartbeat port is open, but the guest never registered".to_string();
+                vec![self.fire(&guest, "VigilHeartbeatNotEstablished", "warning", &time, why, rec)]
+            }
+            "registered" => self.resolve(&guest, &time, &["VigilHeartbeatNotEstablished"]),
+            "recovered" | "deregistered" | "stopped" => self.resolve(
+                &guest,
+                &time,
+                &["VigilHeartbeatLost", "VigilGuestUnhealthy", "VigilHeartbeatNotEstablished"],
+            ),
             _ => Vec::new(),
         };
         if changed.is_empty() {
@@ -108,10 +118,10 @@ impl Alertmanager {
         key
     }
 
-    fn resolve(&mut self, guest: &str, time: &str) -> Vec<String> {
+    fn resolve(&mut self, guest: &str, time: &str, names: &[&str]) -> Vec<String> {
         let until = unix_ms(SystemTime::now()) + RESOLVED_FOR.as_millis() as u64;
         let mut changed = Vec::new();
-        for name in ["VigilHeartbeatLost", "VigilGuestUnhealthy"] {
+        for name in names {
             let key = Self::key(guest, name);
             if let Some(a) = self.alerts.get_mut(&key).filter(|a| a.resolved.is_none()) {
                 a.resolved = Some((time.to_string(), until));

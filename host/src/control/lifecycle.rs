@@ -1,0 +1,215 @@
+//! Lifecycle sources: what the hypervisor did to each VM, told to the data plane as `Command::Lifecycle`.
+//!
+//! - **QMP** (plain QEMU): sockets in the watched directories whose names match `--qmp-pattern` (the guest id is
+//!   what `*` matches, as for heartbeat sockets: `qmp.<id>.sock` beside `cgcs.heartbeat.<id>.sock`). vigild
+//!   connects, negotiates capabilities and reads events; lines are bounded and parsed by the core's QMP parser
+//!   (fuzzed). A lost connection is retried at the next scan (every second).
+//! - **libvirt**: `virsh -c URI event --all --loop`, libvirt's own client, run as a child process and restarted with
+//!   backoff when libvirtd goes away; domains are matched by UUID (`virsh domuuid`), which is the guest id in Nova's
+//!   socket names (or mapped through `[instance_uuids]`). A child process instead of an FFI binding: no `unsafe`
+//!   in vigild, and libvirt's event registration stays libvirt's code.
+
+use std::collections::{HashMap, HashSet};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tracing::{info, warn};
+use vigil_core::qmp::{self, QmpLifecycle, QmpLine};
+
+use super::{Command, Shared};
+use crate::fleet::Lifecycle;
+use crate::glob::Pattern;
+
+/// Where lifecycle events come from.
+#[derive(Clone, Debug, Default)]
+pub struct LifecycleConfig {
+    /// QMP socket names to look for in `dirs` (`*` = the guest id).
+    pub qmp_pattern: Option<String>,
+    /// The watched directories.
+    pub dirs: Vec<PathBuf>,
+    /// A libvirt URI to subscribe to.
+    pub libvirt: Option<String>,
+}
+
+/// Longest QMP line kept (longer ones are dropped to the next newline).
+pub const MAX_QMP_LINE: usize = 64 * 1024;
+
+fn tell(shared: &Shared, guest: &str, event: Lifecycle) {
+    info!(guest, ?event, "lifecycle");
+    if !shared.send(Command::Lifecycle { guest: guest.to_string(), event }) {
+        warn!(guest, ?event, "lifecycle event not delivered: the loop's queue is full");
+    }
+}
+
+/// Starts the configured sources on the current runtime.
+pub fn start(cfg: &LifecycleConfig, shared: Arc<Shared>) -> Result<(), String> {
+    if let Some(p) = &cfg.qmp_pattern {
+        let pattern = Pattern::new(p)?;
+        tokio::spawn(qmp_scanner(pattern, cfg.dirs.clone(), Arc::clone(&shared)));
+    }
+    if let Some(uri) = &cfg.libvirt {
+        tokio::spawn(libvirt(uri.clone(), shared));
+    }
+    Ok(())
+}
+
+async fn qmp_scanner(pattern: Pattern, dirs: Vec<PathBuf>, shared: Arc<Shared>) {
+    let active: Arc<Mutex<HashSet<PathBuf>>> = Arc::default();
+    loop {
+        for dir in &dirs {
+            let Ok(entries) = std::fs::read_dir(dir) else { continue };
+            for e in entries.flatten() {
+                let Some(id) = e.file_name().to_str().and_then(|n| pattern.guest_id(n)) else { continue };
+                let path = e.path();
+                if active.lock().map(|mut a| a.insert(path.clone())).unwrap_or(false) {
+                    let (shared, active) = (Arc::clone(&shared), Arc::clone(&active));
+                    tokio::spawn(async move {
+                        if let Err(e) = qmp_session(&path, &id, &shared).await {
+                            warn!(guest = %id, error = %e, "QMP session ended");
+                        }
+                        if let Ok(mut a) = active.lock() {
+                            a.remove(&path);
+                        }
+                    });
+                }
+            }
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
+
+async fn qmp_session(path: &std::path::Path, id: &str, shared: &Shared) -> std::io::Result<()> {
+    let stream = tokio::net::UnixStream::connect(path).await?;
+    let (r, mut w) = stream.into_split();
+    let mut r = BufReader::new(r);
+    let mut line = Vec::new();
+    info!(guest = id, path = %path.display(), "QMP connected");
+    loop {
+        line.clear();
+        // bounded: a line longer than MAX_QMP_LINE is skipped to its end
+        let n = (&mut r).take(MAX_QMP_LINE as u64).read_until(b'\n', &mut line).await?;
+        if n == 0 {
+            return Ok(());
+        }
+        if line.last() != Some(&b'\n') && line.len() >= MAX_QMP_LINE {
+            let mut sink = Vec::new();
+            r.read_until(b'\n', &mut sink).await?;
+            continue;
+        }
+        let text = line.trim_ascii();
+        match qmp::parse(text) {
+            Ok(QmpLine::Greeting) => w.write_all(b"{\"execute\":\"qmp_capabilities\"}\r\n").await?,
+            Ok(l) => {
+                let event = match l.lifecycle() {
+                    Some(QmpLifecycle::Stop) => Lifecycle::Paused,
+                    Some(QmpLifecycle::Resume) => Lifecycle::Resumed,
+                    Some(QmpLifecycle::Reset) => Lifecycle::Rebooting,
+                    Some(QmpLifecycle::Shutdown) => Lifecycle::Stopped,
+                    Some(QmpLifecycle::Panicked) => Lifecycle::Crashed,
+                    None => continue,
+                };
+                tell(shared, id, event);
+            }
+            Err(e) => warn!(guest = id, error = %e, "QMP line refused"),
+        }
+    }
+}
+
+/// One line of `virsh event --loop`: the domain's name and what happened to it.
+pub fn parse_virsh_event(line: &str) -> Option<(String, Lifecycle)> {
+    let rest = line.strip_prefix("event ")?;
+    let (kind, rest) = rest.split_once(" for domain ")?;
+    let kind = kind.trim_matches('\'');
+    let (name, detail) = match rest.split_once(": ") {
+        Some((n, d)) => (n, d),
+        None => (rest, ""),
+    };
+    let name = name.trim().trim_end_matches(':').trim_matches('\'').to_string();
+    let event = match kind {
+        "reboot" => Lifecycle::Rebooting,
+        "lifecycle" => match detail.split_whitespace().next()? {
+            "Suspended" | "PMSuspended" => Lifecycle::Paused,
+            "Resumed" => Lifecycle::Resumed,
+            "Started" => Lifecycle::Started,
+            "Stopped" if detail.contains("Crashed") => Lifecycle::Crashed,
+            "Stopped" => Lifecycle::Stopped,
+            "Crashed" => Lifecycle::Crashed,
+            _ => return None,
+        },
+        _ => return None,
+    };
+    Some((name, event))
+}
+
+async fn domuuid(uri: &str, name: &str) -> Option<String> {
+    let out = tokio::process::Command::new("virsh").args(["-c", uri, "domuuid", name]).output().await.ok()?;
+    let uuid = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    (out.status.success() && !uuid.is_empty()).then_some(uuid)
+}
+
+async fn libvirt(uri: String, shared: Arc<Shared>) {
+    let mut backoff = Duration::from_secs(1);
+    let mut uuids: HashMap<String, String> = HashMap::new();
+    loop {
+        let child = tokio::process::Command::new("virsh")
+            .args(["-c", &uri, "event", "--all", "--loop"])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .kill_on_drop(true)
+            .spawn();
+        match child {
+            Ok(mut child) => {
+                info!(uri = %uri, "subscribed to libvirt events");
+                if let Some(out) = child.stdout.take() {
+                    let mut lines = BufReader::new(out.take(1 << 40)).lines();
+                    while let Ok(Some(line)) = lines.next_line().await {
+                        backoff = Duration::from_secs(1);
+                        let Some((name, event)) = parse_virsh_event(&line) else { continue };
+                        if !uuids.contains_key(&name) {
+                            if let Some(u) = domuuid(&uri, &name).await {
+                                uuids.insert(name.clone(), u);
+                            }
+                        }
+                        let uuid = uuids.get(&name).cloned().unwrap_or(name);
+                        let guest = shared
+                            .ctx
+                            .instance_uuids
+                            .iter()
+                            .find(|(_, u)| **u == uuid)
+                            .map_or(uuid.clone(), |(g, _)| g.clone());
+                        tell(&shared, &guest, event);
+                    }
+                }
+                let _ = child.kill().await;
+                warn!(uri = %uri, "libvirt event stream ended; resubscribing");
+            }
+            Err(e) => warn!(uri = %uri, error = %e, "cannot run virsh"),
+        }
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(Duration::from_secs(30));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn virsh_event_lines_as_libvirt_9_prints_them() {
+        let p = |l: &str| parse_virsh_event(l);
+        assert_eq!(p("event 'lifecycle' for domain 'vm1': Suspended Paused"), Some(("vm1".into(), Lifecycle::Paused)));
+        assert_eq!(p("event 'lifecycle' for domain 'vm1': Resumed Unpaused"), Some(("vm1".into(), Lifecycle::Resumed)));
+        assert_eq!(p("event 'reboot' for domain 'vm1'"), Some(("vm1".into(), Lifecycle::Rebooting)));
+        assert_eq!(
+            p("event 'lifecycle' for domain 'vm1': Stopped Destroyed"),
+            Some(("vm1".into(), Lifecycle::Stopped))
+        );
+        assert_eq!(p("event 'lifecycle' for domain 'vm1': Crashed Panicked"), Some(("vm1".into(), Lifecycle::Crashed)));
+        assert_eq!(p("event 'lifecycle' for domain 'vm1': Started Booted"), Some(("vm1".into(), Lifecycle::Started)));
+        assert_eq!(p("event 'lifecycle' for domain 'vm1': Shutdown Finished after guest request"), None);
+        assert_eq!(p("event 'device-added' for domain 'vm1': x"), None);
+        assert_eq!(p("garbage"), None);
+    }
+}
