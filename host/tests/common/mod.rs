@@ -10,6 +10,8 @@ use std::sync::mpsc::{channel, Receiver, Sender};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
+
+pub mod vm;
 use vigil_core::{bounded, Agent, AgentConfig, CorrectiveAction, Health, Instant as CoreInstant, XorShift32, MAX_WIRE};
 
 /// Tests that load the machine (hundreds of guests, floods) take this, so they do not overlap each other.
