@@ -3,7 +3,7 @@
 #   - rust targets: thumbv7m-none-eabi (the firmware test), x86_64-unknown-linux-musl (the static agent in the VM test)
 #   - Debian packages: qemu-system-arm, qemu-system-x86, a Debian kernel, busybox-static, cpio (the QEMU tests),
 #     procps (ps, for the action test), prometheus (promtool, for the metrics test), curl (the admin-socket test),
-#     prometheus-alertmanager (the upstream test)
+#     prometheus-alertmanager (the upstream test), libvirt-daemon-system + libvirt-clients (the libvirt test)
 # Idempotent and non-interactive. Without root (or apt), it names the missing packages and stops.
 # Usage: scripts/test.sh [extra cargo test args...]
 set -euo pipefail
@@ -29,6 +29,8 @@ declare -A pkg_for=(
   [/usr/bin/promtool]=prometheus
   [/usr/bin/curl]=curl
   [/usr/bin/prometheus-alertmanager]=prometheus-alertmanager
+  [/usr/sbin/libvirtd]=libvirt-daemon-system
+  [/usr/bin/virsh]=libvirt-clients
 )
 missing=()
 for f in "${!pkg_for[@]}"; do

@@ -96,6 +96,8 @@ pub struct Fleet {
     counters: Counters,
     /// The counters of guests no longer watched (so totals never go backwards).
     retired: Totals,
+    /// Guests removed lately (the hypervisor's word on them may come after their socket went away).
+    removed: VecDeque<(Arc<str>, Instant)>,
 }
 
 impl Fleet {
@@ -121,6 +123,7 @@ impl Fleet {
             reporting: true,
             counters: Counters::default(),
             retired: Totals::default(),
+            removed: VecDeque::new(),
         }
     }
 
@@ -255,6 +258,10 @@ impl Fleet {
         self.wheel.set(key, None);
         let g = self.guests.remove(key);
         self.retired.add(g.monitor.stats());
+        if self.removed.len() >= 1024 {
+            self.removed.pop_front();
+        }
+        self.removed.push_back((Arc::clone(&g.id), now));
         self.by_path.remove(&g.path);
     }
 

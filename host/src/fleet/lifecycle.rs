@@ -63,7 +63,15 @@ pub const DEFAULT_RESTART: Duration = Duration::from_secs(601);
 impl Fleet {
     /// The hypervisor says `event` happened to guest `id`'s VM. `false` if no guest has that id.
     pub fn handle_lifecycle(&mut self, id: &str, event: Lifecycle, now: Instant) -> bool {
-        let Some(key) = self.find(id) else { return false };
+        let Some(key) = self.find(id) else {
+            // a VM that stops takes its socket with it: its guest may be gone already; say what happened to it
+            let recent = self.removed.iter().find(|(g, t)| &**g == id && now < *t + Duration::from_secs(60));
+            if let (Some((g, _)), Lifecycle::Stopped | Lifecycle::Crashed) = (recent, event) {
+                let e = if event == Lifecycle::Stopped { Event::Stopped {} } else { Event::Crashed {} };
+                self.events.push_back((Arc::clone(g), e));
+            }
+            return false;
+        };
         let g = &mut self.guests[key];
         let gid = Arc::clone(&g.id);
         let (vm, said) = match event {

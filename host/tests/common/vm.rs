@@ -77,12 +77,13 @@ pub fn build_initramfs(work: &Path, agent: &Path, kver: &str, tail: &str) -> Pat
         "virtio_console",
         "pvpanic",
         "pvpanic-pci",
+        "pvpanic-mmio",
     ];
     let mod_root = Path::new("/lib/modules").join(kver).join("kernel/drivers");
     for m in modules {
         let sub = match m {
             "virtio_console" => "char",
-            "pvpanic" | "pvpanic-pci" => "misc/pvpanic",
+            "pvpanic" | "pvpanic-pci" | "pvpanic-mmio" => "misc/pvpanic",
             _ => "virtio",
         };
         let src = mod_root.join(sub).join(format!("{m}.ko"));
