@@ -229,8 +229,8 @@ fn parse(line: &[u8]) -> Result<Message, DecodeError> {
 
 /// Takes bytes from `input` through `framer` up to the end of the next line and decodes it: returns how many bytes
 /// were consumed and, if a line ended, the message or why it was refused. Both state machines read with it.
-pub(crate) fn next_message(
-    framer: &mut crate::LineFramer,
+pub(crate) fn next_message<S: crate::LineStorage>(
+    framer: &mut crate::LineFramer<S>,
     input: &[u8],
 ) -> (usize, Option<Result<Message, crate::ProtocolError>>) {
     let (used, item) = framer.push(input);

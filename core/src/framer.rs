@@ -12,8 +12,25 @@ use core::fmt;
 /// The longest line (JSON text without its terminator) the protocol allows, in bytes.
 pub const MAX_LINE: usize = 1056;
 
-/// Room for a line and a `\r` that precedes its `\n`.
-const BUF: usize = MAX_LINE + 1;
+/// Room for a line and a `\r` that precedes its `\n`: what a framer's storage holds.
+pub const LINE_BUF: usize = MAX_LINE + 1;
+const BUF: usize = LINE_BUF;
+
+/// Where a [`LineFramer`] keeps a line that arrived in parts. The default is an inline array; a host with many
+/// connections can provide storage that exists only while a partial line is held (most reads carry whole lines,
+/// which are framed without any copy), so an idle or well-behaved peer costs no line buffer at all.
+pub trait LineStorage {
+    /// The buffer, [`LINE_BUF`] bytes.
+    fn buf(&mut self) -> &mut [u8; LINE_BUF];
+    /// Nothing is held any more: storage made on demand may be let go.
+    fn release(&mut self) {}
+}
+
+impl LineStorage for [u8; LINE_BUF] {
+    fn buf(&mut self) -> &mut [u8; LINE_BUF] {
+        self
+    }
+}
 
 /// Why a line was dropped.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -53,22 +70,30 @@ impl core::error::Error for FrameError {}
 /// assert_eq!(lines, 1); // `{"b"` waits in the framer for the rest of its line
 /// ```
 #[derive(Clone)]
-pub struct LineFramer {
-    buf: [u8; BUF],
+pub struct LineFramer<S = [u8; LINE_BUF]> {
+    buf: S,
     len: u16,
     discarding: bool,
 }
 
 impl LineFramer {
-    /// An empty framer.
+    /// An empty framer with inline storage.
     pub const fn new() -> Self {
         LineFramer { buf: [0; BUF], len: 0, discarding: false }
+    }
+}
+
+impl<S: LineStorage> LineFramer<S> {
+    /// An empty framer keeping partial lines in `storage`.
+    pub const fn with_storage(storage: S) -> Self {
+        LineFramer { buf: storage, len: 0, discarding: false }
     }
 
     /// Forgets any partial line (for a new connection).
     pub fn reset(&mut self) {
         self.len = 0;
         self.discarding = false;
+        self.buf.release();
     }
 
     /// Bytes of an incomplete line held now.
@@ -82,6 +107,10 @@ impl LineFramer {
     ///
     /// A line that arrives whole in `input` while nothing is buffered is returned without copying.
     pub fn push<'a>(&'a mut self, input: &'a [u8]) -> (usize, Option<Result<&'a [u8], FrameError>>) {
+        if self.len == 0 {
+            // the line returned last time (if it came from storage) has been used: storage may go
+            self.buf.release();
+        }
         let mut start = 0;
         if self.discarding {
             match memchr_nl(input) {
@@ -101,7 +130,10 @@ impl LineFramer {
                     self.discarding = true;
                     return (input.len(), Some(Err(FrameError::LineTooLong)));
                 }
-                self.buf[held..held + rest.len()].copy_from_slice(rest);
+                if rest.is_empty() {
+                    return (input.len(), None);
+                }
+                self.buf.buf()[held..held + rest.len()].copy_from_slice(rest);
                 self.len = (held + rest.len()) as u16;
                 return (input.len(), None);
             };
@@ -124,8 +156,9 @@ impl LineFramer {
                 return (used, Some(Err(FrameError::LineTooLong)));
             }
             let total = held + segment.len();
-            self.buf[held..total].copy_from_slice(segment);
-            let end = if self.buf[total - 1] == b'\r' { total - 1 } else { total };
+            let buf = self.buf.buf();
+            buf[held..total].copy_from_slice(segment);
+            let end = if buf[total - 1] == b'\r' { total - 1 } else { total };
             if end == 0 {
                 start = used;
                 continue;
@@ -133,7 +166,7 @@ impl LineFramer {
             if end > MAX_LINE {
                 return (used, Some(Err(FrameError::LineTooLong)));
             }
-            return (used, Some(Ok(&self.buf[..end])));
+            return (used, Some(Ok(&self.buf.buf()[..end])));
         }
     }
 }
@@ -144,7 +177,7 @@ impl Default for LineFramer {
     }
 }
 
-impl fmt::Debug for LineFramer {
+impl<S> fmt::Debug for LineFramer<S> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("LineFramer").field("buffered", &self.len).field("discarding", &self.discarding).finish()
     }
@@ -163,6 +196,48 @@ fn strip_cr(line: &[u8]) -> &[u8] {
 
 #[cfg(test)]
 mod tests {
+
+    /// Storage that exists only while a partial line is held (as a host would do it with a Box), counting.
+    #[derive(Default)]
+    struct OnDemand {
+        buf: Option<std::boxed::Box<[u8; LINE_BUF]>>,
+        made: u32,
+    }
+
+    impl LineStorage for OnDemand {
+        fn buf(&mut self) -> &mut [u8; LINE_BUF] {
+            if self.buf.is_none() {
+                self.made += 1;
+            }
+            self.buf.get_or_insert_with(|| std::boxed::Box::new([0; LINE_BUF]))
+        }
+        fn release(&mut self) {
+            self.buf = None;
+        }
+    }
+
+    #[test]
+    fn storage_is_needed_only_for_a_partial_line_and_let_go_after() {
+        let mut f = LineFramer::with_storage(OnDemand::default());
+        let whole = b"{\"a\":1}\n{\"b\":2}\n";
+        let mut input: &[u8] = whole;
+        while !input.is_empty() {
+            let (n, item) = f.push(input);
+            assert!(matches!(item, Some(Ok(_))));
+            input = &input[n..];
+        }
+        assert_eq!(f.buf.made, 0, "whole lines are framed without storage");
+        let (n, item) = f.push(b"{\"c\"");
+        assert_eq!((n, item.is_none()), (4, true));
+        assert!(f.buf.buf.is_some(), "a partial line is held");
+        let (_, item) = f.push(b":3}\n");
+        assert_eq!(item, Some(Ok(&b"{\"c\":3}"[..])));
+        let (_, item) = f.push(b"{\"d\":4}\n");
+        assert_eq!(item, Some(Ok(&b"{\"d\":4}"[..])));
+        assert!(f.buf.buf.is_none(), "let go once the line was used");
+        assert_eq!(f.buf.made, 1);
+    }
+
     extern crate std;
     use super::*;
     use std::vec::Vec;

@@ -32,7 +32,7 @@ mod timers;
 
 pub use agent::{Agent, AgentConfig, AgentEvent, AgentState, AgentStats};
 pub use codec::{decode, decode_without_precheck, precheck, DecodeError, Field, MAX_DEPTH};
-pub use framer::{FrameError, LineFramer, MAX_LINE};
+pub use framer::{FrameError, LineFramer, LineStorage, LINE_BUF, MAX_LINE};
 pub use monitor::{
     Fault, Monitor, MonitorConfig, MonitorEvent, MonitorState, MonitorStats, NotifyError, ProtocolError, Registration,
 };

@@ -7,7 +7,7 @@
 use core::fmt;
 
 use crate::codec::{next_message, DecodeError};
-use crate::framer::{FrameError, LineFramer};
+use crate::framer::{FrameError, LineFramer, LineStorage, LINE_BUF};
 use crate::msg::*;
 use crate::time::{Duration, Instant};
 use crate::timers::Timers;
@@ -318,10 +318,10 @@ struct Vote {
 /// [`poll_transmit`](Self::poll_transmit) until `None`, then sleep until [`poll_timeout`](Self::poll_timeout).
 /// `handle_bytes` stops early while an event waits to be polled and returns how much it consumed: feed it the
 /// rest afterwards. `now` must never go backwards.
-pub struct Monitor<R> {
+pub struct Monitor<R, S = [u8; LINE_BUF]> {
     config: MonitorConfig,
     ids: R,
-    framer: LineFramer,
+    framer: LineFramer<S>,
     state: MonitorState,
     registration: Option<Registration>,
     fault: Option<Fault>,
@@ -350,10 +350,18 @@ pub struct Monitor<R> {
 impl<R: IdSource> Monitor<R> {
     /// A monitor with no transport yet; call [`connected`](Self::connected) when there is one.
     pub fn new(config: MonitorConfig, ids: R) -> Self {
+        Monitor::with_line_storage(config, ids, [0; LINE_BUF])
+    }
+}
+
+impl<R: IdSource, S: LineStorage> Monitor<R, S> {
+    /// A monitor that keeps a line arriving in parts in `storage` (see [`LineStorage`]: a host with thousands of
+    /// guests can give each one storage that exists only while a partial line is held).
+    pub fn with_line_storage(config: MonitorConfig, ids: R, storage: S) -> Self {
         Monitor {
             config,
             ids,
-            framer: LineFramer::new(),
+            framer: LineFramer::with_storage(storage),
             state: MonitorState::Disconnected,
             registration: None,
             fault: None,
@@ -796,7 +804,7 @@ impl<R: IdSource> Monitor<R> {
     }
 }
 
-impl<R> fmt::Debug for Monitor<R> {
+impl<R, S> fmt::Debug for Monitor<R, S> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Monitor")
             .field("state", &self.state)

@@ -35,7 +35,7 @@ struct Guest {
     id: Arc<str>,
     path: PathBuf,
     origin: Origin,
-    monitor: Monitor<XorShift32>,
+    monitor: GuestMonitor,
     policy: Arc<Policy>,
     link: Link,
     reconnect_at: Instant,
@@ -155,7 +155,7 @@ impl Fleet {
     }
 
     /// A guest's monitor (read-only).
-    pub fn monitor(&self, key: GuestKey) -> Option<&Monitor<XorShift32>> {
+    pub fn monitor(&self, key: GuestKey) -> Option<&GuestMonitor> {
         self.guests.get(key).map(|g| &g.monitor)
     }
 
@@ -213,7 +213,7 @@ impl Fleet {
             id: id.into(),
             path: path.clone(),
             origin,
-            monitor: Monitor::new(policy.monitor, XorShift32::new(seed)),
+            monitor: Monitor::with_line_storage(policy.monitor, XorShift32::new(seed), LineOnDemand::default()),
             policy,
             link: Link::Backoff,
             reconnect_at: now,

@@ -181,7 +181,15 @@ fn run_vigild(cli: &Cli, n: usize, work: &Path) -> Row {
     let m1 = admin(&admin_sock, "/metrics").unwrap_or_default();
     let (c1, t1) = (cpu_secs(pid), t0.elapsed().as_secs_f64());
     let hb = metric(&m1, "vigil_heartbeats_total ") - metric(&m0, "vigil_heartbeats_total ");
-    let sys = if cli.syscalls { syscalls_per_sec(pid, 3) } else { None };
+    // system calls over their own window (strace slows the process: heartbeats are counted over the same window)
+    let sys = if cli.syscalls {
+        let before = metric(&admin(&admin_sock, "/metrics").unwrap_or_default(), "vigil_heartbeats_total ");
+        let calls = syscalls_per_sec(pid, 5).map(|per_sec| per_sec * 5.0);
+        let after = metric(&admin(&admin_sock, "/metrics").unwrap_or_default(), "vigil_heartbeats_total ");
+        calls.map(|c| c / (after - before).max(1.0))
+    } else {
+        None
+    };
     let rss = rss_kib(pid);
     let guests: Value =
         admin(&admin_sock, "/v1/guests").and_then(|b| serde_json::from_str(&b).ok()).unwrap_or(Value::Null);
@@ -215,7 +223,7 @@ fn run_vigild(cli: &Cli, n: usize, work: &Path) -> Row {
         guests: n,
         hb_per_sec: hb / t1,
         cpu_us_per_hb: (c1 - c0) / hb.max(1.0) * 1e6,
-        syscalls_per_hb: sys.map(|s| s / (hb / t1).max(1.0)),
+        syscalls_per_hb: sys,
         rss_kib: rss,
         rtt,
         detect: (!detect.is_empty()).then(|| (pct(&detect, 0.5), pct(&detect, 0.99))),

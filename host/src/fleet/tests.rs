@@ -501,3 +501,16 @@ fn a_port_open_without_init_is_reported_not_established_once() {
     h.advance(240_100);
     assert_eq!(h.count("not_established"), 1, "{:?}", h.kinds());
 }
+
+#[test]
+fn sizes() {
+    println!(
+        "Guest {} B, Monitor {} B, LineFramer {} B, ByteBudget {} B, RateLimit {} B, Policy {} B",
+        std::mem::size_of::<super::Guest>(),
+        std::mem::size_of::<crate::fleet::GuestMonitor>(),
+        std::mem::size_of::<vigil_core::LineFramer>(),
+        std::mem::size_of::<crate::budget::ByteBudget>(),
+        std::mem::size_of::<RateLimit>(),
+        std::mem::size_of::<crate::config::Policy>(),
+    );
+}

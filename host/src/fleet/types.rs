@@ -85,3 +85,21 @@ pub struct ActionRequest {
     /// What to run.
     pub argv: Vec<String>,
 }
+
+/// A guest's line storage, made only while a line that arrived in parts waits for its end: most reads carry whole
+/// lines, which the core frames without a copy, so an idle or well-behaved guest holds no line buffer at all.
+#[derive(Debug, Default)]
+pub struct LineOnDemand(Option<Box<[u8; vigil_core::LINE_BUF]>>);
+
+impl vigil_core::LineStorage for LineOnDemand {
+    fn buf(&mut self) -> &mut [u8; vigil_core::LINE_BUF] {
+        self.0.get_or_insert_with(|| Box::new([0; vigil_core::LINE_BUF]))
+    }
+
+    fn release(&mut self) {
+        self.0 = None;
+    }
+}
+
+/// The core's Monitor as the fleet keeps it.
+pub type GuestMonitor = vigil_core::Monitor<vigil_core::XorShift32, LineOnDemand>;
