@@ -179,9 +179,18 @@ pub fn precheck(line: &[u8]) -> Result<(), DecodeError> {
     if body.last() != Some(&b'}') {
         return Err(DecodeError::Syntax);
     }
+    if !scan(body, true)? {
+        return Err(DecodeError::MissingField(Field::MsgType));
+    }
+    Ok(())
+}
+
+/// One pass over a line that knows about strings and escapes: refuses raw control bytes (when `strict`) and
+/// nesting deeper than [`MAX_DEPTH`], and says whether the top-level object has the key `"msg_type"`.
+fn scan(line: &[u8], strict: bool) -> Result<bool, DecodeError> {
     let (mut depth, mut in_str, mut escaped, mut has_msg_type) = (0usize, false, false, false);
-    for (i, &b) in body.iter().enumerate() {
-        if b < 0x20 && b != b'\t' {
+    for (i, &b) in line.iter().enumerate() {
+        if strict && b < 0x20 && b != b'\t' {
             return Err(DecodeError::Syntax);
         }
         if in_str {
@@ -196,7 +205,7 @@ pub fn precheck(line: &[u8]) -> Result<(), DecodeError> {
         match b {
             b'"' => {
                 in_str = true;
-                has_msg_type |= depth == 1 && body[i..].starts_with(MSG_TYPE_KEY);
+                has_msg_type |= depth == 1 && line[i..].starts_with(MSG_TYPE_KEY);
             }
             b'{' | b'[' => {
                 depth += 1;
@@ -208,10 +217,7 @@ pub fn precheck(line: &[u8]) -> Result<(), DecodeError> {
             _ => {}
         }
     }
-    if !has_msg_type {
-        return Err(DecodeError::MissingField(Field::MsgType));
-    }
-    Ok(())
+    Ok(has_msg_type)
 }
 
 const MSG_TYPE_KEY: &[u8] = b"\"msg_type\"";
@@ -243,32 +249,7 @@ pub(crate) fn next_message<S: crate::LineStorage>(
 
 /// Refuses nesting deeper than [`MAX_DEPTH`] with a linear scan that knows about strings and escapes.
 pub(crate) fn check_depth(line: &[u8]) -> Result<(), DecodeError> {
-    let mut depth = 0usize;
-    let mut in_str = false;
-    let mut escaped = false;
-    for &b in line {
-        if in_str {
-            match (escaped, b) {
-                (true, _) => escaped = false,
-                (false, b'\\') => escaped = true,
-                (false, b'"') => in_str = false,
-                _ => {}
-            }
-            continue;
-        }
-        match b {
-            b'"' => in_str = true,
-            b'{' | b'[' => {
-                depth += 1;
-                if depth > MAX_DEPTH {
-                    return Err(DecodeError::TooDeep);
-                }
-            }
-            b'}' | b']' => depth = depth.saturating_sub(1),
-            _ => {}
-        }
-    }
-    Ok(())
+    scan(line, false).map(|_| ())
 }
 
 const N_INTS: usize = 13;

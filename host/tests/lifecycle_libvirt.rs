@@ -15,7 +15,6 @@ use std::time::{Duration, Instant};
 
 use common::vm::*;
 use common::*;
-use serde_json::Value;
 
 const UUID: &str = "0c0ffee0-1111-4222-8333-444455556666";
 const NAME: &str = "vigil-lifecycle-test";
@@ -95,12 +94,6 @@ impl Drop for Libvirtd {
     }
 }
 
-fn ms(v: &Value) -> u64 {
-    humantime::parse_rfc3339_weak(v.as_str().unwrap_or(""))
-        .map(|t| t.duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as u64)
-        .unwrap_or(0)
-}
-
 fn qemu_pid() -> Option<rustix::process::Pid> {
     let s = std::fs::read_to_string(format!("/run/libvirt/qemu/{NAME}.pid")).ok()?;
     rustix::process::Pid::from_raw(s.trim().parse().ok()?)
@@ -125,16 +118,7 @@ fn libvirt_pauses_reboots_and_shutdowns_are_not_hangs_and_a_real_hang_still_is()
     let initramfs = build_initramfs(work.path(), &build_agent(), &kver, AGENT_AND_SHELL);
     std::fs::set_permissions(&initramfs, std::fs::Permissions::from_mode(0o644)).unwrap();
     let lv = Libvirtd::start(&work.path().join("libvirt"));
-    let marker = work.path().join("actions.log");
-    let cfg = work.path().join("vigild.toml");
-    std::fs::write(
-        &cfg,
-        format!(
-            "[defaults]\npolicy = \"command\"\naction_min_gap_secs = 0\ncommands = {{ reboot = [\"sh\", \"-c\", \"echo {{guest}} {{kind}} >> {}\"] }}\n",
-            marker.display()
-        ),
-    )
-    .unwrap();
+    let (cfg, marker) = marker_policy(work.path());
     let d = Vigild::start(&dir, work.path(), &["--config", cfg.to_str().unwrap(), "--libvirt", &lv.uri]);
     let console = dir.join("console.log");
     let tty = dir.join("tty.sock");
@@ -202,7 +186,7 @@ fn libvirt_pauses_reboots_and_shutdowns_are_not_hangs_and_a_real_hang_still_is()
     let l = by_guest(&ev, UUID, "heartbeat_lost")[0];
     println!(
         "libvirt: hung VM lost {} ms after its last heartbeat (bound 1500 ms)",
-        ms(&l["time"]) - ms(&l["last_heartbeat"])
+        event_ms(&l["time"]) - event_ms(&l["last_heartbeat"])
     );
     d.wait_until(30, "recovered", |ev| by_guest(ev, UUID, "recovered").len() == 1);
 
@@ -214,7 +198,7 @@ fn libvirt_pauses_reboots_and_shutdowns_are_not_hangs_and_a_real_hang_still_is()
     let l = by_guest(&ev, UUID, "heartbeat_lost")[1];
     println!(
         "libvirt: killed agent lost {} ms after its last heartbeat (bound 1500 ms)",
-        ms(&l["time"]) - ms(&l["last_heartbeat"])
+        event_ms(&l["time"]) - event_ms(&l["last_heartbeat"])
     );
 
     // a panic with pvpanic: crashed

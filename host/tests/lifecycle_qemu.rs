@@ -65,12 +65,6 @@ fn heartbeats(d: &Vigild) -> u64 {
     admin(d, "GET", "/v1/guests/vm-0002", None).1["heartbeats"].as_u64().unwrap_or(0)
 }
 
-fn ms(v: &Value) -> u64 {
-    humantime::parse_rfc3339_weak(v.as_str().unwrap_or(""))
-        .map(|t| t.duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as u64)
-        .unwrap_or(0)
-}
-
 #[test]
 fn pauses_resets_and_crashes_are_not_hangs_and_a_real_hang_still_is() {
     let _serial = heavy();
@@ -80,16 +74,7 @@ fn pauses_resets_and_crashes_are_not_hangs_and_a_real_hang_still_is() {
     let dir = work.path().join("qemu");
     std::fs::create_dir_all(&dir).unwrap();
     let initramfs = build_initramfs(work.path(), &build_agent(), &kver, AGENT_AND_SHELL);
-    let marker = work.path().join("actions.log");
-    let cfg = work.path().join("vigild.toml");
-    std::fs::write(
-        &cfg,
-        format!(
-            "[defaults]\npolicy = \"command\"\naction_min_gap_secs = 0\ncommands = {{ reboot = [\"sh\", \"-c\", \"echo {{guest}} {{kind}} >> {}\"] }}\n",
-            marker.display()
-        ),
-    )
-    .unwrap();
+    let (cfg, marker) = marker_policy(work.path());
     let d = Vigild::start(
         &dir,
         work.path(),
@@ -175,7 +160,10 @@ fn pauses_resets_and_crashes_are_not_hangs_and_a_real_hang_still_is() {
     rustix::process::kill_process(pid, rustix::process::Signal::CONT).unwrap();
     let ev = d.events();
     let l = by_guest(&ev, "vm-0002", "heartbeat_lost")[0];
-    println!("hung VM: loss {} ms after the last heartbeat (bound 1500 ms)", ms(&l["time"]) - ms(&l["last_heartbeat"]));
+    println!(
+        "hung VM: loss {} ms after the last heartbeat (bound 1500 ms)",
+        event_ms(&l["time"]) - event_ms(&l["last_heartbeat"])
+    );
     d.wait_until(30, "recovered", |ev| by_guest(ev, "vm-0002", "recovered").len() == 1);
 
     // 4. the agent killed inside the guest: lost within the bound
@@ -186,7 +174,7 @@ fn pauses_resets_and_crashes_are_not_hangs_and_a_real_hang_still_is() {
     let l = by_guest(&ev, "vm-0002", "heartbeat_lost")[1];
     println!(
         "killed agent: loss {} ms after the last heartbeat (bound 1500 ms)",
-        ms(&l["time"]) - ms(&l["last_heartbeat"])
+        event_ms(&l["time"]) - event_ms(&l["last_heartbeat"])
     );
     let actions = std::fs::read_to_string(&marker).unwrap_or_default();
     assert_eq!(actions.lines().count(), 2, "one corrective action per real loss: {actions}");

@@ -524,3 +524,25 @@ impl HttpReceiver {
         self.got.lock().unwrap().clone()
     }
 }
+
+/// An RFC 3339 time of an event field, in Unix milliseconds (0 if absent).
+pub fn event_ms(v: &Value) -> u64 {
+    humantime::parse_rfc3339_weak(v.as_str().unwrap_or(""))
+        .map(|t| t.duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// A vigild config whose `reboot` action appends `GUEST KIND` to a marker file: (config, marker).
+pub fn marker_policy(work: &Path) -> (PathBuf, PathBuf) {
+    let marker = work.join("actions.log");
+    let cfg = work.join("vigild.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[defaults]\npolicy = \"command\"\naction_min_gap_secs = 0\ncommands = {{ reboot = [\"sh\", \"-c\", \"echo {{guest}} {{kind}} >> {}\"] }}\n",
+            marker.display()
+        ),
+    )
+    .unwrap();
+    (cfg, marker)
+}
