@@ -7,6 +7,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 secs=${1:-25}
 cargo build --release -q -p vigil-host
+trap 'kill $(jobs -p) 2>/dev/null || true' EXIT
 echo "| hostile guests | interval | honest guests declared lost | vigild CPU | worst honest round trip |"
 echo "|---|---|---|---|---|"
 for row in "60 1000" "200 1000" "60 500" "10 200" "200 400"; do
@@ -21,7 +22,7 @@ for row in "60 1000" "200 1000" "60 500" "10 200" "200 400"; do
   sleep "$secs"
   c1=$(awk '{print $14 + $15}' "/proc/$pid/stat"); t1=$(date +%s.%N)
   worst=$(curl -s --unix-socket "$work/admin.sock" http://localhost/v1/guests | python3 -c 'import json,sys; g=json.load(sys.stdin)["guests"]; print(max(x["max_rtt_ms"] for x in g if x["id"].startswith("good")))')
-  lost=$(grep '"kind":"heartbeat_lost"' "$work/events.jsonl" | grep -o '"guest":"good[^"]*"' | sort -u | wc -l)
+  lost=$( (grep '"kind":"heartbeat_lost"' "$work/events.jsonl" || true) | (grep -o '"guest":"good[^"]*"' || true) | sort -u | wc -l)
   kill -TERM "$pid" "$good" "$bad" 2>/dev/null; wait "$pid" "$good" "$bad" 2>/dev/null || true
   awk -v h="$hostile" -v ms="$ms" -v lost="$lost" -v c0="$c0" -v c1="$c1" -v t0="$t0" -v t1="$t1" -v w="$worst" -v hz="$(getconf CLK_TCK)" \
     'BEGIN { printf "| %d | %d ms | %d of 60 | %.0f %% of a core | %d ms |\n", h, ms, lost, 100*(c1-c0)/hz/(t1-t0), w }'
