@@ -11,7 +11,6 @@ use core::fmt;
 use serde::de::{self, DeserializeSeed, IgnoredAny, MapAccess, Visitor};
 use serde_json_core::de::Error as JsonError;
 
-use crate::framer::MAX_LINE;
 use crate::msg::*;
 
 /// Deepest nesting of arrays and objects accepted in a line (the protocol itself uses depth 1).
@@ -222,8 +221,13 @@ fn scan(line: &[u8], strict: bool) -> Result<bool, DecodeError> {
 
 const MSG_TYPE_KEY: &[u8] = b"\"msg_type\"";
 
+/// Bytes to unescape strings into.
+const SCRATCH: usize = 256;
+
 fn parse(line: &[u8]) -> Result<Message, DecodeError> {
-    let mut scratch = [0u8; MAX_LINE];
+    // room to unescape the longest string a message may carry (`log_msg`, 224 bytes); a longer escaped string
+    // in an unknown field is refused as malformed
+    let mut scratch = [0u8; SCRATCH];
     let mut raw = Raw::default();
     let mut de = serde_json_core::de::Deserializer::new(line, Some(&mut scratch));
     let parsed = (&mut raw).deserialize(&mut de).and_then(|()| de.end());
