@@ -133,9 +133,10 @@ fn u32_at(b: &[u8], i: usize) -> u32 {
     u32::from_ne_bytes(a)
 }
 
-/// A C string field: the bytes up to the first NUL (or the field's end), its valid UTF-8 prefix, at most N bytes.
+/// A C string field: the bytes up to the first NUL, at most `len - 1` of them (a C string of `char[len]` always has
+/// room for its NUL; a field without one is cut there, as the encoder writes), as its valid UTF-8 prefix.
 fn text_at<const N: usize>(b: &[u8], i: usize, len: usize) -> Text<N> {
-    let field = b.get(i..i + len).unwrap_or_default();
+    let field = b.get(i..i + len.saturating_sub(1)).unwrap_or_default();
     let end = field.iter().position(|&c| c == 0).unwrap_or(field.len());
     let bytes = &field[..end];
     let s = match core::str::from_utf8(bytes) {
@@ -428,6 +429,15 @@ mod tests {
         r[30] = 0xFF;
         let Ok((_, RefMsg::Final { log_msg })) = decode(&r) else { panic!() };
         assert_eq!(log_msg.as_str(), "xxxxxxxxxx");
+        // a field with no NUL at all is cut at len - 1, as the encoder writes it (found by the fuzzer)
+        let mut r = rec(&RefMsg::Final { log_msg: vigil_core::bounded("") }, 1);
+        for b in &mut r[20..] {
+            *b = b'y';
+        }
+        let Ok((seq, msg)) = decode(&r) else { panic!() };
+        let RefMsg::Final { log_msg } = &msg else { panic!() };
+        assert_eq!(log_msg.len(), LOG - 1);
+        assert_eq!(decode(&rec(&msg, seq)), Ok((seq, msg.clone())), "decode(encode(x)) == x");
         let mut r = rec(&RefMsg::Challenge { heartbeat_challenge: 1 }, 1);
         r[10] = 99;
         assert_eq!(decode(&r), Err(RefError::MsgType(99)));
