@@ -8,8 +8,8 @@
 use core::fmt;
 
 use crate::codec::next_message;
+use crate::error::ProtocolError;
 use crate::framer::LineFramer;
-use crate::monitor::ProtocolError;
 use crate::msg::*;
 use crate::time::{Duration, Instant};
 use crate::timers::Timers;

@@ -7,7 +7,13 @@
 //! - the codec: [`Message`] and its parts as typed Rust, [`decode`] from a line, [`Message::encode`] into a
 //!   caller's buffer;
 //! - [`Monitor`]: the host side of one guest — registration, challenges, misses, loss, health, votes;
-//! - [`Agent`]: the guest side — registration with retries, answers, re-registration, votes, exit.
+//! - [`Agent`]: the guest side — registration with retries, answers, re-registration, votes, exit;
+//! - [`ProtocolError`]: how a peer broke the protocol (shared by both state machines);
+//! - [`qmp`]: a bounded parser of QEMU's QMP events (the hypervisor's word on pauses, resets and panics).
+//!
+//! Modules: `framer` (lines), `msg` (the messages), `codec` (decode/encode), `monitor/` (the state machine in
+//! `mod.rs`; its `config`, `event`, `stats` and `nonces` beside it), `agent`, `error`, `timers` (a fixed array of
+//! deadlines), `time` (`Instant`, `Duration`), `qmp`.
 //!
 //! It never reads a clock (every entry point takes an [`Instant`]), never does I/O (the caller feeds bytes in and
 //! polls bytes out), never allocates, and never panics on input: hostile bytes become typed errors and counters.
@@ -23,6 +29,7 @@ extern crate std;
 
 mod agent;
 mod codec;
+mod error;
 mod framer;
 mod monitor;
 mod msg;
@@ -32,9 +39,10 @@ mod timers;
 
 pub use agent::{Agent, AgentConfig, AgentEvent, AgentState, AgentStats};
 pub use codec::{decode, decode_without_precheck, precheck, DecodeError, Field, MAX_DEPTH};
+pub use error::ProtocolError;
 pub use framer::{FrameError, LineFramer, LineStorage, LINE_BUF, MAX_LINE};
 pub use monitor::{
-    Fault, Monitor, MonitorConfig, MonitorEvent, MonitorState, MonitorStats, NotifyError, ProtocolError, Registration,
+    Fault, Monitor, MonitorConfig, MonitorEvent, MonitorState, MonitorStats, NotifyError, Registration, RECENT_NONCES,
 };
 pub use msg::*;
 #[cfg(feature = "std")]

@@ -1,0 +1,38 @@
+//! [`MonitorConfig`]: the tunables of a [`Monitor`](super::Monitor).
+
+use crate::time::Duration;
+
+/// Tunables of a [`Monitor`]; `Default` gives the reference behaviour.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct MonitorConfig {
+    /// Loss is declared when consecutive misses exceed this (default 1: at the second miss).
+    pub loss_threshold: u32,
+    /// The guest's requested interval is raised to at least this (default 100 ms; StarlingX used 400 ms).
+    pub min_interval: Duration,
+    /// ... and lowered to at most this (default 60 s), so a guest cannot make itself unmonitored.
+    pub max_interval: Duration,
+    /// A connected guest that has not registered within this is reported as
+    /// [`MonitorEvent::RegistrationTimeout`], so the caller can reconnect (default 120 s).
+    pub registration_timeout: Duration,
+    /// At most one `nack` per this span (default 1 s): a flooding guest cannot make the host write at its pace.
+    pub nack_interval: Duration,
+    /// After a registration, delay the second challenge by a random part (up to half) of the interval, so that
+    /// guests registering at once (a restart of the host daemon) do not keep challenge phases aligned forever.
+    /// Within the protocol: a guest expects a challenge within max(2 x interval, 5 s). Default off (exact
+    /// timing); the host daemon turns it on.
+    pub spread_phase: bool,
+}
+
+impl Default for MonitorConfig {
+    fn default() -> Self {
+        MonitorConfig {
+            loss_threshold: 1,
+            min_interval: Duration::from_millis(100),
+            max_interval: Duration::from_secs(60),
+            registration_timeout: Duration::from_secs(120),
+            nack_interval: Duration::from_secs(1),
+            spread_phase: false,
+        }
+    }
+}

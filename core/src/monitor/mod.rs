@@ -1,0 +1,570 @@
+//! [`Monitor`]: the host side of the protocol for one guest, as a sans-IO state machine.
+//!
+//! It owns the session with one guest: registration, challenges, the miss count, loss, health reports, votes and
+//! notices, and `nack`s for refused messages. It must never read a clock, do I/O, allocate, or panic on guest
+//! bytes; the guest's identity is whatever the caller says (the socket), never what the guest declares.
+
+mod config;
+mod event;
+mod nonces;
+mod stats;
+
+use core::fmt;
+
+use crate::codec::{next_message, DecodeError};
+use crate::error::ProtocolError;
+use crate::framer::{LineFramer, LineStorage, LINE_BUF};
+use crate::msg::*;
+use crate::time::{Duration, Instant};
+use crate::timers::Timers;
+use crate::{EventQueue, IdSource};
+
+pub use config::MonitorConfig;
+pub use event::{Fault, MonitorEvent, NotifyError, Registration};
+use nonces::RecentNonces;
+pub use nonces::RECENT_NONCES;
+pub use stats::MonitorStats;
+
+/// Where the session stands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub enum MonitorState {
+    /// No transport.
+    Disconnected,
+    /// Connected, waiting for `init`.
+    AwaitingInit,
+    /// Registered: challenging every interval.
+    Heartbeating,
+    /// The guest deregistered with `exit`.
+    Exited,
+}
+
+#[derive(Clone, Copy, Debug)]
+enum Timer {
+    Challenge = 0,
+    Vote = 1,
+    Registration = 2,
+}
+const TIMERS: usize = 3;
+const EVENTS: usize = 2;
+
+#[derive(Clone, Copy, Debug)]
+struct Vote {
+    notify: ActionNotify,
+    sent: bool,
+}
+
+/// The host side of one guest's heartbeat session. Sans-IO: the caller moves bytes and time.
+///
+/// Methods come in four groups, as in quinn-proto:
+/// - getters: [`state`](Self::state), [`registration`](Self::registration), [`fault`](Self::fault),
+///   [`stats`](Self::stats);
+/// - input: [`handle_bytes`](Self::handle_bytes), [`handle_timeout`](Self::handle_timeout),
+///   [`connected`](Self::connected), [`disconnected`](Self::disconnected);
+/// - commands: [`notify`](Self::notify);
+/// - output: [`poll_transmit`](Self::poll_transmit), [`poll_event`](Self::poll_event),
+///   [`poll_timeout`](Self::poll_timeout).
+///
+/// After every input call, drain [`poll_event`](Self::poll_event) until `None` and
+/// [`poll_transmit`](Self::poll_transmit) until `None`, then sleep until [`poll_timeout`](Self::poll_timeout).
+/// `handle_bytes` stops early while an event waits to be polled and returns how much it consumed: feed it the
+/// rest afterwards. `now` must never go backwards.
+pub struct Monitor<R, S = [u8; LINE_BUF]> {
+    config: MonitorConfig,
+    ids: R,
+    framer: LineFramer<S>,
+    state: MonitorState,
+    registration: Option<Registration>,
+    fault: Option<Fault>,
+    /// The most severe action reported unhealthy in this session (dedupes `Unhealthy`).
+    unhealthy_reported: Option<CorrectiveAction>,
+    nonce: u32,
+    /// The current challenge was answered.
+    answered: bool,
+    /// Some valid answer arrived during the current interval (proof of life).
+    heard: bool,
+    recent: RecentNonces,
+    misses: u32,
+    challenged_at: Instant,
+    last_heartbeat: Option<Instant>,
+    vote: Option<Vote>,
+    timers: Timers<TIMERS>,
+    tx_nack: Option<&'static str>,
+    tx_init_ack: bool,
+    tx_challenge: bool,
+    last_nack: Option<Instant>,
+    sequence: u32,
+    events: EventQueue<MonitorEvent, EVENTS>,
+    stats: MonitorStats,
+}
+
+impl<R: IdSource> Monitor<R> {
+    /// A monitor with no transport yet; call [`connected`](Self::connected) when there is one.
+    pub fn new(config: MonitorConfig, ids: R) -> Self {
+        Monitor::with_line_storage(config, ids, [0; LINE_BUF])
+    }
+}
+
+impl<R: IdSource, S: LineStorage> Monitor<R, S> {
+    /// A monitor that keeps a line arriving in parts in `storage` (see [`LineStorage`]: a host with thousands of
+    /// guests can give each one storage that exists only while a partial line is held).
+    pub fn with_line_storage(config: MonitorConfig, ids: R, storage: S) -> Self {
+        Monitor {
+            config,
+            ids,
+            framer: LineFramer::with_storage(storage),
+            state: MonitorState::Disconnected,
+            registration: None,
+            fault: None,
+            unhealthy_reported: None,
+            nonce: 0,
+            answered: false,
+            heard: false,
+            recent: RecentNonces::default(),
+            misses: 0,
+            challenged_at: Instant::ZERO,
+            last_heartbeat: None,
+            vote: None,
+            timers: Timers::new(),
+            tx_nack: None,
+            tx_init_ack: false,
+            tx_challenge: false,
+            last_nack: None,
+            sequence: 1,
+            events: EventQueue::new(),
+            stats: MonitorStats::default(),
+        }
+    }
+
+    // ---- getters ----
+
+    /// Where the session stands.
+    pub fn state(&self) -> MonitorState {
+        self.state
+    }
+
+    /// The guest's last registration, if it registered in this connection.
+    pub fn registration(&self) -> Option<&Registration> {
+        self.registration.as_ref()
+    }
+
+    /// The open fault, if any.
+    pub fn fault(&self) -> Option<Fault> {
+        self.fault
+    }
+
+    /// Counters.
+    pub fn stats(&self) -> &MonitorStats {
+        &self.stats
+    }
+
+    /// The tunables.
+    pub fn config(&self) -> &MonitorConfig {
+        &self.config
+    }
+
+    // ---- input ----
+
+    /// A transport to the guest is up: wait for `init`. Any partial line of an earlier connection is forgotten;
+    /// the open fault and the counters are kept.
+    pub fn connected(&mut self, now: Instant) {
+        self.end_session();
+        self.state = MonitorState::AwaitingInit;
+        self.set_timer(Timer::Registration, Some(now + self.config.registration_timeout));
+    }
+
+    /// The transport is gone. An open vote ends with `error`.
+    pub fn disconnected(&mut self) {
+        self.end_session();
+        self.state = MonitorState::Disconnected;
+    }
+
+    /// Feeds bytes from the guest. Returns how many were consumed: all of them, unless an event is waiting to be
+    /// polled, in which case feed the rest after draining [`poll_event`](Self::poll_event).
+    #[must_use = "bytes not consumed must be fed again"]
+    pub fn handle_bytes(&mut self, now: Instant, input: &[u8]) -> usize {
+        if self.state == MonitorState::Disconnected {
+            return input.len();
+        }
+        let mut used = 0;
+        while used < input.len() && self.events.is_empty() {
+            let (n, parsed) = next_message(&mut self.framer, &input[used..]);
+            used += n;
+            match parsed {
+                None => {}
+                Some(Ok(msg)) => self.on_message(now, msg),
+                Some(Err(e)) => self.on_protocol_error(now, e),
+            }
+        }
+        self.stats.bytes_in += used as u64;
+        used
+    }
+
+    /// Lets timers that are due fire. Call it when [`poll_timeout`](Self::poll_timeout) has passed; it fires what
+    /// fits in the event queue, so call it again (after draining events) while `poll_timeout() <= now`.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        if self.due(Timer::Vote, now) && self.events.len() < EVENTS {
+            self.set_timer(Timer::Vote, None);
+            if let Some(vote) = self.vote.take() {
+                self.push_vote_result(vote, VoteResult::Timeout, LogMsg::new());
+            }
+        }
+        if self.due(Timer::Challenge, now) && self.events.len() < EVENTS {
+            self.on_interval_end(now);
+        }
+        if self.due(Timer::Registration, now) && self.events.len() < EVENTS {
+            self.set_timer(Timer::Registration, None);
+            self.push(MonitorEvent::RegistrationTimeout);
+        }
+    }
+
+    // ---- commands ----
+
+    /// Replaces the tunables (a reloaded configuration). The loss threshold applies at once; interval bounds at
+    /// the guest's next registration.
+    pub fn set_config(&mut self, config: MonitorConfig) {
+        self.config = config;
+    }
+
+    /// The caller knows the guest could not have answered until now (its VM was paused, and has just been
+    /// resumed): counting starts over with a fresh challenge at once. An open fault stays open until an answer.
+    pub fn rechallenge(&mut self, now: Instant) {
+        if self.state != MonitorState::Heartbeating {
+            return;
+        }
+        self.misses = 0;
+        let interval = self.registration.as_ref().map_or(self.config.min_interval, |r| r.interval);
+        self.challenge(now, now + interval);
+    }
+
+    /// Sends `action_notify` and waits `timeout` (exactly the value sent) for the answer, which arrives as
+    /// [`MonitorEvent::VoteResult`] — with `timeout` if none came.
+    pub fn notify(
+        &mut self,
+        now: Instant,
+        event_type: EventType,
+        notification_type: NotificationType,
+        timeout: Duration,
+    ) -> Result<(), NotifyError> {
+        if self.state != MonitorState::Heartbeating {
+            return Err(NotifyError::NotRegistered);
+        }
+        if self.fault == Some(Fault::Lost) {
+            return Err(NotifyError::NotHeartbeating);
+        }
+        if self.vote.is_some() {
+            return Err(NotifyError::Busy);
+        }
+        let timeout_ms = u32::try_from(timeout.as_millis()).map_err(|_| NotifyError::TimeoutTooLong)?;
+        let invocation_id = self.registration.as_ref().map_or(0, |r| r.init.invocation_id);
+        self.vote = Some(Vote {
+            notify: ActionNotify { invocation_id, event_type, notification_type, timeout_ms },
+            sent: false,
+        });
+        self.set_timer(Timer::Vote, Some(now + timeout));
+        Ok(())
+    }
+
+    // ---- output ----
+
+    /// The next event, if any.
+    #[must_use]
+    pub fn poll_event(&mut self) -> Option<MonitorEvent> {
+        self.events.pop_front()
+    }
+
+    /// The earliest time [`handle_timeout`](Self::handle_timeout) must be called, if any.
+    #[must_use]
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.timers.next()
+    }
+
+    /// Writes the next message for the guest into `buf` and returns its length, or `None` if nothing is pending.
+    /// `now` is when the bytes leave (round-trip times are measured from it).
+    #[must_use]
+    pub fn poll_transmit(&mut self, now: Instant, buf: &mut [u8; MAX_WIRE]) -> Option<usize> {
+        let invocation_id = self.registration.as_ref().map_or(0, |r| r.init.invocation_id);
+        let body = if let Some(reason) = self.tx_nack.take() {
+            self.stats.nacks += 1;
+            Body::Nack { invocation_id, log_msg: bounded(reason) }
+        } else if self.tx_init_ack {
+            self.tx_init_ack = false;
+            Body::InitAck { invocation_id }
+        } else if self.tx_challenge {
+            self.tx_challenge = false;
+            self.challenged_at = now;
+            self.recent.push(self.nonce);
+            Body::Challenge { heartbeat_challenge: self.nonce }
+        } else if let Some(vote) = self.vote.as_mut().filter(|v| !v.sent) {
+            vote.sent = true;
+            Body::ActionNotify(vote.notify)
+        } else {
+            return None;
+        };
+        // Every message the monitor builds fits MAX_WIRE: the longest is a nack with a short static reason.
+        let n = Message::new(self.sequence, body).encode(buf).ok()?;
+        self.sequence = self.sequence.wrapping_add(1);
+        self.stats.messages_out += 1;
+        Some(n)
+    }
+
+    // ---- internals ----
+
+    fn on_message(&mut self, now: Instant, msg: Message) {
+        match msg.body {
+            Body::Init(init) => self.on_init(now, init),
+            Body::ChallengeResponse(r) => self.on_response(now, r),
+            Body::ActionResponse(r) => self.on_action_response(now, r),
+            Body::Exit { log_msg } => self.on_exit(log_msg),
+            other => {
+                self.on_protocol_error(now, ProtocolError::Unexpected(other.msg_type()));
+            }
+        }
+    }
+
+    fn on_init(&mut self, now: Instant, init: Init) {
+        if let Some(vote) = self.vote.take() {
+            self.set_timer(Timer::Vote, None);
+            self.push_vote_result(vote, VoteResult::Error, bounded("guest registered anew"));
+        }
+        if init.corrective_action == CorrectiveAction::Unknown {
+            self.stats.unknown_values += 1;
+        }
+        let requested = Duration::from_millis(u64::from(init.heartbeat_interval_ms));
+        let interval = requested.max(self.config.min_interval).min(self.config.max_interval);
+        let registration = Registration { init, interval };
+        self.registration = Some(registration.clone());
+        self.state = MonitorState::Heartbeating;
+        self.stats.registrations += 1;
+        self.unhealthy_reported = None;
+        self.misses = 0;
+        self.recent.clear();
+        self.tx_init_ack = true;
+        self.set_timer(Timer::Registration, None);
+        let spread = if self.config.spread_phase {
+            Duration::from_millis(u64::from(self.ids.next_id()) % (interval.as_millis() / 2).max(1))
+        } else {
+            Duration::ZERO
+        };
+        self.challenge(now, now + interval + spread);
+        self.push(MonitorEvent::Registered(registration));
+    }
+
+    fn on_response(&mut self, now: Instant, r: ChallengeResponse) {
+        if self.state != MonitorState::Heartbeating {
+            self.on_protocol_error(now, ProtocolError::Unexpected(MsgType::ChallengeResponse));
+            return;
+        }
+        if !self.recent.answer(r.heartbeat_response) {
+            self.on_protocol_error(now, ProtocolError::StaleNonce { expected: self.nonce, got: r.heartbeat_response });
+            return;
+        }
+        if r.heartbeat_response == self.nonce && !self.tx_challenge {
+            self.answered = true;
+            let rtt = now - self.challenged_at;
+            self.stats.last_rtt = rtt;
+            self.stats.max_rtt = self.stats.max_rtt.max(rtt);
+        } else {
+            self.stats.late_answers += 1;
+        }
+        // Proof of life, whichever of the latest challenges it answers.
+        self.heard = true;
+        self.misses = 0;
+        self.last_heartbeat = Some(now);
+        self.stats.heartbeats += 1;
+        self.set_timer(Timer::Registration, None);
+        if r.heartbeat_health == Health::Unknown || r.corrective_action == CorrectiveAction::Unknown {
+            self.stats.unknown_values += 1;
+        }
+        match r.heartbeat_health {
+            Health::Unhealthy => {
+                let action = r.corrective_action;
+                if self.unhealthy_reported.is_none_or(|prev| action > prev) {
+                    self.unhealthy_reported = Some(action);
+                    self.fault = Some(Fault::Unhealthy(action));
+                    self.push(MonitorEvent::Unhealthy { corrective_action: action, log_msg: r.log_msg });
+                }
+            }
+            Health::Healthy => {
+                self.unhealthy_reported = None;
+                if self.fault.take().is_some() {
+                    self.push(MonitorEvent::Recovered);
+                }
+            }
+            // Alive, but no word on health: it ends a loss and leaves an unhealthy report standing.
+            Health::Unknown => {
+                if self.fault == Some(Fault::Lost) {
+                    self.fault = None;
+                    self.push(MonitorEvent::Recovered);
+                }
+            }
+        }
+    }
+
+    fn on_action_response(&mut self, now: Instant, r: ActionResponse) {
+        let expected = self.registration.as_ref().map_or(0, |reg| reg.init.invocation_id);
+        if self.state != MonitorState::Heartbeating {
+            self.on_protocol_error(now, ProtocolError::Unexpected(MsgType::ActionResponse));
+            return;
+        }
+        if r.invocation_id != expected {
+            self.nack(now, "wrong invocation_id");
+            self.on_protocol_error(now, ProtocolError::WrongInvocationId { expected, got: r.invocation_id });
+            return;
+        }
+        if r.event_type == EventType::Unknown || r.notification_type == NotificationType::Unknown {
+            self.stats.unknown_values += 1;
+        }
+        // The reference's `unknown` members match the open vote: it sends them when it could not parse ours.
+        match self.vote {
+            Some(v)
+                if v.sent
+                    && (v.notify.event_type == r.event_type || r.event_type == EventType::Unknown)
+                    && (v.notify.notification_type == r.notification_type
+                        || r.notification_type == NotificationType::Unknown) =>
+            {
+                self.vote = None;
+                self.set_timer(Timer::Vote, None);
+                self.push_vote_result(v, r.vote_result, r.log_msg);
+            }
+            _ => self.on_protocol_error(now, ProtocolError::Unexpected(MsgType::ActionResponse)),
+        }
+    }
+
+    fn on_exit(&mut self, log_msg: LogMsg) {
+        if let Some(vote) = self.vote.take() {
+            self.push_vote_result(vote, VoteResult::Error, bounded("guest agent exited before answering"));
+        }
+        self.timers.clear();
+        self.tx_challenge = false;
+        self.state = MonitorState::Exited;
+        self.fault = None;
+        self.unhealthy_reported = None;
+        self.push(MonitorEvent::Deregistered { log_msg });
+    }
+
+    fn on_interval_end(&mut self, now: Instant) {
+        let due = self.timers.get(Timer::Challenge as usize).unwrap_or(now);
+        let interval = self.registration.as_ref().map_or(self.config.min_interval, |r| r.interval);
+        if !self.heard {
+            self.misses = self.misses.saturating_add(1);
+            self.stats.misses += 1;
+            if self.misses == self.config.loss_threshold.saturating_add(1) {
+                // Reported once per episode; challenges go on so that a guest that comes back (after a freeze,
+                // a migration stun) is heard within one interval, without a new `init`. If nothing at all comes
+                // back for the registration timeout, the caller is told to reconnect.
+                self.stats.losses += 1;
+                self.fault = Some(Fault::Lost);
+                self.unhealthy_reported = None;
+                self.set_timer(Timer::Registration, Some(now + self.config.registration_timeout));
+                self.push(MonitorEvent::HeartbeatLost {
+                    consecutive_misses: self.misses,
+                    last_heartbeat: self.last_heartbeat,
+                });
+            }
+        }
+        // Keep the cadence unless we are already a whole interval late.
+        let next = if due + interval > now { due + interval } else { now + interval };
+        self.challenge(now, next);
+    }
+
+    fn challenge(&mut self, now: Instant, deadline: Instant) {
+        let mut nonce = self.ids.next_id() & MAX_NONCE;
+        if nonce == self.nonce {
+            nonce = nonce.wrapping_add(1) & MAX_NONCE;
+        }
+        self.nonce = nonce;
+        self.answered = false;
+        self.heard = false;
+        self.tx_challenge = true;
+        self.challenged_at = now;
+        self.set_timer(Timer::Challenge, Some(deadline));
+    }
+
+    fn on_protocol_error(&mut self, now: Instant, e: ProtocolError) {
+        self.stats.protocol_errors += 1;
+        let reason = match e {
+            ProtocolError::Frame(_) => Some("message too long"),
+            ProtocolError::Decode(DecodeError::UnsupportedVersion(_)) => Some("unsupported version"),
+            ProtocolError::Decode(DecodeError::UnknownMsgType) => Some("unknown msg_type"),
+            ProtocolError::Decode(d) => Some(d.reason()),
+            ProtocolError::Unexpected(
+                MsgType::InitAck | MsgType::Challenge | MsgType::ActionNotify | MsgType::Nack,
+            ) => Some("unexpected message direction"),
+            _ => None,
+        };
+        if let Some(reason) = reason {
+            self.nack(now, reason);
+        }
+        self.push(MonitorEvent::ProtocolError(e));
+    }
+
+    fn nack(&mut self, now: Instant, reason: &'static str) {
+        let allowed = self.last_nack.is_none_or(|t| now >= t + self.config.nack_interval);
+        if allowed && self.tx_nack.is_none() {
+            self.tx_nack = Some(reason);
+            self.last_nack = Some(now);
+        } else {
+            self.stats.nacks_suppressed += 1;
+        }
+    }
+
+    fn push_vote_result(&mut self, vote: Vote, result: VoteResult, log_msg: LogMsg) {
+        self.push(MonitorEvent::VoteResult {
+            event_type: vote.notify.event_type,
+            notification_type: vote.notify.notification_type,
+            result,
+            log_msg,
+        });
+    }
+
+    fn push(&mut self, e: MonitorEvent) {
+        // Input stops while an event waits and each step pushes at most EVENTS, so this never overflows; if it
+        // ever did, the oldest event would be kept and this one counted as an error rather than panicking.
+        if self.events.push_back(e).is_err() {
+            self.stats.protocol_errors += 1;
+        }
+    }
+
+    fn end_session(&mut self) {
+        if let Some(vote) = self.vote.take() {
+            self.push_vote_result(vote, VoteResult::Error, bounded("connection to guest lost"));
+        }
+        self.framer.reset();
+        self.timers.clear();
+        self.registration = None;
+        self.tx_nack = None;
+        self.tx_init_ack = false;
+        self.tx_challenge = false;
+        self.answered = false;
+        self.heard = false;
+        self.recent.clear();
+        self.misses = 0;
+        self.last_heartbeat = None;
+    }
+
+    fn due(&self, t: Timer, now: Instant) -> bool {
+        self.timers.is_due(t as usize, now)
+    }
+
+    fn set_timer(&mut self, t: Timer, at: Option<Instant>) {
+        match at {
+            Some(at) => self.timers.set(t as usize, at),
+            None => self.timers.stop(t as usize),
+        }
+    }
+}
+
+impl<R, S> fmt::Debug for Monitor<R, S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Monitor")
+            .field("state", &self.state)
+            .field("fault", &self.fault)
+            .field("misses", &self.misses)
+            .field("timers", &self.timers)
+            .finish_non_exhaustive()
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,36 @@
+//! [`MonitorStats`]: the counters of one guest, kept across sessions.
+
+use crate::time::Duration;
+
+/// Counters of one guest, kept across sessions.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct MonitorStats {
+    /// Bytes fed in.
+    pub bytes_in: u64,
+    /// Messages sent.
+    pub messages_out: u64,
+    /// Valid heartbeat answers (the current challenge's or, late, one of the last [`RECENT_NONCES`](super::RECENT_NONCES)).
+    pub heartbeats: u64,
+    /// Of those, answers to an earlier challenge than the current one (a guest catching up after a freeze).
+    pub late_answers: u64,
+    /// Values the reference sends as fallbacks (`unknown` action, event or notification type, an unknown health
+    /// string), accepted and mapped to a safe meaning.
+    pub unknown_values: u64,
+    /// Intervals that ended unanswered.
+    pub misses: u64,
+    /// Losses declared.
+    pub losses: u64,
+    /// Registrations (`init`s accepted).
+    pub registrations: u64,
+    /// Protocol errors of any kind.
+    pub protocol_errors: u64,
+    /// Nacks sent.
+    pub nacks: u64,
+    /// Nacks not sent because of the rate limit.
+    pub nacks_suppressed: u64,
+    /// The last round-trip time of a challenge.
+    pub last_rtt: Duration,
+    /// The largest round-trip time seen.
+    pub max_rtt: Duration,
+}
