@@ -7,7 +7,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 command -v strace >/dev/null || { [ "$(id -u)" = 0 ] && apt-get update -qq && apt-get install -y -qq strace >/dev/null; }
-cargo build --release -q -p vigil-host
+cargo build --release -q -p vigil-host -p vigil-benches --bins
 secs=20; [ "${1:-}" = quick ] && secs=5
 echo "## data plane (vigil-bench --guests 1000,10000 --interval-ms 1000 --secs $secs --syscalls)"
 ./target/release/vigil-bench --guests 1000,10000 --interval-ms 1000 --secs "$secs" --syscalls

@@ -4,7 +4,7 @@
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use serde_json::json;
-use vigil_host::spool::Spool;
+use vigil_host::upstream::spool::Spool;
 
 fn record(i: u64) -> serde_json::Value {
     json!({"id": "0190f1d2-7c3a-7b1e-9f00-000000000000", "time": "2026-11-27T00:00:00.000Z", "host": "node-7",

@@ -8,7 +8,7 @@ use std::collections::BinaryHeap;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use vigil_core::Instant;
-use vigil_host::wheel::TimerWheel;
+use vigil_host::fleet::wheel::TimerWheel;
 
 const INTERVAL: u64 = 1000;
 const STEP: u64 = 10;

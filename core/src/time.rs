@@ -160,11 +160,6 @@ impl StdClock {
     pub fn instant(&self, t: std::time::Instant) -> Instant {
         Instant::from_millis(u64::try_from(t.saturating_duration_since(self.origin).as_millis()).unwrap_or(u64::MAX))
     }
-
-    /// A core instant as an OS instant.
-    pub fn to_std(&self, t: Instant) -> std::time::Instant {
-        self.origin + core::time::Duration::from_millis(t.as_millis())
-    }
 }
 
 #[cfg(feature = "std")]

@@ -75,7 +75,7 @@ pub struct FileConfig {
     pub guests: Vec<GuestEntry>,
     /// Upstream sinks (`[[sink]]`): Alertmanager, Masakari, the StarlingX VIM, CloudEvents webhooks.
     #[serde(default, rename = "sink")]
-    pub sinks: Vec<crate::sinks::SinkConfig>,
+    pub sinks: Vec<crate::upstream::SinkConfig>,
     /// Where the spool lives (overridden by `--state-dir`; default `/var/lib/vigil`).
     pub state_dir: Option<PathBuf>,
     /// Undelivered events the spool keeps before dropping the oldest (default 100,000).
@@ -122,8 +122,11 @@ impl FileConfig {
             if let Some(ms) = s.interval_ms.filter(|&ms| ms < MIN_INTERVAL_MS) {
                 return Err(format!("interval_ms = {ms}: at least {MIN_INTERVAL_MS} ms"));
             }
-            if s.budget_burst_bytes.is_some_and(|b| b < crate::budget::MIN_GRANT) {
-                return Err(format!("budget_burst_bytes: at least {} (one whole message)", crate::budget::MIN_GRANT));
+            if s.budget_burst_bytes.is_some_and(|b| b < crate::fleet::bucket::MIN_GRANT) {
+                return Err(format!(
+                    "budget_burst_bytes: at least {} (one whole message)",
+                    crate::fleet::bucket::MIN_GRANT
+                ));
             }
             if s.budget_bytes_per_interval == Some(0) {
                 return Err("budget_bytes_per_interval: more than 0".into());
@@ -148,7 +151,7 @@ pub struct Policy {
     /// Minimum time between two commands for this guest.
     pub action_min_gap: Duration,
     /// The guest's byte budget.
-    pub budget: crate::budget::BudgetConfig,
+    pub budget: crate::fleet::bucket::BudgetConfig,
 }
 
 impl Policy {
@@ -173,12 +176,12 @@ impl Policy {
             commands.extend(own.clone());
         }
         let gap = pick(|s| s.action_min_gap_secs).unwrap_or(300);
-        let mut budget = crate::budget::BudgetConfig::default();
+        let mut budget = crate::fleet::bucket::BudgetConfig::default();
         if let Some(b) = pick(|s| s.budget_bytes_per_interval) {
             budget.bytes_per_interval = b.max(1);
         }
         if let Some(b) = pick(|s| s.budget_burst_bytes) {
-            budget.burst = b.max(crate::budget::MIN_GRANT);
+            budget.burst = b.max(crate::fleet::bucket::MIN_GRANT);
         }
         Policy { monitor, policy, commands, action_min_gap: Duration::from_secs(gap), budget }
     }

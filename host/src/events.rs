@@ -240,7 +240,7 @@ pub fn log_event(guest: &str, e: &Event) {
     }
 }
 
-pub use crate::event_log::{EventSink, EventsTarget};
+pub use crate::node::event_log::{EventSink, EventsTarget};
 
 /// RFC 3339 with milliseconds, UTC.
 pub fn rfc3339(t: SystemTime) -> String {

@@ -14,18 +14,21 @@ use std::sync::Arc;
 use slab::Slab;
 use vigil_core::{Duration, Fault, Instant, Monitor, MonitorEvent, MonitorState, XorShift32, MAX_WIRE};
 
-use crate::budget::ByteBudget;
+use crate::backoff::Backoff;
 use crate::config::{FileConfig, GuestSettings, Policy};
 use crate::events::{escape_text, Event, RateLimit};
-use crate::status::GuestStatus;
-use crate::wheel::TimerWheel;
+use crate::fleet::bucket::ByteBudget;
+use crate::fleet::wheel::TimerWheel;
+use crate::node::status::GuestStatus;
 
+pub mod bucket;
 mod budgets;
 mod commands;
 mod lifecycle;
 mod links;
 mod types;
 mod verdicts;
+pub mod wheel;
 pub use commands::{notice_timeout_secs, Counters, Totals, VoteDone, VoteRefusal, VoteStarted, MAX_MAINTENANCE};
 pub use lifecycle::{Lifecycle, Vm};
 pub use types::*;
@@ -39,7 +42,7 @@ struct Guest {
     policy: Arc<Policy>,
     link: Link,
     reconnect_at: Instant,
-    backoff: Duration,
+    backoff: Backoff,
     connected_at: Instant,
     /// Heartbeats counted when this connection began.
     heartbeats_at_connect: u64,
@@ -217,7 +220,7 @@ impl Fleet {
             policy,
             link: Link::Backoff,
             reconnect_at: now,
-            backoff: self.cfg.backoff_min,
+            backoff: Backoff::starting_at(self.cfg.backoff_min),
             connected_at: now,
             heartbeats_at_connect: 0,
             budget,
@@ -459,21 +462,31 @@ impl Fleet {
     }
 }
 
+/// Every word [`Guest::state_word`] can say, for metrics that list each state even at zero.
+pub const GUEST_STATES: &[&str] =
+    &["heartbeating", "lost", "awaiting_init", "disconnected", "exited", "paused", "rebooting", "stopped", "crashed"];
+
+impl Guest {
+    /// Where the guest stands, in the words of the status and the metrics (one of [`GUEST_STATES`]).
+    fn state_word(&self) -> &'static str {
+        match (self.link, self.monitor.state()) {
+            (Link::Backoff | Link::Connecting, _) | (_, MonitorState::Disconnected) => "disconnected",
+            (_, MonitorState::AwaitingInit) => "awaiting_init",
+            // still challenged at the interval, but the hypervisor says why it does not answer
+            _ if self.vm != Vm::Running => self.vm.word(),
+            (_, MonitorState::Heartbeating) if self.monitor.fault() == Some(Fault::Lost) => "lost",
+            (_, MonitorState::Heartbeating) => "heartbeating",
+            (_, MonitorState::Exited) => "exited",
+        }
+    }
+}
+
 fn status_of(g: &Guest, now: Instant) -> GuestStatus {
     let s = g.monitor.stats();
     GuestStatus {
         id: g.id.to_string(),
         socket: g.path.display().to_string(),
-        state: match (g.link, g.monitor.state()) {
-            (Link::Backoff | Link::Connecting, _) | (_, MonitorState::Disconnected) => "disconnected",
-            (_, MonitorState::AwaitingInit) => "awaiting_init",
-            // still challenged at the interval, but not answering
-            _ if g.vm != Vm::Running => g.vm.word(),
-            (_, MonitorState::Heartbeating) if g.monitor.fault() == Some(Fault::Lost) => "lost",
-            (_, MonitorState::Heartbeating) => "heartbeating",
-            (_, MonitorState::Exited) => "exited",
-        }
-        .into(),
+        state: g.state_word().into(),
         fault: g.monitor.fault().map(|f| match f {
             Fault::Lost => "heartbeat_lost".to_string(),
             Fault::Unhealthy(a) => format!("unhealthy:{a}"),

@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use common::*;
-use vigil_host::daemon::{Daemon, DaemonConfig, BACKOFF_MAX, BACKOFF_MIN};
+use vigil_host::data::{Daemon, DaemonConfig, BACKOFF_MAX, BACKOFF_MIN};
 use vigil_host::events::EventsTarget;
 
 struct Counting;

@@ -10,9 +10,9 @@ use serde_json::{json, Value};
 use vigil_core::Duration;
 use vigil_host::control::client::request;
 use vigil_host::control::ControlConfig;
-use vigil_host::daemon::{Daemon, DaemonConfig};
+use vigil_host::data::{Daemon, DaemonConfig};
 use vigil_host::events::EventsTarget;
-use vigil_host::status::{GuestStatus, Snapshot};
+use vigil_host::node::status::{GuestStatus, Snapshot};
 
 /// The admin API's default socket.
 const ADMIN_SOCKET: &str = "/run/vigil/vigild.sock";
@@ -186,7 +186,15 @@ fn main() -> ExitCode {
                 ("masakari", &masakari),
                 ("starlingx-vim", &starlingx_vim),
             ] {
-                sinks.extend(urls.iter().map(|u| vigil_host::sinks::SinkConfig::from_flag(kind, u)));
+                for u in urls.iter() {
+                    match vigil_host::upstream::SinkConfig::from_flag(kind, u) {
+                        Ok(s) => sinks.push(s),
+                        Err(e) => {
+                            eprintln!("vigild: {e}");
+                            return ExitCode::from(2);
+                        }
+                    }
+                }
             }
             for s in &sinks {
                 if let Err(e) = s.validate() {
@@ -196,9 +204,12 @@ fn main() -> ExitCode {
             }
             let upstream = vigil_host::control::Upstream {
                 state_dir: state_dir.or(file.state_dir.clone()).unwrap_or_else(|| "/var/lib/vigil".into()),
-                cap: file.spool_cap.unwrap_or(vigil_host::spool::DEFAULT_CAP),
+                cap: file.spool_cap.unwrap_or(vigil_host::upstream::spool::DEFAULT_CAP),
                 sinks,
-                ctx: vigil_host::sinks::Context { host: hostname.clone(), instance_uuids: file.instance_uuids.clone() },
+                ctx: vigil_host::upstream::Context {
+                    host: hostname.clone(),
+                    instance_uuids: file.instance_uuids.clone(),
+                },
             };
             let mut cfg = DaemonConfig {
                 watch,

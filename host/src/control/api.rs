@@ -408,7 +408,7 @@ async fn starlingx(shared: &Shared, uuid: String, body: &Bytes, kind: Notificati
     let Some(event) = starlingx_event(&b.action) else {
         return error(StatusCode::BAD_REQUEST, &format!("unknown action {:?}", b.action));
     };
-    let guest = shared.ctx.instance_uuids.iter().find(|(_, u)| **u == uuid).map_or(uuid.clone(), |(g, _)| g.clone());
+    let guest = shared.ctx.guest_of_instance(&uuid);
     let nt = if kind == NotificationType::Revocable { None } else { Some(kind) };
     let answer = ask(shared, |reply| Command::VoteAsync { guest, event_type: event, notification_type: nt, reply });
     let timeout = match answer.await {
@@ -434,14 +434,13 @@ async fn starlingx_notify(State(shared): State<Arc<Shared>>, UrlPath(uuid): UrlP
     starlingx(&shared, uuid, &body, NotificationType::Irrevocable).await
 }
 
-/// For tests of the body parsing.
-pub fn parse_vote_body(body: &[u8]) -> Result<(EventType, Option<NotificationType>), u16> {
-    vote_args(&Bytes::copy_from_slice(body)).map_err(|e| e.0.as_u16())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn parse_vote_body(body: &[u8]) -> Result<(EventType, Option<NotificationType>), u16> {
+        vote_args(&Bytes::copy_from_slice(body)).map_err(|e| e.0.as_u16())
+    }
 
     #[test]
     fn vote_bodies_are_checked() {

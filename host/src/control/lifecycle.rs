@@ -19,6 +19,7 @@ use tracing::{info, warn};
 use vigil_core::qmp::{self, QmpLifecycle, QmpLine};
 
 use super::{Command, Shared};
+use crate::backoff::Backoff;
 use crate::fleet::Lifecycle;
 use crate::glob::Pattern;
 
@@ -150,7 +151,8 @@ async fn domuuid(uri: &str, name: &str) -> Option<String> {
 }
 
 async fn libvirt(uri: String, shared: Arc<Shared>) {
-    let mut backoff = Duration::from_secs(1);
+    let (min, max) = (vigil_core::Duration::from_secs(1), vigil_core::Duration::from_secs(30));
+    let mut backoff = Backoff::starting_at(min);
     let mut uuids: HashMap<String, String> = HashMap::new();
     loop {
         let child = tokio::process::Command::new("virsh")
@@ -165,7 +167,7 @@ async fn libvirt(uri: String, shared: Arc<Shared>) {
                 if let Some(out) = child.stdout.take() {
                     let mut lines = BufReader::new(out.take(1 << 40)).lines();
                     while let Ok(Some(line)) = lines.next_line().await {
-                        backoff = Duration::from_secs(1);
+                        backoff.reset(min);
                         let Some((name, event)) = parse_virsh_event(&line) else { continue };
                         if !uuids.contains_key(&name) {
                             if let Some(u) = domuuid(&uri, &name).await {
@@ -173,12 +175,7 @@ async fn libvirt(uri: String, shared: Arc<Shared>) {
                             }
                         }
                         let uuid = uuids.get(&name).cloned().unwrap_or(name);
-                        let guest = shared
-                            .ctx
-                            .instance_uuids
-                            .iter()
-                            .find(|(_, u)| **u == uuid)
-                            .map_or(uuid.clone(), |(g, _)| g.clone());
+                        let guest = shared.ctx.guest_of_instance(&uuid);
                         tell(&shared, &guest, event);
                     }
                 }
@@ -187,8 +184,7 @@ async fn libvirt(uri: String, shared: Arc<Shared>) {
             }
             Err(e) => warn!(uri = %uri, error = %e, "cannot run virsh"),
         }
-        tokio::time::sleep(backoff).await;
-        backoff = (backoff * 2).min(Duration::from_secs(30));
+        tokio::time::sleep(backoff.next_std(max, crate::sys::os_random())).await;
     }
 }
 

@@ -24,7 +24,7 @@ use vigil_core::{EventType, NotificationType};
 use crate::events::Event;
 use crate::fleet::{Counters, Totals, VoteDone, VoteRefusal};
 use crate::metrics::Buckets;
-use crate::status::GuestStatus;
+use crate::node::status::GuestStatus;
 
 /// Depth of the command queue into the loop.
 pub const COMMAND_QUEUE: usize = 1024;
@@ -145,9 +145,9 @@ pub struct Upstream {
     /// Records that may wait before the oldest are dropped.
     pub cap: u64,
     /// The sinks.
-    pub sinks: Vec<crate::sinks::SinkConfig>,
+    pub sinks: Vec<crate::upstream::SinkConfig>,
     /// Host name and instance mapping.
-    pub ctx: crate::sinks::Context,
+    pub ctx: crate::upstream::Context,
 }
 
 /// State shared by the control thread's tasks.
@@ -159,11 +159,11 @@ pub struct Shared {
     /// Commands refused because the queue was full.
     pub commands_refused: AtomicU64,
     /// The spool, when events go upstream.
-    pub spool: Option<Arc<crate::spool::Spool>>,
+    pub spool: Option<Arc<crate::upstream::spool::Spool>>,
     /// Each sink's name and counters.
-    pub sinks: Vec<(String, Arc<crate::sinks::SinkStats>)>,
+    pub sinks: Vec<(String, Arc<crate::upstream::SinkStats>)>,
     /// Host name and instance mapping (for the StarlingX API).
-    pub ctx: crate::sinks::Context,
+    pub ctx: crate::upstream::Context,
 }
 
 impl Shared {

@@ -56,6 +56,8 @@ fn family<'a>(name: &str, values: impl IntoIterator<Item = (&'a str, u64)>) -> F
 pub struct UpstreamView {
     /// Records waiting in the spool, and dropped over its life.
     pub spool: Option<(u64, u64)>,
+    /// Spool records skipped because they did not parse.
+    pub spool_unreadable: u64,
     /// Per sink: (name, delivered, retries, refused).
     pub sinks: Vec<(String, u64, u64, u64)>,
 }
@@ -66,6 +68,7 @@ impl UpstreamView {
         use std::sync::atomic::Ordering::Relaxed;
         UpstreamView {
             spool: shared.spool.as_ref().and_then(|s| s.stats().ok()),
+            spool_unreadable: shared.spool.as_ref().map_or(0, |s| s.unreadable()),
             sinks: shared
                 .sinks
                 .iter()
@@ -84,7 +87,7 @@ pub fn openmetrics(
 ) -> String {
     let mut r = Registry::with_prefix("vigil");
     let states = Family::<Labels, Gauge>::default();
-    for s in ["heartbeating", "lost", "awaiting_init", "disconnected", "exited"] {
+    for &s in crate::fleet::GUEST_STATES {
         states.get_or_create(&vec![("state".into(), s.into())]).set(0);
     }
     for g in &v.guests {
@@ -141,6 +144,11 @@ pub fn openmetrics(
     if let Some((waiting, dropped)) = up.spool {
         r.register("spool_records", "Events waiting in the spool for some sink", ConstGauge::new(waiting as i64));
         r.register("spool_dropped", "Events dropped from a full spool", counter(dropped));
+        r.register(
+            "spool_unreadable",
+            "Spool records skipped because they did not parse",
+            counter(up.spool_unreadable),
+        );
     }
     if !up.sinks.is_empty() {
         let each = |f: fn(&(String, u64, u64, u64)) -> u64| {

@@ -12,8 +12,8 @@ use tracing::warn;
 
 use super::{Shared, Upstream};
 use crate::events::{rfc3339, Event};
-use crate::sinks::{Sink, SinkStats};
-use crate::spool::Spool;
+use crate::upstream::spool::Spool;
+use crate::upstream::{Sink, SinkStats};
 
 /// The opened spool and the sinks ready to run.
 pub struct Opened {
@@ -68,7 +68,7 @@ pub fn start(
 ) -> std::io::Result<JoinHandle<()>> {
     let (grown_tx, grown_rx) = watch::channel(0u64);
     for ((name, sink), (_, stats)) in up.sinks.into_iter().zip(up.stats.iter()) {
-        rt.spawn(crate::sinks::run(sink, name, Arc::clone(&up.spool), grown_rx.clone(), Arc::clone(stats)));
+        rt.spawn(crate::upstream::run(sink, name, Arc::clone(&up.spool), grown_rx.clone(), Arc::clone(stats)));
     }
     let spool = up.spool;
     let host = up.host;

@@ -4,11 +4,9 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use vigil_core::{
-    Duration, EventType, Fault, Init, Instant, MonitorState, MonitorStats, NotificationType, NotifyError, VoteResult,
-};
+use vigil_core::{Duration, EventType, Fault, Init, Instant, MonitorStats, NotificationType, NotifyError, VoteResult};
 
-use super::{Fleet, GuestKey, Link, Ticket};
+use super::{Fleet, GuestKey, Ticket};
 use crate::events::Event;
 use crate::metrics::Buckets;
 
@@ -133,17 +131,7 @@ impl Fleet {
 
     /// Where a guest stands, in the words of the status (`heartbeating`, `lost`, `awaiting_init`, ...).
     fn state_word(&self, key: GuestKey) -> &'static str {
-        match self.guests.get(key) {
-            None => "unknown",
-            Some(g) => match (g.link, g.monitor.state()) {
-                (Link::Backoff | Link::Connecting, _) | (_, MonitorState::Disconnected) => "disconnected",
-                (_, MonitorState::AwaitingInit) => "awaiting_init",
-                _ if g.vm != super::Vm::Running => g.vm.word(),
-                (_, MonitorState::Heartbeating) if g.monitor.fault() == Some(Fault::Lost) => "lost",
-                (_, MonitorState::Heartbeating) => "heartbeating",
-                (_, MonitorState::Exited) => "exited",
-            },
-        }
+        self.guests.get(key).map_or("unknown", |g| g.state_word())
     }
 
     /// Starts a vote (`revocable`) or notice (`irrevocable`) for guest `id`. The kind defaults as the reference's:

@@ -6,8 +6,8 @@ use std::sync::Arc;
 use vigil_core::{Duration, IdSource, Instant};
 
 use super::{Fleet, GuestKey, Io, Link, Origin, HEALTHY_SESSION};
-use crate::budget::ByteBudget;
 use crate::events::Event;
+use crate::fleet::bucket::ByteBudget;
 
 impl Fleet {
     /// The connection asked for is up.
@@ -51,10 +51,7 @@ impl Fleet {
         let cfg = self.cfg;
         let Some(g) = self.guests.get_mut(key) else { return };
         // 1 s doubling to 60 s, +-20 % jitter so a node's guests do not reconnect in lockstep
-        let base = g.backoff.as_millis();
-        let spread = base / 5;
-        let delay = Duration::from_millis(base - spread + u64::from(jitter) % (2 * spread + 1));
-        g.backoff = (g.backoff + g.backoff).min(cfg.backoff_max);
+        let delay = g.backoff.next(cfg.backoff_max, jitter);
         g.link = Link::Backoff;
         g.reconnect_at = now + delay;
         self.wheel.set(key, Some(g.reconnect_at));
@@ -84,7 +81,7 @@ impl Fleet {
             let heartbeated = g.monitor.stats().heartbeats > g.heartbeats_at_connect;
             let no_fault = g.monitor.fault().is_none();
             if lasted >= HEALTHY_SESSION && heartbeated && no_fault && !g.flooded_out {
-                g.backoff = backoff_min;
+                g.backoff.reset(backoff_min);
             }
         }
         self.close(key, reason, now);

@@ -509,7 +509,7 @@ fn sizes() {
         std::mem::size_of::<super::Guest>(),
         std::mem::size_of::<crate::fleet::GuestMonitor>(),
         std::mem::size_of::<vigil_core::LineFramer>(),
-        std::mem::size_of::<crate::budget::ByteBudget>(),
+        std::mem::size_of::<crate::fleet::bucket::ByteBudget>(),
         std::mem::size_of::<RateLimit>(),
         std::mem::size_of::<crate::config::Policy>(),
     );

@@ -13,88 +13,16 @@ use std::time::{Duration, Instant};
 
 use mio::net::{UnixListener, UnixStream};
 use mio::{Interest, Registry, Token};
-use serde::{Deserialize, Serialize};
 use vigil_core::{CorrectiveAction, EventType, Health, LineFramer, NotificationType, VoteResult};
 
-use crate::refapi::{self, RefFramer, RefMsg};
+use crate::refapi::{RefFramer, RefMsg};
 
-/// A request from an application.
-#[derive(Debug, Deserialize, PartialEq, Eq)]
-#[serde(tag = "op", rename_all = "snake_case", deny_unknown_fields)]
-pub enum Request {
-    /// Start being monitored.
-    Register {
-        /// The application's name (unique per agent).
-        name: String,
-        /// How often the agent challenges it.
-        interval_ms: u64,
-        /// What to ask the host for when it is unhealthy or silent.
-        #[serde(default = "default_action")]
-        corrective_action: String,
-    },
-    /// Answer to a challenge.
-    Response {
-        /// The nonce echoed.
-        nonce: u64,
-        /// `healthy` or `unhealthy`.
-        health: String,
-        /// Why.
-        #[serde(default)]
-        log_msg: String,
-    },
-    /// Spontaneous health report.
-    Health {
-        /// `healthy` or `unhealthy`.
-        health: String,
-        /// Why.
-        #[serde(default)]
-        log_msg: String,
-    },
-    /// Answer to a vote or notice.
-    VoteResult {
-        /// `accept`, `reject`, `complete`, ...
-        result: String,
-        /// Why.
-        #[serde(default)]
-        log_msg: String,
-    },
-    /// Stop being monitored (closing the connection does the same).
-    Deregister,
-}
+mod json;
+mod reference;
 
-fn default_action() -> String {
-    "log".into()
-}
-
-/// A message to an application.
-#[derive(Debug, Serialize, PartialEq, Eq)]
-#[serde(tag = "op", rename_all = "snake_case")]
-pub enum Reply {
-    /// Registration accepted.
-    Registered {
-        /// Its name.
-        name: String,
-    },
-    /// Prove you are alive: answer with `response` and this nonce.
-    Challenge {
-        /// The nonce.
-        nonce: u64,
-    },
-    /// The host asks for a vote (`revocable`) or gives notice (`irrevocable`).
-    Vote {
-        /// What is about to happen.
-        event_type: String,
-        /// Vote or notice.
-        notification_type: String,
-        /// Answer within this.
-        timeout_ms: u64,
-    },
-    /// The last request was refused.
-    Error {
-        /// Why.
-        message: String,
-    },
-}
+use json::{handle, send};
+pub use json::{Reply, Request};
+use reference::{event_ordinal, handle_reference, send_reference};
 
 /// An application's state.
 #[derive(Debug)]
@@ -185,6 +113,7 @@ pub const SILENT_INTERVALS: u32 = 2;
 pub const MAX_REFERENCE_APPS: usize = 16;
 /// The reference's floor for an application's interval.
 pub const REFERENCE_MIN_INTERVAL: Duration = Duration::from_millis(400);
+/// At most this much output waits for an application that does not read.
 const MAX_OUT: usize = 64 * 1024;
 
 impl Apps {
@@ -383,177 +312,7 @@ impl Apps {
     }
 }
 
-/// Applies one request; returns true when the application leaves.
-fn handle(app: &mut App, req: Result<Request, String>, now: Instant, rng: &mut u64) -> bool {
-    let req = match req {
-        Ok(r) => r,
-        Err(e) => {
-            app.errors += 1;
-            send(app, &Reply::Error { message: e });
-            return false;
-        }
-    };
-    let refuse = |app: &mut App, msg: &str| {
-        app.errors += 1;
-        send(app, &Reply::Error { message: msg.into() });
-    };
-    match req {
-        Request::Register { name, interval_ms, corrective_action } => {
-            let Some(action) = CorrectiveAction::from_wire(&corrective_action) else {
-                refuse(app, "corrective_action must be none, log, reboot or stop");
-                return false;
-            };
-            if name.is_empty() || name.len() > 64 || !(100..=3_600_000).contains(&interval_ms) {
-                refuse(app, "name must be 1..=64 bytes and interval_ms within 100..=3600000");
-                return false;
-            }
-            app.interval = Duration::from_millis(interval_ms);
-            app.action = action;
-            app.last_ok = now;
-            app.next_challenge = now;
-            *rng = rng.wrapping_add(interval_ms);
-            send(app, &Reply::Registered { name: name.clone() });
-            app.name = Some(name);
-        }
-        _ if app.name.is_none() => refuse(app, "register first"),
-        Request::Response { nonce, health, log_msg } => match Health::from_wire(&health) {
-            Some(h) if nonce == app.nonce && nonce != 0 => {
-                app.health = h;
-                app.log_msg = log_msg;
-                app.last_ok = now;
-            }
-            Some(_) => refuse(app, "stale nonce"),
-            None => refuse(app, "health must be healthy or unhealthy"),
-        },
-        Request::Health { health, log_msg } => match Health::from_wire(&health) {
-            Some(h) => {
-                app.health = h;
-                app.log_msg = log_msg;
-            }
-            None => refuse(app, "health must be healthy or unhealthy"),
-        },
-        Request::VoteResult { result, log_msg } => match VoteResult::from_wire(&result) {
-            Some(r) => app.vote = Some((r, log_msg)),
-            None => refuse(app, "unknown vote result"),
-        },
-        Request::Deregister => return true,
-    }
-    false
-}
-
-/// The reference's action ordinals: 0 unknown, 1 none, 2 reboot, 3 stop, 4 log.
-fn action_of(ordinal: u32) -> CorrectiveAction {
-    match ordinal {
-        1 => CorrectiveAction::None,
-        2 => CorrectiveAction::Reboot,
-        3 => CorrectiveAction::Stop,
-        4 => CorrectiveAction::Log,
-        _ => CorrectiveAction::Unknown,
-    }
-}
-
-/// The reference's event ordinals, in `EventType`'s order (unknown first).
-fn event_ordinal(e: EventType) -> u32 {
-    match e {
-        EventType::Unknown => 0,
-        EventType::Stop => 1,
-        EventType::Reboot => 2,
-        EventType::Suspend => 3,
-        EventType::Pause => 4,
-        EventType::Unpause => 5,
-        EventType::Resume => 6,
-        EventType::ResizeBegin => 7,
-        EventType::ResizeEnd => 8,
-        EventType::LiveMigrateBegin => 9,
-        EventType::LiveMigrateEnd => 10,
-        EventType::ColdMigrateBegin => 11,
-        EventType::ColdMigrateEnd => 12,
-    }
-}
-
-/// Applies one record of the reference protocol; returns true when the application leaves (FINAL, or refused).
-fn handle_reference(
-    app: &mut App,
-    item: Result<(u32, RefMsg), refapi::RefError>,
-    now: Instant,
-    rng: &mut u64,
-    registered: usize,
-) -> bool {
-    let Ok((_, msg)) = item else {
-        app.errors += 1;
-        return false;
-    };
-    match msg {
-        RefMsg::Init { name, heartbeat_interval_ms, corrective_action, .. } => {
-            if app.name.is_none() && registered >= MAX_REFERENCE_APPS {
-                // the reference daemon's limit: refused cleanly, with an answer, then closed
-                send_reference(app, &RefMsg::InitAck { accepted: 0 });
-                flush(app);
-                return true;
-            }
-            let name = if name.is_empty() { "unnamed".to_string() } else { name.to_string() };
-            app.interval = Duration::from_millis(u64::from(heartbeat_interval_ms)).max(REFERENCE_MIN_INTERVAL);
-            app.action = action_of(corrective_action);
-            app.last_ok = now;
-            app.next_challenge = now;
-            *rng = rng.wrapping_add(u64::from(heartbeat_interval_ms));
-            app.name = Some(name);
-            send_reference(app, &RefMsg::InitAck { accepted: 1 });
-        }
-        _ if app.name.is_none() => app.errors += 1,
-        RefMsg::ChallengeResponse { heartbeat_response, health, corrective_action, log_msg } => {
-            if u64::from(heartbeat_response) == app.nonce {
-                app.health = if health == 1 { Health::Healthy } else { Health::Unhealthy };
-                if health != 1 && corrective_action != 0 {
-                    app.action = action_of(corrective_action);
-                }
-                app.log_msg = log_msg.to_string();
-                app.last_ok = now;
-            } else {
-                app.errors += 1;
-            }
-        }
-        RefMsg::ActionResponse { invocation_id, vote_result, log_msg, .. } => match &app.wire {
-            Wire::Reference { invocation, .. } if *invocation == invocation_id => {
-                let r = match vote_result {
-                    1 => VoteResult::Accept,
-                    2 => VoteResult::Reject,
-                    3 => VoteResult::Complete,
-                    _ => VoteResult::Unknown,
-                };
-                app.vote = Some((r, log_msg.to_string()));
-            }
-            _ => app.errors += 1,
-        },
-        RefMsg::Final { .. } => return true,
-        RefMsg::InitAck { .. } | RefMsg::Challenge { .. } | RefMsg::ActionNotify { .. } => app.errors += 1,
-    }
-    false
-}
-
-fn send_reference(app: &mut App, msg: &RefMsg) {
-    if app.out.len() > MAX_OUT {
-        return;
-    }
-    if let Wire::Reference { seq, .. } = &mut app.wire {
-        *seq = seq.wrapping_add(1);
-        let mut rec = [0u8; refapi::RECORD];
-        refapi::encode(msg, *seq, &mut rec);
-        app.out.extend_from_slice(&rec);
-    }
-}
-
-fn send(app: &mut App, reply: &Reply) {
-    if app.out.len() > MAX_OUT {
-        return; // an application that does not read loses messages, not our memory
-    }
-    if let Ok(mut line) = serde_json::to_vec(reply) {
-        line.push(b'\n');
-        app.out.extend_from_slice(&line);
-    }
-}
-
-fn flush(app: &mut App) {
+pub(super) fn flush(app: &mut App) {
     while !app.out.is_empty() {
         match app.stream.write(&app.out) {
             Ok(0) => break,

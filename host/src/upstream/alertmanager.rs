@@ -13,9 +13,10 @@ use std::time::{Duration, SystemTime};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
-use super::{by_error, by_status, Context, Delivery, SinkConfig};
+use super::sink_config::Endpoint;
+use super::{by_error, by_status, Context, Delivery};
 use crate::events::rfc3339;
-use crate::spool::Spool;
+use crate::upstream::spool::Spool;
 
 /// How often firing alerts are re-sent.
 pub const RESEND: Duration = Duration::from_secs(60);
@@ -48,7 +49,7 @@ fn unix_ms(t: SystemTime) -> u64 {
 
 impl Alertmanager {
     /// A sink posting to `cfg.url`, with the alerts saved under `name` in the spool.
-    pub fn new(cfg: &SinkConfig, ctx: Arc<Context>, http: reqwest::Client, spool: &Spool, name: &str) -> Self {
+    pub fn new(cfg: &Endpoint, ctx: Arc<Context>, http: reqwest::Client, spool: &Spool, name: &str) -> Self {
         let alerts = spool.state(name).ok().flatten().and_then(|b| serde_json::from_slice(&b).ok()).unwrap_or_default();
         let url = format!("{}/api/v2/alerts", cfg.url.trim_end_matches('/'));
         Alertmanager { url, ctx, http, alerts, last_resend: None }

@@ -16,7 +16,7 @@ use vigil_core::{
     VoteResult, XorShift32, MAX_WIRE,
 };
 
-use crate::wheel::TimerWheel;
+use vigil_host::fleet::wheel::TimerWheel;
 
 /// How a simulated guest misbehaves once its failure starts.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -1,107 +1,25 @@
-//! Upstream sinks: the systems that repair VMs, fed from the spool. Each sink runs as its own task on the control
-//! thread with its own cursor, its own retry (exponential backoff with jitter, 1 s doubling to 60 s) and a timeout
-//! on every request, so a dead receiver delays nobody else. Credentials come from files and are never logged.
-//!
-//! | kind | what it sends |
-//! |---|---|
-//! | `alertmanager` ([`alertmanager`]) | Alertmanager v2 alerts, firing and resolved, re-sent as Prometheus does |
-//! | `masakari` ([`masakari`]) | OpenStack Masakari VM notifications (Keystone v3 password auth) |
-//! | `starlingx-vim` ([`vim`]) | what the StarlingX guest-heartbeat host agent sent to the VIM |
-//! | `webhook` ([`webhook`]) | CloudEvents 1.0, structured JSON |
-
-pub mod alertmanager;
-pub mod masakari;
-pub mod vim;
-pub mod webhook;
+//! Delivery from the spool to one sink: the sink configuration, the [`Sink`] a configuration makes, how an answer
+//! is judged ([`Delivery`]), and the loop that walks a sink's cursor ([`run`]).
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use serde::Deserialize;
 use serde_json::Value;
 use tokio::sync::watch;
 use tracing::{info, warn};
 
-use crate::spool::Spool;
+use vigil_core::{IdSource, XorShift32};
 
-/// One sink as the configuration file (`[[sink]]`) or a flag names it.
-#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
-#[serde(deny_unknown_fields)]
-pub struct SinkConfig {
-    /// `alertmanager`, `masakari`, `starlingx-vim`, `webhook`.
-    pub kind: String,
-    /// Base URL (Alertmanager, Masakari API, VIM) or the full URL (webhook).
-    pub url: String,
-    /// A name for its cursor and its log lines (default: kind and URL).
-    pub name: Option<String>,
-    /// Seconds each request may take (default 10).
-    pub timeout_secs: Option<u64>,
-    /// Webhook: a file with a bearer token.
-    pub token_file: Option<PathBuf>,
-    /// Masakari: Keystone v3 (`auth_url`, `username`, `password_file`, `user_domain_name`, `project_name`,
-    /// `project_domain_name`, `region_name`, as masakari-monitors names them).
-    pub auth_url: Option<String>,
-    /// Masakari: Keystone user.
-    pub username: Option<String>,
-    /// Masakari: a file holding the password.
-    pub password_file: Option<PathBuf>,
-    /// Masakari: the user's domain (default `Default`).
-    pub user_domain_name: Option<String>,
-    /// Masakari: the project.
-    pub project_name: Option<String>,
-    /// Masakari: the project's domain (default `Default`).
-    pub project_domain_name: Option<String>,
-    /// Masakari: the region (informational).
-    pub region_name: Option<String>,
-    /// Masakari: notify every loss, not only those whose guest asked for `reboot` or `stop`.
-    #[serde(default)]
-    pub all_losses: bool,
-}
+use super::sink_config::SinkConfig;
+use super::spool::Spool;
+use super::{alertmanager, masakari, vim, webhook};
+use crate::backoff::Backoff;
 
-impl SinkConfig {
-    /// A sink from a command-line flag.
-    pub fn from_flag(kind: &str, url: &str) -> Self {
-        SinkConfig {
-            kind: kind.into(),
-            url: url.into(),
-            name: None,
-            timeout_secs: None,
-            token_file: None,
-            auth_url: None,
-            username: None,
-            password_file: None,
-            user_domain_name: None,
-            project_name: None,
-            project_domain_name: None,
-            region_name: None,
-            all_losses: false,
-        }
-    }
-
-    /// Its cursor's name.
-    pub fn cursor_name(&self) -> String {
-        self.name.clone().unwrap_or_else(|| format!("{}:{}", self.kind, self.url))
-    }
-
-    /// Checks what can be checked before starting.
-    pub fn validate(&self) -> Result<(), String> {
-        if !["alertmanager", "masakari", "starlingx-vim", "webhook"].contains(&self.kind.as_str()) {
-            return Err(format!("sink kind {:?}: alertmanager, masakari, starlingx-vim or webhook", self.kind));
-        }
-        if !(self.url.starts_with("http://") || self.url.starts_with("https://")) {
-            return Err(format!("sink {}: url must be http:// or https://", self.kind));
-        }
-        if self.kind == "masakari"
-            && self.auth_url.is_some()
-            && (self.username.is_none() || self.password_file.is_none())
-        {
-            return Err("masakari: auth_url needs username and password_file".into());
-        }
-        Ok(())
-    }
-}
+/// First retry delay of a failed delivery.
+const RETRY_MIN: vigil_core::Duration = vigil_core::Duration::from_secs(1);
+/// Largest retry delay.
+const RETRY_MAX: vigil_core::Duration = vigil_core::Duration::from_secs(60);
 
 /// What sinks share: the host's name and guest-to-instance mapping.
 #[derive(Clone, Debug, Default)]
@@ -116,6 +34,12 @@ impl Context {
     /// The instance UUID of a guest: the mapping, else the id itself (Nova names sockets by instance UUID).
     pub fn instance(&self, guest: &str) -> String {
         self.instance_uuids.get(guest).cloned().unwrap_or_else(|| guest.to_string())
+    }
+
+    /// The guest whose instance is `uuid`: the one mapped to it, else the UUID itself (the reverse of
+    /// [`instance`](Self::instance)).
+    pub fn guest_of_instance(&self, uuid: &str) -> String {
+        self.instance_uuids.iter().find(|(_, u)| *u == uuid).map_or_else(|| uuid.to_string(), |(g, _)| g.clone())
     }
 }
 
@@ -145,19 +69,20 @@ pub enum Sink {
 impl Sink {
     /// A sink from its configuration.
     pub fn new(cfg: &SinkConfig, ctx: Arc<Context>, spool: &Spool) -> Result<Sink, String> {
-        let timeout = Duration::from_secs(cfg.timeout_secs.unwrap_or(10).max(1));
+        let timeout = Duration::from_secs(cfg.endpoint().timeout_secs.unwrap_or(10).max(1));
         let http = reqwest::Client::builder()
             .timeout(timeout)
             .connect_timeout(timeout)
             .build()
             .map_err(|e| format!("http client: {e}"))?;
         let name = cfg.cursor_name();
-        Ok(match cfg.kind.as_str() {
-            "alertmanager" => Sink::Alertmanager(alertmanager::Alertmanager::new(cfg, ctx, http, spool, &name)),
-            "masakari" => Sink::Masakari(masakari::Masakari::new(cfg, ctx, http)?),
-            "starlingx-vim" => Sink::Vim(vim::Vim::new(cfg, ctx, http)),
-            "webhook" => Sink::Webhook(webhook::Webhook::new(cfg, ctx, http)?),
-            other => return Err(format!("sink kind {other:?}")),
+        Ok(match cfg {
+            SinkConfig::Alertmanager(c) => {
+                Sink::Alertmanager(alertmanager::Alertmanager::new(c, ctx, http, spool, &name))
+            }
+            SinkConfig::Masakari(c) => Sink::Masakari(masakari::Masakari::new(c, ctx, http)?),
+            SinkConfig::StarlingxVim(c) => Sink::Vim(vim::Vim::new(c, ctx, http)),
+            SinkConfig::Webhook(c) => Sink::Webhook(webhook::Webhook::new(c, ctx, http)?),
         })
     }
 
@@ -208,7 +133,7 @@ pub async fn run(
 ) {
     use std::sync::atomic::Ordering::Relaxed;
     let mut cursor = spool.cursor(&name).unwrap_or(0);
-    let mut jitter = crate::sys::os_random() | 1;
+    let mut jitter = XorShift32::new(crate::sys::os_random());
     info!(sink = %name, cursor, "sink started");
     loop {
         let batch = match spool.read_after(cursor, 256) {
@@ -219,7 +144,7 @@ pub async fn run(
             }
         };
         for (seq, rec) in &batch {
-            let mut backoff = Duration::from_secs(1);
+            let mut backoff = Backoff::starting_at(RETRY_MIN);
             loop {
                 match sink.deliver(rec).await {
                     Delivery::Done => {
@@ -233,14 +158,9 @@ pub async fn run(
                     }
                     Delivery::Retry(why) => {
                         stats.retries.fetch_add(1, Relaxed);
-                        jitter ^= jitter << 13;
-                        jitter ^= jitter >> 17;
-                        jitter ^= jitter << 5;
-                        let spread = backoff.as_millis() as u64 / 5;
-                        let wait = backoff.as_millis() as u64 - spread + u64::from(jitter) % (2 * spread + 1);
-                        warn!(sink = %name, seq, why = %why, retry_in_ms = wait, "delivery failed");
-                        tokio::time::sleep(Duration::from_millis(wait)).await;
-                        backoff = (backoff * 2).min(Duration::from_secs(60));
+                        let wait = backoff.next_std(RETRY_MAX, jitter.next_id());
+                        warn!(sink = %name, seq, why = %why, retry_in_ms = wait.as_millis() as u64, "delivery failed");
+                        tokio::time::sleep(wait).await;
                         sink.tick().await;
                     }
                 }

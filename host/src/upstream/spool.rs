@@ -43,6 +43,8 @@ pub struct Spool {
     db: Database,
     cap: u64,
     sinks: Vec<String>,
+    /// Records read back that did not parse (skipped, so that one bad record never blocks a sink).
+    unreadable: std::sync::atomic::AtomicU64,
 }
 
 /// What `append` did.
@@ -77,7 +79,7 @@ impl Spool {
                 Database::create(&path).map_err(err)?
             }
         };
-        let spool = Spool { db, cap: cap.max(1), sinks: sinks.to_vec() };
+        let spool = Spool { db, cap: cap.max(1), sinks: sinks.to_vec(), unreadable: Default::default() };
         spool.init()?;
         Ok((spool, notes))
     }
@@ -152,12 +154,21 @@ impl Spool {
         let mut out = Vec::new();
         for item in events.range(cursor.saturating_add(1)..).map_err(err)?.take(max) {
             let (k, v) = item.map_err(err)?;
-            // a record that does not parse is skipped, never fatal (it is counted by the caller's gap)
-            if let Ok(val) = serde_json::from_slice(v.value()) {
-                out.push((k.value(), val));
+            // a record that does not parse is skipped and counted, never fatal
+            match serde_json::from_slice(v.value()) {
+                Ok(val) => out.push((k.value(), val)),
+                Err(e) => {
+                    self.unreadable.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    tracing::warn!(seq = k.value(), error = %e, "spool record does not parse; skipped");
+                }
             }
         }
         Ok(out)
+    }
+
+    /// Records skipped because they did not parse, since the spool was opened.
+    pub fn unreadable(&self) -> u64 {
+        self.unreadable.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Where sink `name` stands.

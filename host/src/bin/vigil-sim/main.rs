@@ -1,4 +1,4 @@
-//! `vigil-sim`: simulated guests for vigild (see `vigil_host::sim`).
+//! `vigil-sim`: simulated guests for vigild (the simulator is `sim.rs` beside this file).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -7,7 +7,9 @@ use std::sync::Arc;
 
 use clap::Parser;
 use vigil_core::Duration;
-use vigil_host::sim::{run, Behaviour, SimConfig};
+mod sim;
+
+use sim::{run, Behaviour, SimConfig};
 
 /// Simulates N guests, each an Agent behind a QEMU-like UNIX socket `DIR/cgcs.heartbeat.<id>.sock`.
 /// Failing guests have their failure in their id (`sim-hang-00003`).
@@ -66,7 +68,7 @@ struct Cli {
 
 fn main() -> ExitCode {
     let c = Cli::parse();
-    let _ = vigil_host::daemon::raise_fd_limit();
+    let _ = vigil_host::sys::raise_fd_limit();
     let cfg = SimConfig {
         dir: c.dir,
         guests: c.guests,

@@ -10,7 +10,8 @@ use std::time::{Duration, SystemTime};
 
 use serde_json::{json, Value};
 
-use super::{by_error, by_status, secret, Context, Delivery, SinkConfig};
+use super::sink_config::MasakariConfig;
+use super::{by_error, by_status, secret, Context, Delivery};
 
 struct Keystone {
     url: String,
@@ -33,7 +34,7 @@ pub struct Masakari {
 
 impl Masakari {
     /// A sink for the Masakari API at `cfg.url`; Keystone if `auth_url` is set (else no token: a noauth API).
-    pub fn new(cfg: &SinkConfig, ctx: Arc<Context>, http: reqwest::Client) -> Result<Self, String> {
+    pub fn new(cfg: &MasakariConfig, ctx: Arc<Context>, http: reqwest::Client) -> Result<Self, String> {
         let keystone = match &cfg.auth_url {
             None => None,
             Some(url) => Some(Keystone {

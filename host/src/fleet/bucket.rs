@@ -75,11 +75,6 @@ impl ByteBudget {
         self.tokens
     }
 
-    /// Whether the bucket is full (the guest has been quiet).
-    pub fn is_full(&mut self, now: Instant) -> bool {
-        self.available(now) >= self.burst
-    }
-
     /// Takes `n` bytes (after a read).
     pub fn charge(&mut self, n: u64) {
         self.tokens = self.tokens.saturating_sub(n);
@@ -116,7 +111,6 @@ mod tests {
         assert_eq!(b.available(at(500)), 2048);
         assert_eq!(b.available(at(500)), 2048, "asking again at the same time grants nothing more");
         assert_eq!(b.available(at(10_000)), 8192, "never more than the burst");
-        assert!(b.is_full(at(10_000)));
         // a faster interval refills faster
         b.set_interval(&cfg, Duration::from_millis(100));
         b.charge(8192);

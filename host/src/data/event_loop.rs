@@ -20,19 +20,19 @@ use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use tracing::{info, warn};
 use vigil_core::{Duration, Instant, StdClock};
 
-use crate::actions::{outcome_channel, ActionJob, ActionOutcome, ActionRunner};
 use crate::config::FileConfig;
 use crate::control::{Control, ControlConfig, LoopSide};
+use crate::node::actions::{outcome_channel, ActionJob, ActionOutcome, ActionRunner};
 mod commands;
 
-use crate::conns::Conns;
-use crate::discovery::{Change, Discovery};
+use crate::data::conns::Conns;
+use crate::data::discovery::{Change, Discovery};
 use crate::events::{Event, EventSink, EventsTarget};
 use crate::fleet::{action_event, Fleet, FleetConfig, Io, Origin, Ticket, VoteDone, VoteRefusal};
 use crate::glob::Pattern;
 use crate::metrics::{Buckets, PASS_BOUNDS};
-use crate::sdnotify::Notifier;
-use crate::status::{Snapshot, StatusWriter};
+use crate::node::sdnotify::Notifier;
+use crate::node::status::{Snapshot, StatusWriter};
 pub use crate::sys::{os_random, raise_fd_limit};
 
 const SIGNALS: Token = Token(usize::MAX - 1);

@@ -9,7 +9,8 @@ use std::sync::Arc;
 
 use serde_json::{json, Value};
 
-use super::{by_error, by_status, Context, Delivery, SinkConfig};
+use super::sink_config::Endpoint;
+use super::{by_error, by_status, Context, Delivery};
 
 /// The sink.
 pub struct Vim {
@@ -25,7 +26,7 @@ pub fn vim_action(event_type: &str) -> String {
 
 impl Vim {
     /// A sink for the VIM at `cfg.url`.
-    pub fn new(cfg: &SinkConfig, ctx: Arc<Context>, http: reqwest::Client) -> Self {
+    pub fn new(cfg: &Endpoint, ctx: Arc<Context>, http: reqwest::Client) -> Self {
         Vim { url: cfg.url.trim_end_matches('/').to_string(), ctx, http }
     }
 

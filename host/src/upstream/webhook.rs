@@ -6,7 +6,8 @@ use std::sync::Arc;
 
 use serde_json::{json, Value};
 
-use super::{by_error, by_status, secret, Context, Delivery, SinkConfig};
+use super::sink_config::WebhookConfig;
+use super::{by_error, by_status, secret, Context, Delivery};
 
 /// The sink.
 pub struct Webhook {
@@ -18,7 +19,7 @@ pub struct Webhook {
 
 impl Webhook {
     /// A webhook posting to `cfg.url`.
-    pub fn new(cfg: &SinkConfig, ctx: Arc<Context>, http: reqwest::Client) -> Result<Self, String> {
+    pub fn new(cfg: &WebhookConfig, ctx: Arc<Context>, http: reqwest::Client) -> Result<Self, String> {
         let token = cfg.token_file.as_deref().map(secret).transpose()?;
         Ok(Webhook { url: cfg.url.clone(), ctx, http, token })
     }
