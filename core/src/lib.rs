@@ -42,7 +42,7 @@ pub use codec::{decode, decode_without_precheck, precheck, DecodeError, Field, M
 pub use error::ProtocolError;
 pub use framer::{FrameError, LineFramer, LineStorage, LINE_BUF, MAX_LINE};
 pub use monitor::{
-    Fault, Monitor, MonitorConfig, MonitorEvent, MonitorState, MonitorStats, NotifyError, Registration, RECENT_NONCES,
+    Fault, Monitor, MonitorConfig, MonitorEvent, MonitorState, MonitorStats, NotifyError, Registration, ANSWER_WINDOW,
 };
 pub use msg::*;
 #[cfg(feature = "std")]

@@ -21,8 +21,8 @@ use crate::{EventQueue, IdSource};
 
 pub use config::MonitorConfig;
 pub use event::{Fault, MonitorEvent, NotifyError, Registration};
-use nonces::RecentNonces;
-pub use nonces::RECENT_NONCES;
+pub use nonces::ANSWER_WINDOW;
+use nonces::{Echo, SentNonces};
 pub use stats::MonitorStats;
 
 /// Where the session stands.
@@ -83,7 +83,9 @@ pub struct Monitor<R, S = [u8; LINE_BUF]> {
     answered: bool,
     /// Some valid answer arrived during the current interval (proof of life).
     heard: bool,
-    recent: RecentNonces,
+    sent: SentNonces,
+    /// The loss of this episode was reported (cleared by any answer or a new session).
+    loss_reported: bool,
     misses: u32,
     challenged_at: Instant,
     last_heartbeat: Option<Instant>,
@@ -120,7 +122,8 @@ impl<R: IdSource, S: LineStorage> Monitor<R, S> {
             nonce: 0,
             answered: false,
             heard: false,
-            recent: RecentNonces::default(),
+            sent: SentNonces::default(),
+            loss_reported: false,
             misses: 0,
             challenged_at: Instant::ZERO,
             last_heartbeat: None,
@@ -233,6 +236,7 @@ impl<R: IdSource, S: LineStorage> Monitor<R, S> {
             return;
         }
         self.misses = 0;
+        self.loss_reported = false;
         let interval = self.registration.as_ref().map_or(self.config.min_interval, |r| r.interval);
         self.challenge(now, now + interval);
     }
@@ -293,7 +297,7 @@ impl<R: IdSource, S: LineStorage> Monitor<R, S> {
         } else if self.tx_challenge {
             self.tx_challenge = false;
             self.challenged_at = now;
-            self.recent.push(self.nonce);
+            self.sent.sent();
             Body::Challenge { heartbeat_challenge: self.nonce }
         } else if let Some(vote) = self.vote.as_mut().filter(|v| !v.sent) {
             vote.sent = true;
@@ -338,7 +342,9 @@ impl<R: IdSource, S: LineStorage> Monitor<R, S> {
         self.stats.registrations += 1;
         self.unhealthy_reported = None;
         self.misses = 0;
-        self.recent.clear();
+        self.loss_reported = false;
+        let base = self.ids.next_id();
+        self.sent.start(base);
         self.tx_init_ack = true;
         self.set_timer(Timer::Registration, None);
         let spread = if self.config.spread_phase {
@@ -355,11 +361,11 @@ impl<R: IdSource, S: LineStorage> Monitor<R, S> {
             self.on_protocol_error(now, ProtocolError::Unexpected(MsgType::ChallengeResponse));
             return;
         }
-        if !self.recent.answer(r.heartbeat_response) {
+        let Echo::Fresh { behind } = self.sent.answer(r.heartbeat_response) else {
             self.on_protocol_error(now, ProtocolError::StaleNonce { expected: self.nonce, got: r.heartbeat_response });
             return;
-        }
-        if r.heartbeat_response == self.nonce && !self.tx_challenge {
+        };
+        if behind == 0 && r.heartbeat_response == self.nonce && !self.tx_challenge {
             self.answered = true;
             let rtt = now - self.challenged_at;
             self.stats.last_rtt = rtt;
@@ -370,6 +376,7 @@ impl<R: IdSource, S: LineStorage> Monitor<R, S> {
         // Proof of life, whichever of the latest challenges it answers.
         self.heard = true;
         self.misses = 0;
+        self.loss_reported = false;
         self.last_heartbeat = Some(now);
         self.stats.heartbeats += 1;
         self.set_timer(Timer::Registration, None);
@@ -449,7 +456,9 @@ impl<R: IdSource, S: LineStorage> Monitor<R, S> {
         if !self.heard {
             self.misses = self.misses.saturating_add(1);
             self.stats.misses += 1;
-            if self.misses == self.config.loss_threshold.saturating_add(1) {
+            // past the threshold and not yet reported: a threshold lowered meanwhile (a reload) still reports
+            if self.misses > self.config.loss_threshold && !self.loss_reported {
+                self.loss_reported = true;
                 // Reported once per episode; challenges go on so that a guest that comes back (after a freeze,
                 // a migration stun) is heard within one interval, without a new `init`. If nothing at all comes
                 // back for the registration timeout, the caller is told to reconnect.
@@ -469,11 +478,7 @@ impl<R: IdSource, S: LineStorage> Monitor<R, S> {
     }
 
     fn challenge(&mut self, now: Instant, deadline: Instant) {
-        let mut nonce = self.ids.next_id() & MAX_NONCE;
-        if nonce == self.nonce {
-            nonce = nonce.wrapping_add(1) & MAX_NONCE;
-        }
-        self.nonce = nonce;
+        self.nonce = self.sent.next_nonce();
         self.answered = false;
         self.heard = false;
         self.tx_challenge = true;
@@ -538,8 +543,9 @@ impl<R: IdSource, S: LineStorage> Monitor<R, S> {
         self.tx_challenge = false;
         self.answered = false;
         self.heard = false;
-        self.recent.clear();
+        self.sent = SentNonces::default();
         self.misses = 0;
+        self.loss_reported = false;
         self.last_heartbeat = None;
     }
 

@@ -1,41 +1,122 @@
-//! The nonces of the latest challenges sent, so that a guest catching up after a freeze can prove it is alive.
+//! [`SentNonces`]: which challenges this session really sent, and which of them were answered, so that a guest
+//! catching up after a freeze or a pause (it answers every challenge that queued up, oldest first) proves it is
+//! alive without a protocol error, however long it was away, while an answer to a challenge never sent, or a
+//! second answer to one, stays an error.
+//!
+//! Nonces are `base + i` (31 bits) for the `i`-th challenge of the session, `base` drawn at random at registration,
+//! so an echoed nonce names its challenge without a table of past nonces. The last [`ANSWER_WINDOW`] challenges
+//! have an answered bit each; below the window only answers in order are taken (everything below the `floor`
+//! counts as answered), which is how a queue drains. 32 bytes per guest, whatever the pause.
 
-/// How many of the latest challenges an answer may echo (the reference host accepts the last 6): after a freeze a
-/// guest answers the challenges that queued up, each of which proves it is alive again.
-pub const RECENT_NONCES: usize = 6;
+use crate::msg::MAX_NONCE;
 
-/// The nonces of the latest challenges sent, and which were answered.
-#[derive(Clone, Copy, Debug, Default)]
-pub(super) struct RecentNonces {
-    nonces: [u32; RECENT_NONCES],
-    answered: [bool; RECENT_NONCES],
-    len: usize,
-    next: usize,
+/// How many of the latest challenges keep an answered bit each.
+pub const ANSWER_WINDOW: u32 = 128;
+
+/// What an echoed nonce is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Echo {
+    /// The first answer to a challenge sent in this session (`behind`: how many challenges were sent after it).
+    Fresh {
+        /// 0 for the latest challenge.
+        behind: u32,
+    },
+    /// Never sent, or answered already.
+    Refused,
 }
 
-impl RecentNonces {
-    pub(super) fn push(&mut self, nonce: u32) {
-        self.nonces[self.next] = nonce;
-        self.answered[self.next] = false;
-        self.next = (self.next + 1) % RECENT_NONCES;
-        self.len = (self.len + 1).min(RECENT_NONCES);
+/// The challenges of one session.
+#[derive(Clone, Copy, Debug, Default)]
+pub(super) struct SentNonces {
+    /// Bit `j`: the challenge `sent - 1 - j` was answered.
+    answered: u128,
+    base: u32,
+    /// Challenges sent in this session.
+    sent: u32,
+    /// Challenges below this index are closed (answered, or passed by an answer to a later one out of the window).
+    floor: u32,
+}
+
+impl SentNonces {
+    /// A new session whose nonces start at `base`.
+    pub(super) fn start(&mut self, base: u32) {
+        *self = SentNonces { base: base & MAX_NONCE, ..SentNonces::default() };
     }
 
-    /// Marks `nonce` answered; `false` if it was never sent (of the latest) or already answered.
-    pub(super) fn answer(&mut self, nonce: u32) -> bool {
-        let slot = (0..self.len)
-            .map(|i| (self.next + RECENT_NONCES - 1 - i) % RECENT_NONCES)
-            .find(|&i| self.nonces[i] == nonce);
-        match slot {
-            Some(i) if !self.answered[i] => {
-                self.answered[i] = true;
-                true
-            }
-            _ => false,
+    /// The nonce the next challenge sent will carry.
+    pub(super) fn next_nonce(&self) -> u32 {
+        self.base.wrapping_add(self.sent) & MAX_NONCE
+    }
+
+    /// The next challenge left: its bit enters the window, and the oldest bit leaves it (an answered one moves the
+    /// floor above it).
+    pub(super) fn sent(&mut self) {
+        if self.sent >= ANSWER_WINDOW && self.answered >> (ANSWER_WINDOW - 1) & 1 == 1 {
+            self.floor = self.floor.max(self.sent - ANSWER_WINDOW + 1);
         }
+        self.answered <<= 1;
+        // a session never sends 2^31 challenges (68 years at 1 s); if one did, nonces would repeat: stop counting
+        self.sent = (self.sent + 1).min(MAX_NONCE);
     }
 
-    pub(super) fn clear(&mut self) {
-        *self = RecentNonces::default();
+    /// An answer echoing `nonce`.
+    pub(super) fn answer(&mut self, nonce: u32) -> Echo {
+        let index = nonce.wrapping_sub(self.base) & MAX_NONCE;
+        if nonce > MAX_NONCE || index >= self.sent || index < self.floor {
+            return Echo::Refused;
+        }
+        let behind = self.sent - 1 - index;
+        if behind < ANSWER_WINDOW {
+            let bit = 1u128 << behind;
+            if self.answered & bit != 0 {
+                return Echo::Refused;
+            }
+            self.answered |= bit;
+        } else {
+            // out of the window: only in order
+            self.floor = index + 1;
+        }
+        Echo::Fresh { behind }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_sent_nonce_is_taken_once_however_old_and_never_one_not_sent() {
+        let mut s = SentNonces::default();
+        s.start(MAX_NONCE - 2); // wraps within the first challenges
+        let nonces: [u32; 300] = core::array::from_fn(|_| {
+            let n = s.next_nonce();
+            s.sent();
+            n
+        });
+        assert_eq!(nonces[3], 0, "31-bit wrap");
+        assert_eq!(s.answer(s.next_nonce()), Echo::Refused, "not sent yet");
+        assert_eq!(s.answer(nonces[299]), Echo::Fresh { behind: 0 });
+        assert_eq!(s.answer(nonces[299]), Echo::Refused, "twice");
+        // a guest back from a long pause answers its queue in order
+        for (i, n) in nonces.iter().enumerate().take(299) {
+            assert_eq!(s.answer(*n), Echo::Fresh { behind: 299 - i as u32 }, "challenge {i}");
+        }
+        for n in &nonces {
+            assert_eq!(s.answer(*n), Echo::Refused, "every one answered already");
+        }
+        assert_eq!(s.answer(MAX_NONCE + 5), Echo::Refused, "outside the nonce range");
+    }
+
+    #[test]
+    fn an_answered_challenge_that_leaves_the_window_cannot_be_replayed() {
+        let mut s = SentNonces::default();
+        s.start(7);
+        let first = s.next_nonce();
+        s.sent();
+        assert_eq!(s.answer(first), Echo::Fresh { behind: 0 });
+        for _ in 0..ANSWER_WINDOW + 5 {
+            s.sent();
+        }
+        assert_eq!(s.answer(first), Echo::Refused);
     }
 }

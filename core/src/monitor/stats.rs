@@ -10,9 +10,10 @@ pub struct MonitorStats {
     pub bytes_in: u64,
     /// Messages sent.
     pub messages_out: u64,
-    /// Valid heartbeat answers (the current challenge's or, late, one of the last [`RECENT_NONCES`](super::RECENT_NONCES)).
+    /// Valid heartbeat answers: to the current challenge or, late, to any earlier one of the session, once each.
     pub heartbeats: u64,
-    /// Of those, answers to an earlier challenge than the current one (a guest catching up after a freeze).
+    /// Of those, answers to an earlier challenge than the current one (a guest catching up after a freeze or a
+    /// pause): counted, never reported.
     pub late_answers: u64,
     /// Values the reference sends as fallbacks (`unknown` action, event or notification type, an unknown health
     /// string), accepted and mapped to a safe meaning.
