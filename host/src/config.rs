@@ -43,7 +43,20 @@ pub struct GuestSettings {
     pub budget_burst_bytes: Option<u64>,
     /// Spread challenge phases after a registration (default true; see `MonitorConfig::spread_phase`).
     pub spread_phase: Option<bool>,
+    /// The longest a vote or a notice waits for the guest, whatever its `init` asks (`vote_secs`,
+    /// `*_notice_secs`; default 60 s: the reference guest asks 9 to 14 s).
+    pub max_notice_secs: Option<u32>,
+    /// The longest a rebooting guest has to register again, whatever its `restart_secs` (default 600 s: the
+    /// reference guest asks 601 s, and a reboot that takes ten minutes is a hang worth reporting).
+    pub max_restart_secs: Option<u32>,
 }
+
+/// Default of [`GuestSettings::max_notice_secs`].
+pub const MAX_NOTICE_SECS: u32 = 60;
+/// The largest `max_notice_secs` a configuration may set (the admin API waits at most this for a vote).
+pub const MAX_NOTICE_CAP: u32 = 3600;
+/// Default of [`GuestSettings::max_restart_secs`].
+pub const MAX_RESTART_SECS: u32 = 600;
 
 /// One `[[guest]]` entry: a socket named explicitly.
 #[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
@@ -128,6 +141,12 @@ impl FileConfig {
                     crate::fleet::bucket::MIN_GRANT
                 ));
             }
+            if s.max_notice_secs.is_some_and(|v| !(1..=MAX_NOTICE_CAP).contains(&v)) {
+                return Err(format!("max_notice_secs: 1 to {MAX_NOTICE_CAP}"));
+            }
+            if s.max_restart_secs == Some(0) {
+                return Err("max_restart_secs: at least 1".into());
+            }
             if s.budget_bytes_per_interval == Some(0) {
                 return Err("budget_bytes_per_interval: more than 0".into());
             }
@@ -152,6 +171,23 @@ pub struct Policy {
     pub action_min_gap: Duration,
     /// The guest's byte budget.
     pub budget: crate::fleet::bucket::BudgetConfig,
+    /// Caps on the waits a guest chooses in its `init`.
+    pub caps: GuestCaps,
+}
+
+/// Caps on the waits a guest chooses (its `init` is guest input: a vote could otherwise hang for weeks).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct GuestCaps {
+    /// Votes and notices, seconds.
+    pub notice_secs: u32,
+    /// A reboot, seconds.
+    pub restart_secs: u32,
+}
+
+impl Default for GuestCaps {
+    fn default() -> Self {
+        GuestCaps { notice_secs: MAX_NOTICE_SECS, restart_secs: MAX_RESTART_SECS }
+    }
 }
 
 impl Policy {
@@ -183,7 +219,11 @@ impl Policy {
         if let Some(b) = pick(|s| s.budget_burst_bytes) {
             budget.burst = b.max(crate::fleet::bucket::MIN_GRANT);
         }
-        Policy { monitor, policy, commands, action_min_gap: Duration::from_secs(gap), budget }
+        let caps = GuestCaps {
+            notice_secs: pick(|s| s.max_notice_secs.map(u64::from)).map_or(MAX_NOTICE_SECS, |v| v.max(1) as u32),
+            restart_secs: pick(|s| s.max_restart_secs.map(u64::from)).map_or(MAX_RESTART_SECS, |v| v.max(1) as u32),
+        };
+        Policy { monitor, policy, commands, action_min_gap: Duration::from_secs(gap), budget, caps }
     }
 
     /// The argv to run for `action`, with placeholders filled in; `None` when the policy is `log` or no command

@@ -493,6 +493,8 @@ fn status_of(g: &Guest, now: Instant) -> GuestStatus {
         }),
         name: g.monitor.registration().map(|r| escape_text(&r.init.name)),
         interval_ms: g.monitor.registration().map(|r| r.interval.as_millis()),
+        vote_secs: g.monitor.registration().map(|r| r.init.vote_secs.min(g.policy.caps.notice_secs)),
+        restart_secs: g.monitor.registration().map(|r| r.init.restart_secs.min(g.policy.caps.restart_secs)),
         heartbeats: s.heartbeats,
         misses: s.misses,
         protocol_errors: s.protocol_errors,

@@ -13,6 +13,7 @@
 
 use std::path::Path;
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::body::Bytes;
 use axum::extract::{Path as UrlPath, Request, State};
@@ -188,12 +189,29 @@ fn fail(code: StatusCode, msg: impl Into<String>) -> ApiError {
     ApiError(code, msg.into())
 }
 
+/// How long a request waits for the data plane, but for votes (it answers within a pass; this is for a loop that
+/// is stuck or stopping).
+const DATA_PLANE_WAIT: Duration = Duration::from_secs(10);
+/// How long a vote waits: the longest notice a guest may be given, and some.
+const VOTE_WAIT: Duration = Duration::from_secs(crate::config::MAX_NOTICE_CAP as u64 + 10);
+
 async fn ask<T>(shared: &Shared, make: impl FnOnce(oneshot::Sender<T>) -> Command) -> Result<T, ApiError> {
+    ask_within(shared, DATA_PLANE_WAIT, make).await
+}
+
+async fn ask_within<T>(
+    shared: &Shared,
+    wait: Duration,
+    make: impl FnOnce(oneshot::Sender<T>) -> Command,
+) -> Result<T, ApiError> {
     let (tx, rx) = oneshot::channel();
     if !shared.send(make(tx)) {
         return Err(fail(StatusCode::SERVICE_UNAVAILABLE, "vigild is busy; try again"));
     }
-    rx.await.map_err(|_| fail(StatusCode::SERVICE_UNAVAILABLE, "vigild is stopping"))
+    match tokio::time::timeout(wait, rx).await {
+        Ok(r) => r.map_err(|_| fail(StatusCode::SERVICE_UNAVAILABLE, "vigild is stopping")),
+        Err(_) => Err(fail(StatusCode::GATEWAY_TIMEOUT, format!("no answer from the data plane within {wait:?}"))),
+    }
 }
 
 async fn view(shared: &Shared) -> Result<Box<FleetView>, ApiError> {
@@ -275,11 +293,17 @@ fn vote_args(body: &Bytes) -> Result<(EventType, Option<NotificationType>), ApiE
 
 async fn run_vote(shared: &Shared, id: String, event: EventType, kind: Option<NotificationType>) -> Response {
     let guest = id.clone();
-    let answer =
-        match ask(shared, |reply| Command::Vote { guest, event_type: event, notification_type: kind, reply }).await {
-            Ok(a) => a,
-            Err(e) => return e.into_response(),
-        };
+    let answer = match ask_within(shared, VOTE_WAIT, |reply| Command::Vote {
+        guest,
+        event_type: event,
+        notification_type: kind,
+        reply,
+    })
+    .await
+    {
+        Ok(a) => a,
+        Err(e) => return e.into_response(),
+    };
     match answer {
         Ok(done) => Json(json!({
             "guest": &*done.guest,

@@ -102,7 +102,7 @@ pub struct Counters {
 /// The seconds a guest gets to answer, from its registration, as the reference host used them: a vote waits
 /// `vote_secs`; the notice of `stop`/`reboot` waits `shutdown_notice_secs`, of `suspend`/`pause` (and, Vigil's
 /// choice, of the other `*_begin` events, which also take the VM away) `suspend_notice_secs`, of
-/// `resume`/`unpause` and the `*_end` events `resume_notice_secs`.
+/// `resume`/`unpause` and the `*_end` events `resume_notice_secs`. The caller caps what the guest chose.
 pub fn notice_timeout_secs(init: &Init, event: EventType, kind: NotificationType) -> u32 {
     if kind == NotificationType::Revocable {
         return init.vote_secs;
@@ -155,7 +155,8 @@ impl Fleet {
         let Some(reg) = g.monitor.registration().filter(|_| state == "heartbeating") else {
             return Err(VoteRefusal::NotHeartbeating { state });
         };
-        let timeout = Duration::from_secs(u64::from(notice_timeout_secs(&reg.init, event_type, kind)));
+        let secs = notice_timeout_secs(&reg.init, event_type, kind).min(g.policy.caps.notice_secs);
+        let timeout = Duration::from_secs(u64::from(secs));
         match g.monitor.notify(now, event_type, kind, timeout) {
             Ok(()) => {}
             Err(NotifyError::Busy) => return Err(VoteRefusal::Busy),

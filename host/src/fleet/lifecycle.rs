@@ -85,7 +85,8 @@ impl Fleet {
                 let secs = g
                     .monitor
                     .registration()
-                    .map_or(DEFAULT_RESTART.as_millis() / 1000, |r| u64::from(r.init.restart_secs));
+                    .map_or(DEFAULT_RESTART.as_millis() / 1000, |r| u64::from(r.init.restart_secs))
+                    .min(u64::from(g.policy.caps.restart_secs));
                 (Vm::Rebooting { until: now + Duration::from_secs(secs) }, Some(Event::Rebooting {}))
             }
             Lifecycle::Stopped => (Vm::Stopped, Some(Event::Stopped {})),

@@ -461,15 +461,54 @@ fn a_reboot_is_no_loss_unless_no_init_comes_within_restart_secs() {
     h.feed(k, 20_010, &answer(n, "healthy"));
     assert_eq!(h.f.snapshot(at(20_010))[0].state, "heartbeating");
     assert_eq!(h.count("recovered"), 0, "nothing was reported, so nothing recovers");
-    // a reboot that never comes back: lost after restart_secs (601), with the reason
+    // a reboot that never comes back: lost after restart_secs (601, capped by the host's default 600), with the
+    // reason
     h.f.handle_lifecycle("r", Lifecycle::Rebooting, at(30_000));
-    h.advance(630_000);
+    h.advance(629_000);
     assert_eq!(h.count("heartbeat_lost"), 0, "not before restart_secs");
     h.advance(631_100);
     let lost: Vec<_> = h.events.iter().filter(|(_, e)| e.kind() == "heartbeat_lost").collect();
     assert_eq!(lost.len(), 1, "{:?}", h.events.iter().map(|(t, e)| (t, e.kind())).collect::<Vec<_>>());
     assert!(matches!(&lost[0].1, Event::HeartbeatLost { reason: Some(r), .. } if r.contains("restart_secs")));
     assert_eq!(h.actions.len(), 1);
+}
+
+#[test]
+fn waits_a_guest_chooses_are_capped_by_the_host_and_the_status_says_the_capped_values() {
+    // a hostile or broken init: votes that would wait 46 days, a reboot that could take 136 years
+    let absurd = "{\"version\":3,\"revision\":1,\"msg_type\":\"init\",\"sequence\":1,\"invocation_id\":9,\"name\":\"x\",\"heartbeat_interval_ms\":1000,\"vote_secs\":4000000,\"shutdown_notice_secs\":4000000,\"suspend_notice_secs\":4000000,\"resume_notice_secs\":4000000,\"restart_secs\":4294967295,\"corrective_action\":\"log\"}\n";
+    let mut h = Harness::new(GuestSettings::default());
+    let k = h.add("g", 0);
+    h.feed(k, 0, absurd);
+    let reg = h.events.iter().find_map(|(_, e)| match e {
+        Event::Registered { vote_secs, restart_secs, .. } => Some((*vote_secs, *restart_secs)),
+        _ => None,
+    });
+    assert_eq!(reg, Some((60, 600)), "the registered event says what the host will use");
+    let st = &h.f.snapshot(at(0))[0];
+    assert_eq!((st.vote_secs, st.restart_secs), (Some(60), Some(600)));
+    let started = h.f.start_vote("g", EventType::Stop, None, at(100)).unwrap();
+    assert_eq!(started.timeout, Duration::from_secs(60));
+    assert_eq!(h.f.start_vote("g", EventType::Stop, None, at(101)), Err(VoteRefusal::Busy), "refused at once");
+    // the guest never answers: the vote ends at the cap, not in 46 days
+    h.advance(60_100);
+    let done = h.f.poll_vote_done().unwrap();
+    assert_eq!(done.result, VoteResult::Timeout);
+    // (the silent guest was lost meanwhile; it answers again) a hang after a reboot is reported within the cap
+    let n = h.last_challenge(k);
+    h.feed(k, 60_200, &answer(n, "healthy"));
+    h.f.handle_lifecycle("g", Lifecycle::Rebooting, at(70_000));
+    h.events.clear();
+    h.advance(670_100);
+    let lost = h.events.iter().filter(|(_, e)| matches!(e, Event::HeartbeatLost { reason: Some(_), .. })).count();
+    assert_eq!(lost, 1, "{:?}", h.kinds());
+    // an operator may set other caps
+    let settings = GuestSettings { max_notice_secs: Some(5), max_restart_secs: Some(30), ..GuestSettings::default() };
+    let mut h = Harness::new(settings);
+    let k = h.add("g", 0);
+    h.feed(k, 0, absurd);
+    let st = &h.f.snapshot(at(0))[0];
+    assert_eq!((st.vote_secs, st.restart_secs), (Some(5), Some(30)));
 }
 
 #[test]

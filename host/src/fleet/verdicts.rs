@@ -41,11 +41,12 @@ impl Fleet {
                     interval_ms: r.interval.as_millis(),
                     requested_interval_ms: r.init.heartbeat_interval_ms,
                     corrective_action: r.init.corrective_action.as_str(),
-                    vote_secs: r.init.vote_secs,
-                    shutdown_notice_secs: r.init.shutdown_notice_secs,
-                    suspend_notice_secs: r.init.suspend_notice_secs,
-                    resume_notice_secs: r.init.resume_notice_secs,
-                    restart_secs: r.init.restart_secs,
+                    // as the host will use them: capped (the guest's own values are guest input)
+                    vote_secs: r.init.vote_secs.min(g.policy.caps.notice_secs),
+                    shutdown_notice_secs: r.init.shutdown_notice_secs.min(g.policy.caps.notice_secs),
+                    suspend_notice_secs: r.init.suspend_notice_secs.min(g.policy.caps.notice_secs),
+                    resume_notice_secs: r.init.resume_notice_secs.min(g.policy.caps.notice_secs),
+                    restart_secs: r.init.restart_secs.min(g.policy.caps.restart_secs),
                     suppressed,
                 }
             }

@@ -23,6 +23,12 @@ pub struct GuestStatus {
     pub name: Option<String>,
     /// Interval in force.
     pub interval_ms: Option<u64>,
+    /// The longest a vote on this guest waits: its `vote_secs`, capped by the host (`max_notice_secs`).
+    #[serde(default)]
+    pub vote_secs: Option<u32>,
+    /// The longest a reboot of this guest may take: its `restart_secs`, capped by the host (`max_restart_secs`).
+    #[serde(default)]
+    pub restart_secs: Option<u32>,
     /// Valid heartbeats.
     pub heartbeats: u64,
     /// Missed intervals.
