@@ -14,7 +14,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tracing::{info, warn};
 use vigil_core::qmp::{self, QmpLifecycle, QmpLine};
 
@@ -41,6 +41,49 @@ fn tell(shared: &Shared, guest: &str, event: Lifecycle) {
     info!(guest, ?event, "lifecycle");
     if !shared.send(Command::Lifecycle { guest: guest.to_string(), event }) {
         warn!(guest, ?event, "lifecycle event not delivered: the loop's queue is full");
+    }
+}
+
+/// What [`read_line_bounded`] read.
+#[derive(Debug, PartialEq, Eq)]
+enum Line {
+    /// A whole line (without its newline) is in the buffer.
+    Complete,
+    /// A line longer than the bound was read and thrown away, to its newline, with no buffer beyond the bound.
+    TooLong,
+    /// The stream ended (a partial last line is dropped).
+    Eof,
+}
+
+/// Reads one line into `line` (cleared first), never holding more than `max` bytes of it: the rest of a longer
+/// line is consumed from the reader's own buffer and discarded.
+async fn read_line_bounded<R: AsyncBufRead + Unpin>(
+    r: &mut R,
+    line: &mut Vec<u8>,
+    max: usize,
+) -> std::io::Result<Line> {
+    line.clear();
+    let mut too_long = false;
+    loop {
+        let chunk = r.fill_buf().await?;
+        if chunk.is_empty() {
+            return Ok(Line::Eof);
+        }
+        let (part, done) = match chunk.iter().position(|&b| b == b'\n') {
+            Some(i) => (&chunk[..i], Some(i + 1)),
+            None => (chunk, None),
+        };
+        if !too_long && line.len() + part.len() <= max {
+            line.extend_from_slice(part);
+        } else {
+            too_long = true;
+            line.clear();
+        }
+        let used = done.unwrap_or(chunk.len());
+        r.consume(used);
+        if done.is_some() {
+            return Ok(if too_long { Line::TooLong } else { Line::Complete });
+        }
     }
 }
 
@@ -88,16 +131,13 @@ async fn qmp_session(path: &std::path::Path, id: &str, shared: &Shared) -> std::
     let mut line = Vec::new();
     info!(guest = id, path = %path.display(), "QMP connected");
     loop {
-        line.clear();
-        // bounded: a line longer than MAX_QMP_LINE is skipped to its end
-        let n = (&mut r).take(MAX_QMP_LINE as u64).read_until(b'\n', &mut line).await?;
-        if n == 0 {
-            return Ok(());
-        }
-        if line.last() != Some(&b'\n') && line.len() >= MAX_QMP_LINE {
-            let mut sink = Vec::new();
-            r.read_until(b'\n', &mut sink).await?;
-            continue;
+        match read_line_bounded(&mut r, &mut line, MAX_QMP_LINE).await? {
+            Line::Eof => return Ok(()),
+            Line::TooLong => {
+                warn!(guest = id, max = MAX_QMP_LINE, "QMP line too long; skipped");
+                continue;
+            }
+            Line::Complete => {}
         }
         let text = line.trim_ascii();
         match qmp::parse(text) {
@@ -165,9 +205,16 @@ async fn libvirt(uri: String, shared: Arc<Shared>) {
             Ok(mut child) => {
                 info!(uri = %uri, "subscribed to libvirt events");
                 if let Some(out) = child.stdout.take() {
-                    let mut lines = BufReader::new(out.take(1 << 40)).lines();
-                    while let Ok(Some(line)) = lines.next_line().await {
+                    let mut out = BufReader::new(out);
+                    let mut bytes = Vec::new();
+                    loop {
+                        match read_line_bounded(&mut out, &mut bytes, MAX_QMP_LINE).await {
+                            Ok(Line::Complete) => {}
+                            Ok(Line::TooLong) => continue,
+                            Ok(Line::Eof) | Err(_) => break,
+                        }
                         backoff.reset(min);
+                        let line = String::from_utf8_lossy(&bytes);
                         let Some((name, event)) = parse_virsh_event(&line) else { continue };
                         if !uuids.contains_key(&name) {
                             if let Some(u) = domuuid(&uri, &name).await {
@@ -191,6 +238,19 @@ async fn libvirt(uri: String, shared: Arc<Shared>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn an_over_long_line_is_skipped_without_holding_more_than_the_bound() {
+        let mut input = vec![b'x'; 1 << 20];
+        input.extend_from_slice(b"\n{\"event\":\"STOP\"}\nlast");
+        let mut r = BufReader::with_capacity(4096, &input[..]);
+        let mut line = Vec::new();
+        assert_eq!(read_line_bounded(&mut r, &mut line, 1000).await.unwrap(), Line::TooLong);
+        assert!(line.capacity() <= 1000 + 4096, "held {} bytes of a 1 MiB line", line.capacity());
+        assert_eq!(read_line_bounded(&mut r, &mut line, 1000).await.unwrap(), Line::Complete);
+        assert_eq!(line, b"{\"event\":\"STOP\"}");
+        assert_eq!(read_line_bounded(&mut r, &mut line, 1000).await.unwrap(), Line::Eof, "a partial last line");
+    }
 
     #[test]
     fn virsh_event_lines_as_libvirt_9_prints_them() {

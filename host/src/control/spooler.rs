@@ -32,7 +32,7 @@ pub fn open(u: &Upstream) -> Result<Opened, String> {
     for s in &u.sinks {
         s.validate()?;
     }
-    let names: Vec<String> = u.sinks.iter().map(|s| s.cursor_name()).collect();
+    let names = crate::upstream::SinkConfig::unique_names(&u.sinks);
     let (spool, notes) = Spool::open(&u.state_dir, u.cap, &names).map_err(|e| e.to_string())?;
     for n in &notes {
         warn!("{n}");
@@ -41,7 +41,7 @@ pub fn open(u: &Upstream) -> Result<Opened, String> {
     let mut sinks = Vec::new();
     let mut stats = Vec::new();
     for (cfg, name) in u.sinks.iter().zip(&names) {
-        sinks.push((name.clone(), Sink::new(cfg, Arc::clone(&ctx), &spool)?));
+        sinks.push((name.clone(), Sink::new(cfg, name, Arc::clone(&ctx), &spool)?));
         stats.push((name.clone(), Arc::new(SinkStats::default())));
     }
     Ok(Opened { spool: Arc::new(spool), sinks, stats, notes, host: u.ctx.host.clone() })

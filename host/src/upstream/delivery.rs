@@ -67,18 +67,17 @@ pub enum Sink {
 }
 
 impl Sink {
-    /// A sink from its configuration.
-    pub fn new(cfg: &SinkConfig, ctx: Arc<Context>, spool: &Spool) -> Result<Sink, String> {
+    /// A sink from its configuration, named `name` (its cursor; see [`SinkConfig::unique_names`]).
+    pub fn new(cfg: &SinkConfig, name: &str, ctx: Arc<Context>, spool: &Spool) -> Result<Sink, String> {
         let timeout = Duration::from_secs(cfg.endpoint().timeout_secs.unwrap_or(10).max(1));
         let http = reqwest::Client::builder()
             .timeout(timeout)
             .connect_timeout(timeout)
             .build()
             .map_err(|e| format!("http client: {e}"))?;
-        let name = cfg.cursor_name();
         Ok(match cfg {
             SinkConfig::Alertmanager(c) => {
-                Sink::Alertmanager(alertmanager::Alertmanager::new(c, ctx, http, spool, &name))
+                Sink::Alertmanager(alertmanager::Alertmanager::new(c, ctx, http, spool, name))
             }
             SinkConfig::Masakari(c) => Sink::Masakari(masakari::Masakari::new(c, ctx, http)?),
             SinkConfig::StarlingxVim(c) => Sink::Vim(vim::Vim::new(c, ctx, http)),
@@ -191,9 +190,35 @@ fn short(s: &str) -> String {
     s.chars().take(200).collect()
 }
 
-/// A request error as a delivery (always worth a retry: refused connection, timeout, TLS, DNS).
+/// A request error as a delivery (always worth a retry: refused connection, timeout, TLS, DNS). The URL is left
+/// out of the message: its path or query may hold a secret.
 pub fn by_error(e: &reqwest::Error) -> Delivery {
-    Delivery::Retry(format!("{e}"))
+    let mut why = format!("{}", NoUrl(e));
+    if let Some(source) = std::error::Error::source(e) {
+        why = format!("{why}: {source}");
+    }
+    Delivery::Retry(why)
+}
+
+/// A reqwest error's kind, without its URL.
+struct NoUrl<'a>(&'a reqwest::Error);
+
+impl std::fmt::Display for NoUrl<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let e = self.0;
+        let kind = if e.is_timeout() {
+            "timed out"
+        } else if e.is_connect() {
+            "connection failed"
+        } else if e.is_request() {
+            "request failed"
+        } else if e.is_body() || e.is_decode() {
+            "bad response body"
+        } else {
+            "HTTP error"
+        };
+        f.write_str(kind)
+    }
 }
 
 /// Reads a secret from a file (trimmed); the error names the file, never the content.

@@ -127,10 +127,31 @@ impl SinkConfig {
         }
     }
 
-    /// Its cursor's name.
+    /// Its cursor's name, which is also its name in logs and metrics: the configured `name`, else the kind and
+    /// the URL's host and port. Never the whole URL: user info, path and query can hold secrets (a webhook's token,
+    /// a password), and a rotated secret must not make a new cursor that replays the spool.
     pub fn cursor_name(&self) -> String {
         let e = self.endpoint();
-        e.name.unwrap_or_else(|| format!("{}:{}", self.kind(), e.url))
+        e.name.unwrap_or_else(|| format!("{}:{}", self.kind(), host_of(&e.url)))
+    }
+
+    /// The names of `sinks` ([`cursor_name`](Self::cursor_name)), made unique: a second sink of one kind on one
+    /// host is `NAME#2`, and so on, in the order of the configuration.
+    pub fn unique_names(sinks: &[SinkConfig]) -> Vec<String> {
+        let mut seen = std::collections::HashMap::<String, usize>::new();
+        sinks
+            .iter()
+            .map(|s| {
+                let name = s.cursor_name();
+                let n = seen.entry(name.clone()).or_insert(0);
+                *n += 1;
+                if *n == 1 {
+                    name
+                } else {
+                    format!("{name}#{n}")
+                }
+            })
+            .collect()
     }
 
     /// Checks what can be checked before starting.
@@ -145,6 +166,18 @@ impl SinkConfig {
             }
         }
         Ok(())
+    }
+}
+
+/// `host[:port]` of a URL, without user info, path or query (`?` when it does not parse).
+fn host_of(url: &str) -> String {
+    match reqwest::Url::parse(url) {
+        Ok(u) => match (u.host_str(), u.port()) {
+            (Some(h), Some(p)) => format!("{h}:{p}"),
+            (Some(h), None) => h.to_string(),
+            (None, _) => "?".into(),
+        },
+        Err(_) => "?".into(),
     }
 }
 
@@ -175,6 +208,20 @@ mod tests {
         let ok = toml::from_str::<File>("[[sink]]\nkind = \"webhook\"\nurl = \"http://x\"\ntoken_file = \"/t\"\n");
         assert!(
             matches!(ok.map(|f| f.sink), Ok(v) if matches!(&v[..], [SinkConfig::Webhook(w)] if w.token_file.is_some()))
+        );
+    }
+
+    #[test]
+    fn default_names_hold_no_secret_and_survive_a_rotated_one() {
+        let a = SinkConfig::from_flag("webhook", "https://user:pw@hooks.example:8443/T0K3N/x?sig=abc").unwrap();
+        assert_eq!(a.cursor_name(), "webhook:hooks.example:8443");
+        let b = SinkConfig::from_flag("webhook", "https://user:new@hooks.example:8443/R0TATED/x?sig=def").unwrap();
+        assert_eq!(a.cursor_name(), b.cursor_name(), "a new secret is the same cursor");
+        let c = SinkConfig::from_flag("alertmanager", "http://am1:9093").unwrap();
+        let d = SinkConfig::from_flag("alertmanager", "http://am1:9093/other").unwrap();
+        assert_eq!(
+            SinkConfig::unique_names(&[a, c, d]),
+            ["webhook:hooks.example:8443", "alertmanager:am1:9093", "alertmanager:am1:9093#2"]
         );
     }
 
