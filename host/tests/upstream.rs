@@ -356,3 +356,162 @@ fn a_full_spool_drops_the_oldest_and_a_spool_cut_short_is_replaced_and_both_are_
     assert!(m.lines().any(|l| l.starts_with("vigil_spool_dropped_total ") && !l.ends_with(" 0")), "{m}");
     assert!(d.proc.terminate());
 }
+
+/// Mounts a tmpfs of `size` at `dir`; `None` (with the reason) where this process may not mount.
+struct Tmpfs(std::path::PathBuf);
+
+impl Tmpfs {
+    fn mount(dir: &Path, size: &str) -> Result<Tmpfs, String> {
+        std::fs::create_dir_all(dir).unwrap();
+        let out = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs", dir.to_str().unwrap()])
+            .output()
+            .map_err(|e| format!("mount: {e}"))?;
+        if out.status.success() {
+            Ok(Tmpfs(dir.to_path_buf()))
+        } else {
+            Err(String::from_utf8_lossy(&out.stderr).into_owned())
+        }
+    }
+
+    /// Writes a filler file until the file system is full; returns its path.
+    fn fill(&self) -> std::path::PathBuf {
+        use std::io::Write;
+        let path = self.0.join("filler");
+        let mut f = std::fs::File::create(&path).unwrap();
+        let chunk = vec![0xA5u8; 64 * 1024];
+        while f.write_all(&chunk).is_ok() {}
+        let small = [0u8; 512];
+        while f.write_all(&small).is_ok() {}
+        path
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").args(["-l", self.0.to_str().unwrap()]).status();
+    }
+}
+
+#[test]
+fn a_full_disk_under_the_spool_loses_no_fault_and_needs_no_restart() {
+    let _serial = heavy();
+    let work = TempDir::new("fulldisk");
+    let dir = work.path().join("qemu");
+    std::fs::create_dir_all(&dir).unwrap();
+    let state = work.path().join("state");
+    // a real full disk needs a file system of its own: a small tmpfs (mounting needs root)
+    let fs = match Tmpfs::mount(&state, "16m") {
+        Ok(fs) => fs,
+        Err(why) => {
+            eprintln!("SKIPPED: cannot mount a tmpfs to fill ({why}); this test needs root");
+            return;
+        }
+    };
+    let guests: Vec<ScriptedGuest> = (0..4).map(|i| ScriptedGuest::start(&dir, &format!("fd-{i}"), 300)).collect();
+    // the receiver is down while the disk is full, so records pile up in the spool (delivered ones are compacted)
+    let down = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let receiver_down = std::sync::Arc::clone(&down);
+    let hook = HttpReceiver::start(move |_, _| {
+        if receiver_down.load(std::sync::atomic::Ordering::Relaxed) {
+            (503, vec![], "down".into())
+        } else {
+            (200, vec![], "{}".into())
+        }
+    });
+    let args = ["--webhook", &hook.url(), "--state-dir", state.to_str().unwrap()];
+    let mut d = Vigild::start(&dir, work.path(), &args);
+    d.wait_until(15, "all registered", |ev| count(ev, "registered") >= 4);
+    let metric = |name: &str| -> u64 {
+        let (_, m) = vigil_host::control::client::request(&d.admin, "GET", "/metrics", None, Duration::from_secs(10))
+            .unwrap_or((0, String::new()));
+        m.lines().find_map(|l| l.strip_prefix(&format!("{name} ")).and_then(|v| v.parse().ok())).unwrap_or(0)
+    };
+    // the disk fills up; then 1,500 more guests arrive (their connections and registrations are ~1 MB of records,
+    // more than the spool file has free inside it, so redb must grow the file and fails) and four guests hang
+    down.store(true, std::sync::atomic::Ordering::Relaxed);
+    let filler = fs.fill();
+    let _crowd = sim(&dir, &["--guests", "1500", "--interval-ms", "1000"]);
+    for g in &guests {
+        g.freeze(true);
+    }
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while metric("vigil_spool_errors_total") == 0 {
+        assert!(Instant::now() < deadline, "the spool never saw the full disk");
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    d.wait_until(30, "the four losses written locally while the disk is full", |ev| count(ev, "heartbeat_lost") >= 4);
+    std::thread::sleep(Duration::from_secs(2)); // the spool keeps failing meanwhile (reopened with backoff)
+                                                // room again: no restart, and every fault of the local log reaches the sink
+    std::fs::remove_file(&filler).unwrap();
+    down.store(false, std::sync::atomic::Ordering::Relaxed);
+    // (guest, kind) -> how many: the spool's records carry no local seq, and delivery is at least once
+    type Tally = std::collections::BTreeMap<(String, String), usize>;
+    let tally = |ev: &mut dyn Iterator<Item = Value>| -> Tally {
+        let mut t = Tally::new();
+        for e in ev.filter(|e| e["kind"] == "heartbeat_lost" || e["kind"] == "recovered") {
+            *t.entry((e["guest"].as_str().unwrap_or("").into(), e["kind"].as_str().unwrap_or("").into()))
+                .or_default() += 1;
+        }
+        t
+    };
+    let local = tally(&mut d.events().into_iter());
+    assert!(local.values().sum::<usize>() >= 4, "losses written locally: {local:?}");
+    assert!(d.proc.0.try_wait().unwrap().is_none(), "vigild still runs: no restart");
+    let deadline = Instant::now() + Duration::from_secs(150); // the sink's retry backoff reaches 60 s
+    loop {
+        let delivered = tally(&mut hook.requests().iter().map(|g| g.json()["data"].clone()));
+        let missing: Vec<_> = local.iter().filter(|(k, n)| delivered.get(*k).copied().unwrap_or(0) < **n).collect();
+        if missing.is_empty() {
+            break;
+        }
+        assert!(Instant::now() < deadline, "not delivered after the disk had room again: {missing:?}");
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let states: Vec<String> = hook
+            .requests()
+            .iter()
+            .map(|g| g.json())
+            .filter(|e| e["data"]["kind"] == "spool")
+            .map(|e| e["data"]["state"].as_str().unwrap_or("").to_string())
+            .collect();
+        if states.iter().any(|s| s == "error") && states.iter().any(|s| s == "recovered") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the spool's error and recovery reach the sink: {states:?}");
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    println!("spool errors while full: {}", metric("vigil_spool_errors_total"));
+    assert_eq!(metric("vigil_spool_lost_total"), 0);
+    drop(d);
+}
+
+#[test]
+fn a_second_vigild_on_the_same_state_dir_stops_with_the_reason_and_discards_nothing() {
+    let work = TempDir::new("twice");
+    let dir = work.path().join("qemu");
+    let state = work.path().join("state");
+    std::fs::create_dir_all(&dir).unwrap();
+    let hook = HttpReceiver::start(|_, _| (500, vec![], "down".into())); // nothing is delivered: all stays
+    let args = ["--webhook", &hook.url(), "--state-dir", state.to_str().unwrap()];
+    let first = Vigild::start(&dir, work.path(), &args);
+    first.wait_ready();
+    let before = std::fs::metadata(state.join("spool.redb")).unwrap().len();
+    let out = Command::new(env!("CARGO_BIN_EXE_vigild"))
+        .args(["run", "--watch", dir.to_str().unwrap(), "--events", "-", "--admin-socket"])
+        .arg(work.path().join("second.sock"))
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "the second vigild must not run: {err}");
+    assert!(err.contains("spool.redb") && err.contains("another"), "names the path and the reason: {err}");
+    let aside =
+        std::fs::read_dir(&state).unwrap().flatten().any(|e| e.file_name().to_string_lossy().contains("corrupt"));
+    assert!(!aside, "nothing was moved aside");
+    assert!(std::fs::metadata(state.join("spool.redb")).unwrap().len() >= before);
+    drop(first);
+}

@@ -58,6 +58,8 @@ pub struct UpstreamView {
     pub spool: Option<(u64, u64)>,
     /// Spool records skipped because they did not parse.
     pub spool_unreadable: u64,
+    /// Failed spool writes and reopens; records lost because the spool failed longer than memory could hold.
+    pub spool_errors: (u64, u64),
     /// Per sink: (name, delivered, retries, refused).
     pub sinks: Vec<(String, u64, u64, u64)>,
 }
@@ -69,6 +71,10 @@ impl UpstreamView {
         UpstreamView {
             spool: shared.spool.as_ref().and_then(|s| s.stats().ok()),
             spool_unreadable: shared.spool.as_ref().map_or(0, |s| s.unreadable()),
+            spool_errors: shared
+                .spool
+                .as_ref()
+                .map_or((0, 0), |s| (s.health.errors.load(Relaxed), s.health.lost.load(Relaxed))),
             sinks: shared
                 .sinks
                 .iter()
@@ -148,6 +154,19 @@ pub fn openmetrics(
             "spool_unreadable",
             "Spool records skipped because they did not parse",
             counter(up.spool_unreadable),
+        );
+    }
+    if !up.sinks.is_empty() {
+        // even while the spool cannot be read (its gauges above need it)
+        r.register(
+            "spool_errors",
+            "Spool writes or reopens that failed (a full disk, an I/O error)",
+            counter(up.spool_errors.0),
+        );
+        r.register(
+            "spool_lost",
+            "Events lost because the spool failed longer than the in-memory bound could hold",
+            counter(up.spool_errors.1),
         );
     }
     if !up.sinks.is_empty() {

@@ -11,7 +11,10 @@
 
 use std::path::{Path, PathBuf};
 
-use redb::{Database, Durability, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
+use redb::{
+    Database, DatabaseError, Durability, ReadableDatabase, ReadableTable, ReadableTableMetadata, StorageError,
+    TableDefinition,
+};
 use serde_json::Value;
 
 const EVENTS: TableDefinition<u64, &[u8]> = TableDefinition::new("events");
@@ -34,17 +37,49 @@ impl std::fmt::Display for SpoolError {
 
 impl std::error::Error for SpoolError {}
 
+/// Creates the tables and the cursors of sinks new to this spool.
+fn init(db: &Database, sinks: &[String]) -> Result<(), SpoolError> {
+    let txn = db.begin_write().map_err(err)?;
+    {
+        txn.open_table(EVENTS).map_err(err)?;
+        txn.open_table(META).map_err(err)?;
+        txn.open_table(STATE).map_err(err)?;
+        let mut cursors = txn.open_table(CURSORS).map_err(err)?;
+        // a new sink starts at the records still in the spool (it cannot see compacted ones)
+        for s in sinks {
+            if cursors.get(s.as_str()).map_err(err)?.is_none() {
+                cursors.insert(s.as_str(), 0).map_err(err)?;
+            }
+        }
+    }
+    txn.commit().map_err(err)?;
+    Ok(())
+}
+
 fn err(e: impl std::fmt::Display) -> SpoolError {
     SpoolError(e.to_string())
 }
 
 /// The spool.
 pub struct Spool {
-    db: Database,
+    /// `None` while it is being reopened after an I/O error (redb refuses every call on a handle after one).
+    db: std::sync::RwLock<Option<Database>>,
+    path: PathBuf,
     cap: u64,
     sinks: Vec<String>,
     /// Records read back that did not parse (skipped, so that one bad record never blocks a sink).
     unreadable: std::sync::atomic::AtomicU64,
+    /// Writes that failed (a full disk, an I/O error), and the records lost because they could not wait.
+    pub health: SpoolHealth,
+}
+
+/// How the spool's writes went, for the metrics.
+#[derive(Debug, Default)]
+pub struct SpoolHealth {
+    /// Failed writes and reopens.
+    pub errors: std::sync::atomic::AtomicU64,
+    /// Records that could not be held in memory while the spool was failing (the bound was reached).
+    pub lost: std::sync::atomic::AtomicU64,
 }
 
 /// What `append` did.
@@ -57,113 +92,136 @@ pub struct Appended {
 }
 
 impl Spool {
-    /// Opens (or creates) `dir/spool.redb` for `sinks`. A file that cannot be opened is moved aside
-    /// (`spool.redb.corrupt-<unix time>`) and a fresh spool is started; the returned notes say what happened.
+    /// Opens (or creates) `dir/spool.redb` for `sinks`. Only a file redb finds corrupt is moved aside
+    /// (`spool.redb.corrupt-<unix time>`) and a fresh spool started; the returned notes say so. Any other error
+    /// (the file locked by another vigild, permissions, no descriptors, a format that needs an upgrade) is returned
+    /// with the path and the reason, and the file is left as it is: no record is ever discarded for those.
     pub fn open(dir: &Path, cap: u64, sinks: &[String]) -> Result<(Spool, Vec<String>), SpoolError> {
         std::fs::create_dir_all(dir).map_err(|e| err(format!("{}: {e}", dir.display())))?;
         let path = dir.join("spool.redb");
         let mut notes = Vec::new();
         let db = match Database::create(&path) {
             Ok(db) => db,
-            Err(e) => {
+            Err(e @ (DatabaseError::Storage(StorageError::Corrupted(_)) | DatabaseError::RepairAborted)) => {
                 let stamp =
                     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
                 let aside = PathBuf::from(format!("{}.corrupt-{stamp}", path.display()));
                 std::fs::rename(&path, &aside)
                     .map_err(|e2| err(format!("{}: {e}; moving it aside: {e2}", path.display())))?;
                 notes.push(format!(
-                    "spool {} could not be opened ({e}); moved to {}; its undelivered events are lost",
+                    "spool {} is corrupt ({e}); moved to {}; its undelivered events are lost",
                     path.display(),
                     aside.display()
                 ));
-                Database::create(&path).map_err(err)?
+                Database::create(&path).map_err(|e| err(format!("{}: {e}", path.display())))?
             }
+            Err(DatabaseError::DatabaseAlreadyOpen) => {
+                return Err(err(format!(
+                    "{}: the spool is in use by another process (is another vigild running with this state \
+                     directory?)",
+                    path.display()
+                )))
+            }
+            Err(e) => return Err(err(format!("{}: cannot open the spool: {e}", path.display()))),
         };
-        let spool = Spool { db, cap: cap.max(1), sinks: sinks.to_vec(), unreadable: Default::default() };
-        spool.init()?;
+        init(&db, sinks)?;
+        let spool = Spool {
+            db: std::sync::RwLock::new(Some(db)),
+            path,
+            cap: cap.max(1),
+            sinks: sinks.to_vec(),
+            unreadable: Default::default(),
+            health: SpoolHealth::default(),
+        };
         Ok((spool, notes))
     }
 
-    fn init(&self) -> Result<(), SpoolError> {
-        let txn = self.db.begin_write().map_err(err)?;
-        {
-            txn.open_table(EVENTS).map_err(err)?;
-            txn.open_table(META).map_err(err)?;
-            txn.open_table(STATE).map_err(err)?;
-            let mut cursors = txn.open_table(CURSORS).map_err(err)?;
-            // a new sink starts at the records still in the spool (it cannot see compacted ones)
-            for s in &self.sinks {
-                if cursors.get(s.as_str()).map_err(err)?.is_none() {
-                    cursors.insert(s.as_str(), 0).map_err(err)?;
-                }
-            }
-        }
-        txn.commit().map_err(err)?;
+    /// Closes the database and opens it again: after an I/O error (a full disk) redb refuses every later call on
+    /// the same handle. Committed records are kept (redb is copy-on-write: a failed commit leaves the last one).
+    pub fn reopen(&self) -> Result<(), SpoolError> {
+        let mut slot = self.db.write().map_err(|_| err("spool lock poisoned"))?;
+        *slot = None; // drop first: the file lock goes with it
+        let db = Database::create(&self.path).map_err(|e| err(format!("{}: {e}", self.path.display())))?;
+        init(&db, &self.sinks)?;
+        *slot = Some(db);
         Ok(())
+    }
+
+    /// Runs `f` on the open database.
+    fn with<T>(&self, f: impl FnOnce(&Database) -> Result<T, SpoolError>) -> Result<T, SpoolError> {
+        let slot = self.db.read().map_err(|_| err("spool lock poisoned"))?;
+        match slot.as_ref() {
+            Some(db) => f(db),
+            None => Err(err("spool closed: being reopened")),
+        }
     }
 
     /// Appends records (JSON objects; each gets `spool_seq`), in one durable transaction. Returns the last
     /// sequence number and how many of the oldest records were dropped to stay within the cap.
     pub fn append(&self, records: &mut [Value]) -> Result<Appended, SpoolError> {
-        let mut txn = self.db.begin_write().map_err(err)?;
-        txn.set_durability(Durability::Immediate).map_err(err)?;
-        let mut out = Appended::default();
-        {
-            let mut meta = txn.open_table(META).map_err(err)?;
-            let mut next = meta.get("next_seq").map_err(err)?.map_or(1, |v| v.value());
-            let mut events = txn.open_table(EVENTS).map_err(err)?;
-            for r in records.iter_mut() {
-                if let Value::Object(m) = r {
-                    m.insert("spool_seq".into(), Value::from(next));
-                }
-                let bytes = serde_json::to_vec(r).map_err(err)?;
-                events.insert(next, bytes.as_slice()).map_err(err)?;
-                out.last = next;
-                next += 1;
-            }
-            meta.insert("next_seq", next).map_err(err)?;
-            // over the cap: drop the oldest, moving every cursor past them
-            let len = events.len().map_err(err)?;
-            if len > self.cap {
-                let excess = len - self.cap;
-                let first = events.first().map_err(err)?.map_or(0, |(k, _)| k.value());
-                let last_dropped = first + excess - 1;
-                for seq in first..=last_dropped {
-                    events.remove(seq).map_err(err)?;
-                }
-                let mut cursors = txn.open_table(CURSORS).map_err(err)?;
-                for s in &self.sinks {
-                    let c = cursors.get(s.as_str()).map_err(err)?.map_or(0, |v| v.value());
-                    if c < last_dropped {
-                        cursors.insert(s.as_str(), last_dropped).map_err(err)?;
+        self.with(|db| {
+            let mut txn = db.begin_write().map_err(err)?;
+            txn.set_durability(Durability::Immediate).map_err(err)?;
+            let mut out = Appended::default();
+            {
+                let mut meta = txn.open_table(META).map_err(err)?;
+                let mut next = meta.get("next_seq").map_err(err)?.map_or(1, |v| v.value());
+                let mut events = txn.open_table(EVENTS).map_err(err)?;
+                for r in records.iter_mut() {
+                    if let Value::Object(m) = r {
+                        m.insert("spool_seq".into(), Value::from(next));
                     }
+                    let bytes = serde_json::to_vec(r).map_err(err)?;
+                    events.insert(next, bytes.as_slice()).map_err(err)?;
+                    out.last = next;
+                    next += 1;
                 }
-                let dropped = meta.get("dropped").map_err(err)?.map_or(0, |v| v.value()) + excess;
-                meta.insert("dropped", dropped).map_err(err)?;
-                out.dropped = excess;
+                meta.insert("next_seq", next).map_err(err)?;
+                // over the cap: drop the oldest, moving every cursor past them
+                let len = events.len().map_err(err)?;
+                if len > self.cap {
+                    let excess = len - self.cap;
+                    let first = events.first().map_err(err)?.map_or(0, |(k, _)| k.value());
+                    let last_dropped = first + excess - 1;
+                    for seq in first..=last_dropped {
+                        events.remove(seq).map_err(err)?;
+                    }
+                    let mut cursors = txn.open_table(CURSORS).map_err(err)?;
+                    for s in &self.sinks {
+                        let c = cursors.get(s.as_str()).map_err(err)?.map_or(0, |v| v.value());
+                        if c < last_dropped {
+                            cursors.insert(s.as_str(), last_dropped).map_err(err)?;
+                        }
+                    }
+                    let dropped = meta.get("dropped").map_err(err)?.map_or(0, |v| v.value()) + excess;
+                    meta.insert("dropped", dropped).map_err(err)?;
+                    out.dropped = excess;
+                }
             }
-        }
-        txn.commit().map_err(err)?;
-        Ok(out)
+            txn.commit().map_err(err)?;
+            Ok(out)
+        })
     }
 
     /// Up to `max` records after `cursor`, in order.
     pub fn read_after(&self, cursor: u64, max: usize) -> Result<Vec<(u64, Value)>, SpoolError> {
-        let txn = self.db.begin_read().map_err(err)?;
-        let events = txn.open_table(EVENTS).map_err(err)?;
-        let mut out = Vec::new();
-        for item in events.range(cursor.saturating_add(1)..).map_err(err)?.take(max) {
-            let (k, v) = item.map_err(err)?;
-            // a record that does not parse is skipped and counted, never fatal
-            match serde_json::from_slice(v.value()) {
-                Ok(val) => out.push((k.value(), val)),
-                Err(e) => {
-                    self.unreadable.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                    tracing::warn!(seq = k.value(), error = %e, "spool record does not parse; skipped");
+        self.with(|db| {
+            let txn = db.begin_read().map_err(err)?;
+            let events = txn.open_table(EVENTS).map_err(err)?;
+            let mut out = Vec::new();
+            for item in events.range(cursor.saturating_add(1)..).map_err(err)?.take(max) {
+                let (k, v) = item.map_err(err)?;
+                // a record that does not parse is skipped and counted, never fatal
+                match serde_json::from_slice(v.value()) {
+                    Ok(val) => out.push((k.value(), val)),
+                    Err(e) => {
+                        self.unreadable.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        tracing::warn!(seq = k.value(), error = %e, "spool record does not parse; skipped");
+                    }
                 }
             }
-        }
-        Ok(out)
+            Ok(out)
+        })
     }
 
     /// Records skipped because they did not parse, since the spool was opened.
@@ -173,56 +231,66 @@ impl Spool {
 
     /// Where sink `name` stands.
     pub fn cursor(&self, name: &str) -> Result<u64, SpoolError> {
-        let txn = self.db.begin_read().map_err(err)?;
-        let cursors = txn.open_table(CURSORS).map_err(err)?;
-        Ok(cursors.get(name).map_err(err)?.map_or(0, |v| v.value()))
+        self.with(|db| {
+            let txn = db.begin_read().map_err(err)?;
+            let cursors = txn.open_table(CURSORS).map_err(err)?;
+            Ok(cursors.get(name).map_err(err)?.map_or(0, |v| v.value()))
+        })
     }
 
     /// Sink `name` delivered everything up to `seq`; records every sink has delivered are compacted away.
     pub fn set_cursor(&self, name: &str, seq: u64) -> Result<(), SpoolError> {
-        let mut txn = self.db.begin_write().map_err(err)?;
-        txn.set_durability(Durability::Immediate).map_err(err)?;
-        {
-            let mut cursors = txn.open_table(CURSORS).map_err(err)?;
-            cursors.insert(name, seq).map_err(err)?;
-            let mut min = u64::MAX;
-            for s in &self.sinks {
-                min = min.min(cursors.get(s.as_str()).map_err(err)?.map_or(0, |v| v.value()));
+        self.with(|db| {
+            let mut txn = db.begin_write().map_err(err)?;
+            txn.set_durability(Durability::Immediate).map_err(err)?;
+            {
+                let mut cursors = txn.open_table(CURSORS).map_err(err)?;
+                cursors.insert(name, seq).map_err(err)?;
+                let mut min = u64::MAX;
+                for s in &self.sinks {
+                    min = min.min(cursors.get(s.as_str()).map_err(err)?.map_or(0, |v| v.value()));
+                }
+                if min != u64::MAX {
+                    let mut events = txn.open_table(EVENTS).map_err(err)?;
+                    events.retain_in(..=min, |_, _| false).map_err(err)?;
+                }
             }
-            if min != u64::MAX {
-                let mut events = txn.open_table(EVENTS).map_err(err)?;
-                events.retain_in(..=min, |_, _| false).map_err(err)?;
-            }
-        }
-        txn.commit().map_err(err)?;
-        Ok(())
+            txn.commit().map_err(err)?;
+            Ok(())
+        })
     }
 
     /// A sink's saved state (for example the alerts it keeps firing).
     pub fn state(&self, name: &str) -> Result<Option<Vec<u8>>, SpoolError> {
-        let txn = self.db.begin_read().map_err(err)?;
-        let t = txn.open_table(STATE).map_err(err)?;
-        Ok(t.get(name).map_err(err)?.map(|v| v.value().to_vec()))
+        self.with(|db| {
+            let txn = db.begin_read().map_err(err)?;
+            let t = txn.open_table(STATE).map_err(err)?;
+            Ok(t.get(name).map_err(err)?.map(|v| v.value().to_vec()))
+        })
     }
 
     /// Saves a sink's state.
     pub fn set_state(&self, name: &str, bytes: &[u8]) -> Result<(), SpoolError> {
-        let txn = self.db.begin_write().map_err(err)?;
-        {
-            let mut t = txn.open_table(STATE).map_err(err)?;
-            t.insert(name, bytes).map_err(err)?;
-        }
-        txn.commit().map_err(err)?;
-        Ok(())
+        self.with(|db| {
+            let txn = db.begin_write().map_err(err)?;
+            {
+                let mut t = txn.open_table(STATE).map_err(err)?;
+                t.insert(name, bytes).map_err(err)?;
+            }
+            txn.commit().map_err(err)?;
+            Ok(())
+        })
     }
 
     /// Records waiting, and records dropped over the spool's life.
     pub fn stats(&self) -> Result<(u64, u64), SpoolError> {
-        let txn = self.db.begin_read().map_err(err)?;
-        let events = txn.open_table(EVENTS).map_err(err)?;
-        let meta = txn.open_table(META).map_err(err)?;
-        let dropped = meta.get("dropped").map_err(err)?.map_or(0, |v| v.value());
-        Ok((events.len().map_err(err)?, dropped))
+        self.with(|db| {
+            let txn = db.begin_read().map_err(err)?;
+            let events = txn.open_table(EVENTS).map_err(err)?;
+            let meta = txn.open_table(META).map_err(err)?;
+            let dropped = meta.get("dropped").map_err(err)?.map_or(0, |v| v.value());
+            Ok((events.len().map_err(err)?, dropped))
+        })
     }
 }
 
