@@ -93,6 +93,8 @@ pub struct FileConfig {
     pub state_dir: Option<PathBuf>,
     /// Undelivered events the spool keeps before dropping the oldest (default 100,000).
     pub spool_cap: Option<u64>,
+    /// How long a sink retries one event before it goes to the spool's dead letters (default 86400: a day).
+    pub max_record_age_secs: Option<u64>,
     /// Guest id -> instance UUID, for layouts where the socket's id is not the instance UUID (plain QEMU).
     #[serde(default)]
     pub instance_uuids: BTreeMap<String, String>,

@@ -205,6 +205,9 @@ fn main() -> ExitCode {
             let upstream = vigil_host::control::Upstream {
                 state_dir: state_dir.or(file.state_dir.clone()).unwrap_or_else(|| "/var/lib/vigil".into()),
                 cap: file.spool_cap.unwrap_or(vigil_host::upstream::spool::DEFAULT_CAP),
+                max_record_age: file
+                    .max_record_age_secs
+                    .map_or(vigil_host::upstream::MAX_RECORD_AGE, |s| StdDuration::from_secs(s.max(1))),
                 sinks,
                 ctx: vigil_host::upstream::Context {
                     host: hostname.clone(),

@@ -148,6 +148,8 @@ pub struct Upstream {
     pub sinks: Vec<crate::upstream::SinkConfig>,
     /// Host name and instance mapping.
     pub ctx: crate::upstream::Context,
+    /// How long a sink retries one record before it goes to the dead letters.
+    pub max_record_age: std::time::Duration,
 }
 
 /// State shared by the control thread's tasks.

@@ -60,8 +60,8 @@ pub struct UpstreamView {
     pub spool_unreadable: u64,
     /// Failed spool writes and reopens; records lost because the spool failed longer than memory could hold.
     pub spool_errors: (u64, u64),
-    /// Per sink: (name, delivered, retries, refused).
-    pub sinks: Vec<(String, u64, u64, u64)>,
+    /// Per sink: (name, delivered, retries, refused, dead letters).
+    pub sinks: Vec<(String, u64, u64, u64, u64)>,
 }
 
 impl UpstreamView {
@@ -78,7 +78,10 @@ impl UpstreamView {
             sinks: shared
                 .sinks
                 .iter()
-                .map(|(n, s)| (n.clone(), s.delivered.load(Relaxed), s.retries.load(Relaxed), s.refused.load(Relaxed)))
+                .map(|(n, s)| {
+                    let load = |c: &std::sync::atomic::AtomicU64| c.load(Relaxed);
+                    (n.clone(), load(&s.delivered), load(&s.retries), load(&s.refused), load(&s.dead_letters))
+                })
                 .collect(),
         }
     }
@@ -170,7 +173,7 @@ pub fn openmetrics(
         );
     }
     if !up.sinks.is_empty() {
-        let each = |f: fn(&(String, u64, u64, u64)) -> u64| {
+        let each = |f: fn(&(String, u64, u64, u64, u64)) -> u64| {
             let fam = Family::<Labels, Counter>::default();
             for s in &up.sinks {
                 fam.get_or_create(&vec![("sink".to_string(), s.0.clone())]).inc_by(f(s));
@@ -179,7 +182,12 @@ pub fn openmetrics(
         };
         r.register("sink_delivered", "Events delivered upstream, by sink", each(|s| s.1));
         r.register("sink_retries", "Failed deliveries retried, by sink", each(|s| s.2));
-        r.register("sink_refused", "Events a sink refused for good (HTTP 4xx), by sink", each(|s| s.3));
+        r.register("sink_refused", "Events a sink refused for good (HTTP 400, 413, 422), by sink", each(|s| s.3));
+        r.register(
+            "sink_dead_letters",
+            "Events a sink gave up on after max_record_age of retries (kept in the spool), by sink",
+            each(|s| s.4),
+        );
     }
     let mut out = String::new();
     let _ = prometheus_client::encoding::text::encode(&mut out, &r);

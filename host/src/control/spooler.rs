@@ -5,16 +5,16 @@
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
-use serde_json::{json, Value};
+use serde_json::Value;
 use tokio::sync::{mpsc, watch};
 use tracing::{info, warn};
 
 use super::{Shared, Upstream};
 use crate::backoff::Backoff;
-use crate::events::{rfc3339, Event};
-use crate::upstream::spool::Spool;
+use crate::events::Event;
+use crate::upstream::spool::{record, Spool};
 use crate::upstream::{Sink, SinkStats};
 
 /// The opened spool and the sinks ready to run.
@@ -27,6 +27,7 @@ pub struct Opened {
     pub stats: Vec<(String, Arc<SinkStats>)>,
     notes: Vec<String>,
     host: String,
+    max_record_age: Duration,
 }
 
 /// Opens the spool and builds the sinks (a bad sink configuration is refused here, before the daemon runs).
@@ -46,19 +47,14 @@ pub fn open(u: &Upstream) -> Result<Opened, String> {
         sinks.push((name.clone(), Sink::new(cfg, name, Arc::clone(&ctx), &spool)?));
         stats.push((name.clone(), Arc::new(SinkStats::default())));
     }
-    Ok(Opened { spool: Arc::new(spool), sinks, stats, notes, host: u.ctx.host.clone() })
-}
-
-/// A record for the spool.
-pub fn record(host: &str, guest: &str, event: &Event) -> Value {
-    let mut v = serde_json::to_value(event).unwrap_or_else(|_| json!({ "kind": event.kind() }));
-    if let Value::Object(m) = &mut v {
-        m.insert("id".into(), json!(uuid::Uuid::now_v7().to_string()));
-        m.insert("time".into(), json!(rfc3339(SystemTime::now())));
-        m.insert("host".into(), json!(host));
-        m.insert("guest".into(), json!(guest));
-    }
-    v
+    Ok(Opened {
+        spool: Arc::new(spool),
+        sinks,
+        stats,
+        notes,
+        host: u.ctx.host.clone(),
+        max_record_age: u.max_record_age,
+    })
 }
 
 /// Starts the writer thread and the sink tasks (on `rt`).
@@ -70,7 +66,14 @@ pub fn start(
 ) -> std::io::Result<JoinHandle<()>> {
     let (grown_tx, grown_rx) = watch::channel(0u64);
     for ((name, sink), (_, stats)) in up.sinks.into_iter().zip(up.stats.iter()) {
-        rt.spawn(crate::upstream::run(sink, name, Arc::clone(&up.spool), grown_rx.clone(), Arc::clone(stats)));
+        rt.spawn(crate::upstream::run(
+            sink,
+            name,
+            Arc::clone(&up.spool),
+            grown_rx.clone(),
+            Arc::clone(stats),
+            up.max_record_age,
+        ));
     }
     let spool = up.spool;
     let host = up.host;

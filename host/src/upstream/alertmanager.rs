@@ -64,12 +64,13 @@ impl Alertmanager {
         format!("{guest}\u{0}{name}")
     }
 
-    /// Updates the alerts from one record; posts what changed.
+    /// Posts what one record changes; the alerts are updated only once Alertmanager took them, so a record that
+    /// is retried posts its change again (a resolve is never lost to a failed POST).
     pub async fn deliver(&mut self, rec: &Value) -> Delivery {
         let kind = rec["kind"].as_str().unwrap_or("");
         let guest = rec["guest"].as_str().unwrap_or("").to_string();
         let time = rec["time"].as_str().unwrap_or("").to_string();
-        let changed: Vec<String> = match kind {
+        let changed: Vec<(String, Alert)> = match kind {
             "heartbeat_lost" => {
                 let why = "the guest stopped answering heartbeat challenges".to_string();
                 vec![self.fire(&guest, "VigilHeartbeatLost", "critical", &time, why, rec)]
@@ -94,11 +95,16 @@ impl Alertmanager {
             return Delivery::Done;
         }
         let now = SystemTime::now();
-        let body: Vec<Value> = changed.iter().filter_map(|k| self.alerts.get(k)).map(|a| render(a, now)).collect();
-        self.post(&body).await
+        let body: Vec<Value> = changed.iter().map(|(_, a)| render(a, now)).collect();
+        let done = self.post(&body).await;
+        if matches!(done, Delivery::Done) {
+            self.alerts.extend(changed);
+        }
+        done
     }
 
-    fn fire(&mut self, guest: &str, name: &str, severity: &str, time: &str, why: String, rec: &Value) -> String {
+    /// The alert `name` of `guest`, firing.
+    fn fire(&self, guest: &str, name: &str, severity: &str, time: &str, why: String, rec: &Value) -> (String, Alert) {
         let key = Self::key(guest, name);
         let mut labels = BTreeMap::new();
         labels.insert("alertname".to_string(), name.to_string());
@@ -115,18 +121,19 @@ impl Alertmanager {
             Some(a) if a.resolved.is_none() => a.starts_at.clone(),
             _ => time.to_string(),
         };
-        self.alerts.insert(key.clone(), Alert { labels, annotations, starts_at, resolved: None });
-        key
+        (key, Alert { labels, annotations, starts_at, resolved: None })
     }
 
-    fn resolve(&mut self, guest: &str, time: &str, names: &[&str]) -> Vec<String> {
+    /// The alerts `names` of `guest` that are firing, resolved.
+    fn resolve(&self, guest: &str, time: &str, names: &[&str]) -> Vec<(String, Alert)> {
         let until = unix_ms(SystemTime::now()) + RESOLVED_FOR.as_millis() as u64;
         let mut changed = Vec::new();
         for name in names {
             let key = Self::key(guest, name);
-            if let Some(a) = self.alerts.get_mut(&key).filter(|a| a.resolved.is_none()) {
+            if let Some(a) = self.alerts.get(&key).filter(|a| a.resolved.is_none()) {
+                let mut a = a.clone();
                 a.resolved = Some((time.to_string(), until));
-                changed.push(key);
+                changed.push((key, a));
             }
         }
         changed

@@ -119,16 +119,24 @@ pub struct SinkStats {
     pub retries: std::sync::atomic::AtomicU64,
     /// Records refused for good.
     pub refused: std::sync::atomic::AtomicU64,
+    /// Records given up on after `max_record_age` of failures (kept in the spool's dead letters).
+    pub dead_letters: std::sync::atomic::AtomicU64,
 }
 
-/// Delivers from the spool to `sink` forever: in order, each record until it is delivered (or refused for good),
-/// then the cursor moves. Wakes when the spool grows, and at least every 10 s for periodic work.
+/// How long a sink keeps retrying one record before it goes to the dead letters (default 24 h).
+pub const MAX_RECORD_AGE: Duration = Duration::from_secs(24 * 3600);
+
+/// Delivers from the spool to `sink` forever: in order, each record until it is delivered, refused for good, or
+/// still failing after `max_age` of retries (then it goes to the spool's dead letters, with a `spool` event
+/// `dead_letter` for every sink, so that one poisoned record never blocks its sink); then the cursor moves. Wakes
+/// when the spool grows, and at least every 10 s for periodic work.
 pub async fn run(
     mut sink: Sink,
     name: String,
     spool: Arc<Spool>,
     mut grown: watch::Receiver<u64>,
     stats: Arc<SinkStats>,
+    max_age: Duration,
 ) {
     use std::sync::atomic::Ordering::Relaxed;
     let mut cursor = spool.cursor(&name).unwrap_or(0);
@@ -144,6 +152,7 @@ pub async fn run(
         };
         for (seq, rec) in &batch {
             let mut backoff = Backoff::starting_at(RETRY_MIN);
+            let first_try = std::time::Instant::now();
             loop {
                 match sink.deliver(rec).await {
                     Delivery::Done => {
@@ -153,6 +162,12 @@ pub async fn run(
                     Delivery::Final(why) => {
                         stats.refused.fetch_add(1, Relaxed);
                         warn!(sink = %name, seq, why = %why, "refused for good; passed");
+                        break;
+                    }
+                    Delivery::Retry(why) if first_try.elapsed() >= max_age => {
+                        stats.dead_letters.fetch_add(1, Relaxed);
+                        warn!(sink = %name, seq, why = %why, "still failing after max_record_age; dead-lettered");
+                        dead_letter(&spool, &name, rec, &why).await;
                         break;
                     }
                     Delivery::Retry(why) => {
@@ -177,12 +192,38 @@ pub async fn run(
     }
 }
 
-/// The status of an HTTP answer as a delivery: 2xx done, 408/429/5xx retry, other 4xx final.
+/// Keeps `rec` in the dead letters and tells every sink (a `spool` event), off the runtime (durable writes).
+async fn dead_letter(spool: &Arc<Spool>, name: &str, rec: &Value, why: &str) {
+    let (spool, name, rec, why) = (Arc::clone(spool), name.to_string(), rec.clone(), why.to_string());
+    let done = tokio::task::spawn_blocking(move || {
+        spool.dead_letter(&name, &rec, &why)?;
+        if rec["kind"] == "spool" && rec["state"] == "dead_letter" {
+            return Ok(()); // a notice of a dead letter that could not be delivered either: no notice of the notice
+        }
+        let detail = format!(
+            "sink {name} gave up on event {} ({}) after retrying it for max_record_age: {why}",
+            rec["id"].as_str().unwrap_or("?"),
+            rec["kind"].as_str().unwrap_or("?")
+        );
+        let host = rec["host"].as_str().unwrap_or("").to_string();
+        let event = crate::events::Event::Spool { state: "dead_letter", dropped: 1, detail };
+        spool.append(&mut [super::spool::record(&host, "", &event)]).map(|_| ())
+    })
+    .await;
+    if !matches!(done, Ok(Ok(()))) {
+        warn!("could not keep a dead letter: {done:?}");
+    }
+}
+
+/// The status of an HTTP answer as a delivery: 2xx done; 400, 413 and 422 final (the receiver will never take
+/// this body); everything else is retried with backoff: 401/403 (a token being rotated), 404 (a receiver being
+/// redeployed), 408, 429, 5xx, and any other answer. A record that keeps failing is dead-lettered after
+/// `max_record_age` (see [`run`]), so nothing blocks a sink for good.
 pub fn by_status(code: u16, body: &str) -> Delivery {
     match code {
         200..=299 => Delivery::Done,
-        408 | 429 | 500..=599 => Delivery::Retry(format!("HTTP {code}: {}", short(body))),
-        _ => Delivery::Final(format!("HTTP {code}: {}", short(body))),
+        400 | 413 | 422 => Delivery::Final(format!("HTTP {code}: {}", short(body))),
+        _ => Delivery::Retry(format!("HTTP {code}: {}", short(body))),
     }
 }
 
@@ -221,7 +262,147 @@ impl std::fmt::Display for NoUrl<'_> {
     }
 }
 
-/// Reads a secret from a file (trimmed); the error names the file, never the content.
-pub fn secret(path: &std::path::Path) -> Result<String, String> {
-    std::fs::read_to_string(path).map(|s| s.trim().to_string()).map_err(|e| format!("{}: {e}", path.display()))
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use crate::upstream::sink_config::WebhookConfig;
+    use std::sync::atomic::Ordering::Relaxed;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// A receiver on loopback that answers each request with the next status of `script` (the last one forever);
+    /// returns its URL and how many requests it got.
+    async fn receiver(script: Vec<u16>) -> (String, Arc<std::sync::atomic::AtomicUsize>) {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/", l.local_addr().unwrap());
+        let n = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let count = Arc::clone(&n);
+        tokio::spawn(async move {
+            loop {
+                let Ok((mut c, _)) = l.accept().await else { return };
+                let mut buf = vec![0u8; 64 * 1024];
+                let mut got = 0;
+                // headers, then the body's Content-Length
+                while let Ok(k) = c.read(&mut buf[got..]).await {
+                    if k == 0 {
+                        break;
+                    }
+                    got += k;
+                    let text = String::from_utf8_lossy(&buf[..got]).to_string();
+                    if let Some(h) = text.find("\r\n\r\n") {
+                        let len = text[..h]
+                            .lines()
+                            .find_map(|l| {
+                                l.to_ascii_lowercase().strip_prefix("content-length:").map(|v| v.trim().to_string())
+                            })
+                            .and_then(|v| v.parse::<usize>().ok())
+                            .unwrap_or(0);
+                        if got >= h + 4 + len {
+                            break;
+                        }
+                    }
+                }
+                let i = count.fetch_add(1, Relaxed);
+                let code = script.get(i).or(script.last()).copied().unwrap_or(200);
+                let _ = c
+                    .write_all(
+                        format!("HTTP/1.1 {code} X\r\nContent-Length: 0\r\nConnection: close\r\n\r\n").as_bytes(),
+                    )
+                    .await;
+            }
+        });
+        (url, n)
+    }
+
+    async fn deliver_all(script: Vec<u16>, records: usize, max_age: Duration) -> (Arc<Spool>, Arc<SinkStats>, usize) {
+        let events = (0..records).map(|i| (format!("g{i}"), crate::events::Event::Recovered {})).collect();
+        deliver(script, events, max_age, |url| {
+            SinkConfig::Webhook(WebhookConfig { url, name: None, timeout_secs: Some(5), token_file: None })
+        })
+        .await
+    }
+
+    async fn deliver(
+        script: Vec<u16>,
+        events: Vec<(String, crate::events::Event)>,
+        max_age: Duration,
+        cfg: impl FnOnce(String) -> SinkConfig,
+    ) -> (Arc<Spool>, Arc<SinkStats>, usize) {
+        static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let dir =
+            std::env::temp_dir().join(format!("vigil-delivery-{}-{}", std::process::id(), N.fetch_add(1, Relaxed)));
+        let _ = std::fs::remove_dir_all(&dir);
+        let (url, hits) = receiver(script).await;
+        let cfg = cfg(url);
+        let name = cfg.cursor_name();
+        let (spool, _) = Spool::open(&dir, 1000, std::slice::from_ref(&name)).unwrap();
+        let spool = Arc::new(spool);
+        let mut recs: Vec<Value> = events.iter().map(|(g, e)| super::super::spool::record("h", g, e)).collect();
+        let last = spool.append(&mut recs).unwrap().last;
+        let sink = Sink::new(&cfg, &name, Arc::new(Context::default()), &spool).unwrap();
+        let stats = Arc::new(SinkStats::default());
+        let (_tx, rx) = watch::channel(last);
+        let task = tokio::spawn(run(sink, name.clone(), Arc::clone(&spool), rx, Arc::clone(&stats), max_age));
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while spool.cursor(&name).unwrap() < last {
+            assert!(std::time::Instant::now() < deadline, "the sink's cursor is stuck");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        task.abort();
+        let _ = std::fs::remove_dir_all(&dir);
+        (spool, stats, hits.load(Relaxed))
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_rotated_token_or_a_redeployed_receiver_is_retried_not_dropped() {
+        // 401 (a token being rotated), then 404 (a receiver being redeployed), then it takes it
+        let (_, stats, hits) = deliver_all(vec![401, 404, 202], 1, MAX_RECORD_AGE).await;
+        assert_eq!((stats.delivered.load(Relaxed), stats.refused.load(Relaxed)), (1, 0));
+        assert_eq!((stats.retries.load(Relaxed), hits), (2, 3));
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn an_alertmanager_resolve_changes_the_saved_alerts_only_once_it_was_taken() {
+        use crate::events::Event;
+        let dir = std::env::temp_dir().join(format!("vigil-am-state-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let (spool, _) = Spool::open(&dir, 100, &["am".to_string()]).unwrap();
+        // the loss is taken, the resolve fails once, then is taken
+        let (url, hits) = receiver(vec![200, 503, 200]).await;
+        let cfg = crate::upstream::sink_config::Endpoint { url, name: None, timeout_secs: Some(5) };
+        let http = reqwest::Client::new();
+        let mut am = super::alertmanager::Alertmanager::new(&cfg, Arc::new(Context::default()), http, &spool, "am");
+        let lost = Event::HeartbeatLost {
+            consecutive_misses: 2,
+            corrective_action: "reboot",
+            last_heartbeat: None,
+            reason: None,
+        };
+        let lost = super::super::spool::record("h", "g", &lost);
+        let recovered = super::super::spool::record("h", "g", &Event::Recovered {});
+        assert!(matches!(am.deliver(&lost).await, Delivery::Done));
+        let firing = am.state();
+        assert!(matches!(am.deliver(&recovered).await, Delivery::Retry(_)));
+        assert_eq!(am.state(), firing, "a resolve that was not taken changes nothing");
+        assert!(matches!(am.deliver(&recovered).await, Delivery::Done));
+        assert_ne!(am.state(), firing, "taken: now it is resolved");
+        assert_eq!(hits.load(Relaxed), 3, "the retry posted the resolve again");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_record_that_keeps_failing_goes_to_the_dead_letters_and_the_sink_moves_on() {
+        // the receiver fails every request: with max_record_age 0, each record is tried once and dead-lettered
+        let (spool, stats, _) = deliver_all(vec![503], 3, Duration::ZERO).await;
+        // (the notices of the dead letters fail too, and are dead-lettered without a notice of their own)
+        assert!(stats.dead_letters.load(Relaxed) >= 3);
+        let dead = spool.dead_letters().unwrap();
+        assert!(dead.len() >= 3);
+        assert!(dead.iter().all(|d| d["why"].as_str().unwrap_or("").contains("503") && d["record"]["id"].is_string()));
+        // and every sink hears of it: a spool event in the spool
+        let after = spool.read_after(3, 10).unwrap();
+        assert!(after.iter().any(|(_, r)| r["kind"] == "spool" && r["state"] == "dead_letter"), "{after:?}");
+        // a body the receiver will never take is final at once, not retried
+        assert!(matches!(by_status(422, ""), Delivery::Final(_)) && matches!(by_status(403, ""), Delivery::Retry(_)));
+    }
 }

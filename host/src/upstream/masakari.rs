@@ -10,13 +10,14 @@ use std::time::{Duration, SystemTime};
 
 use serde_json::{json, Value};
 
+use super::secret::SecretFile;
 use super::sink_config::MasakariConfig;
-use super::{by_error, by_status, secret, Context, Delivery};
+use super::{by_error, by_status, Context, Delivery};
 
 struct Keystone {
     url: String,
     username: String,
-    password: String,
+    password: SecretFile,
     user_domain: String,
     project: String,
     project_domain: String,
@@ -40,7 +41,7 @@ impl Masakari {
             Some(url) => Some(Keystone {
                 url: url.trim_end_matches('/').to_string(),
                 username: cfg.username.clone().ok_or("masakari: username")?,
-                password: secret(cfg.password_file.as_deref().ok_or("masakari: password_file")?)?,
+                password: SecretFile::open(cfg.password_file.as_deref().ok_or("masakari: password_file")?)?,
                 user_domain: cfg.user_domain_name.clone().unwrap_or_else(|| "Default".into()),
                 project: cfg.project_name.clone().ok_or("masakari: project_name")?,
                 project_domain: cfg.project_domain_name.clone().unwrap_or_else(|| "Default".into()),
@@ -81,7 +82,12 @@ impl Masakari {
     }
 
     async fn token(&mut self) -> Result<Option<String>, Delivery> {
-        let Some(k) = &self.keystone else { return Ok(None) };
+        let Some(k) = &mut self.keystone else { return Ok(None) };
+        let (password, rotated) = k.password.get();
+        let password = password.to_string();
+        if rotated {
+            self.token = None; // a new password: a new token
+        }
         if let Some((t, exp)) = &self.token {
             if SystemTime::now() + Duration::from_secs(60) < *exp {
                 return Ok(Some(t.clone()));
@@ -89,7 +95,7 @@ impl Masakari {
         }
         let body = json!({ "auth": {
             "identity": { "methods": ["password"], "password": { "user": {
-                "name": k.username, "domain": { "name": k.user_domain }, "password": k.password } } },
+                "name": k.username, "domain": { "name": k.user_domain }, "password": password } } },
             "scope": { "project": { "name": k.project, "domain": { "name": k.project_domain } } }
         }});
         let r =

@@ -15,6 +15,7 @@
 pub mod alertmanager;
 pub mod delivery;
 pub mod masakari;
+pub mod secret;
 pub mod sink_config;
 pub mod spool;
 pub mod vim;

@@ -21,6 +21,10 @@ const EVENTS: TableDefinition<u64, &[u8]> = TableDefinition::new("events");
 const CURSORS: TableDefinition<&str, u64> = TableDefinition::new("cursors");
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 const STATE: TableDefinition<&str, &[u8]> = TableDefinition::new("state");
+/// Records a sink gave up on (after `max_record_age`), kept for an operator to look at; the oldest go first.
+const DEAD: TableDefinition<u64, &[u8]> = TableDefinition::new("dead_letters");
+/// Dead letters kept.
+pub const DEAD_LETTERS_KEPT: u64 = 1000;
 
 /// Default bound on undelivered records.
 pub const DEFAULT_CAP: u64 = 100_000;
@@ -224,6 +228,43 @@ impl Spool {
         })
     }
 
+    /// Keeps a record sink `sink` gave up on, with why (at most [`DEAD_LETTERS_KEPT`], the oldest dropped).
+    pub fn dead_letter(&self, sink: &str, record: &Value, why: &str) -> Result<(), SpoolError> {
+        let entry = serde_json::json!({ "sink": sink, "why": why, "record": record });
+        let bytes = serde_json::to_vec(&entry).map_err(err)?;
+        self.with(|db| {
+            let txn = db.begin_write().map_err(err)?;
+            {
+                let mut dead = txn.open_table(DEAD).map_err(err)?;
+                let next = dead.last().map_err(err)?.map_or(1, |(k, _)| k.value() + 1);
+                dead.insert(next, bytes.as_slice()).map_err(err)?;
+                while dead.len().map_err(err)? > DEAD_LETTERS_KEPT {
+                    let Some(first) = dead.first().map_err(err)?.map(|(k, _)| k.value()) else { break };
+                    dead.remove(first).map_err(err)?;
+                }
+            }
+            txn.commit().map_err(err)
+        })
+    }
+
+    /// The dead letters kept, oldest first.
+    pub fn dead_letters(&self) -> Result<Vec<Value>, SpoolError> {
+        self.with(|db| {
+            let txn = db.begin_read().map_err(err)?;
+            let dead = match txn.open_table(DEAD) {
+                Ok(t) => t,
+                Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
+                Err(e) => return Err(err(e)),
+            };
+            let mut out = Vec::new();
+            for item in dead.iter().map_err(err)? {
+                let (_, v) = item.map_err(err)?;
+                out.extend(serde_json::from_slice::<Value>(v.value()).ok());
+            }
+            Ok(out)
+        })
+    }
+
     /// Records skipped because they did not parse, since the spool was opened.
     pub fn unreadable(&self) -> u64 {
         self.unreadable.load(std::sync::atomic::Ordering::Relaxed)
@@ -292,6 +333,19 @@ impl Spool {
             Ok((events.len().map_err(err)?, dropped))
         })
     }
+}
+
+/// A record for the spool: the event's fields, a stable id (UUIDv7) for receivers to drop duplicates by, the time,
+/// this host and the guest.
+pub fn record(host: &str, guest: &str, event: &crate::events::Event) -> Value {
+    let mut v = serde_json::to_value(event).unwrap_or_else(|_| serde_json::json!({ "kind": event.kind() }));
+    if let Value::Object(m) = &mut v {
+        m.insert("id".into(), serde_json::json!(uuid::Uuid::now_v7().to_string()));
+        m.insert("time".into(), serde_json::json!(crate::events::rfc3339(std::time::SystemTime::now())));
+        m.insert("host".into(), serde_json::json!(host));
+        m.insert("guest".into(), serde_json::json!(guest));
+    }
+    v
 }
 
 #[cfg(test)]

@@ -1,26 +1,27 @@
 //! A webhook: each record as a CloudEvents 1.0 event in structured JSON mode (`Content-Type:
 //! application/cloudevents+json`; `id` = the record's stable id, `source` = this host, `type` = `io.vigil.<kind>`,
-//! `time`, `data` = the record), with an optional bearer token read from a file.
+//! `time`, `data` = the record), with an optional bearer token read from a file (again whenever the file changes).
 
 use std::sync::Arc;
 
 use serde_json::{json, Value};
 
+use super::secret::SecretFile;
 use super::sink_config::WebhookConfig;
-use super::{by_error, by_status, secret, Context, Delivery};
+use super::{by_error, by_status, Context, Delivery};
 
 /// The sink.
 pub struct Webhook {
     url: String,
     ctx: Arc<Context>,
     http: reqwest::Client,
-    token: Option<String>,
+    token: Option<SecretFile>,
 }
 
 impl Webhook {
     /// A webhook posting to `cfg.url`.
     pub fn new(cfg: &WebhookConfig, ctx: Arc<Context>, http: reqwest::Client) -> Result<Self, String> {
-        let token = cfg.token_file.as_deref().map(secret).transpose()?;
+        let token = cfg.token_file.as_deref().map(SecretFile::open).transpose()?;
         Ok(Webhook { url: cfg.url.clone(), ctx, http, token })
     }
 
@@ -38,8 +39,8 @@ impl Webhook {
         });
         let mut req =
             self.http.post(&self.url).header("Content-Type", "application/cloudevents+json").body(event.to_string());
-        if let Some(t) = &self.token {
-            req = req.bearer_auth(t);
+        if let Some(t) = &mut self.token {
+            req = req.bearer_auth(t.get().0); // a rotated token file is read again
         }
         match req.send().await {
             Ok(r) => {
