@@ -84,6 +84,8 @@ pub struct Fleet {
     defaults: Arc<Policy>,
     guests: Slab<Guest>,
     by_path: HashMap<PathBuf, GuestKey>,
+    /// Guests by id (the first one added, where two sockets give one id).
+    by_id: HashMap<Arc<str>, GuestKey>,
     wheel: TimerWheel,
     rng: XorShift32,
     io: VecDeque<Io>,
@@ -113,6 +115,7 @@ impl Fleet {
             defaults,
             guests: Slab::new(),
             by_path: HashMap::new(),
+            by_id: HashMap::new(),
             wheel: TimerWheel::new(now),
             rng: XorShift32::new(seed),
             io: VecDeque::new(),
@@ -191,6 +194,11 @@ impl Fleet {
         self.guests.iter().map(|(_, g)| status_of(g, now)).collect()
     }
 
+    /// One guest's status line, by id (no walk over the fleet).
+    pub fn status(&self, id: &str, now: Instant) -> Option<GuestStatus> {
+        self.find(id).and_then(|k| self.guests.get(k)).map(|g| status_of(g, now))
+    }
+
     // ---- input ----
 
     /// Starts watching a guest (if its socket is not watched yet) and asks for a connection. `seed` seeds its
@@ -245,6 +253,8 @@ impl Fleet {
             requested: vigil_core::CorrectiveAction::None,
         });
         self.by_path.insert(path.clone(), key);
+        let id = Arc::clone(&self.guests[key].id);
+        self.by_id.entry(id).or_insert(key);
         self.guests[key].link = Link::Connecting;
         self.io.push_back(Io::Connect { key, path });
         Some(key)
@@ -266,6 +276,13 @@ impl Fleet {
         }
         self.removed.push_back((Arc::clone(&g.id), now));
         self.by_path.remove(&g.path);
+        if self.by_id.get(&g.id) == Some(&key) {
+            self.by_id.remove(&g.id);
+            // another socket with the same id (rare: two watched directories) takes its place
+            if let Some((other, _)) = self.guests.iter().find(|(_, o)| o.id == g.id) {
+                self.by_id.insert(Arc::clone(&g.id), other);
+            }
+        }
     }
 
     /// Bytes read from guest `key`; they are charged to its budget.

@@ -214,7 +214,7 @@ async fn ask_within<T>(
     }
 }
 
-async fn view(shared: &Shared) -> Result<Box<FleetView>, ApiError> {
+async fn view(shared: &Shared) -> Result<Arc<FleetView>, ApiError> {
     ask(shared, |reply| Command::Snapshot { reply }).await
 }
 
@@ -232,11 +232,10 @@ async fn guests(State(shared): State<Arc<Shared>>) -> Response {
 }
 
 async fn guest(State(shared): State<Arc<Shared>>, UrlPath(id): UrlPath<String>) -> Response {
-    match view(&shared).await {
-        Ok(v) => match v.guests.into_iter().find(|g| g.id == id) {
-            Some(g) => Json(g).into_response(),
-            None => error(StatusCode::NOT_FOUND, &format!("no guest {id:?}")),
-        },
+    let key = id.clone();
+    match ask(&shared, |reply| Command::Guest { id: key, reply }).await {
+        Ok(Some(g)) => Json(g).into_response(),
+        Ok(None) => error(StatusCode::NOT_FOUND, &format!("no guest {id:?}")),
         Err(e) => e.into_response(),
     }
 }

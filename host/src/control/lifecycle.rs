@@ -1,4 +1,5 @@
-//! Lifecycle sources: what the hypervisor did to each VM, told to the data plane as `Command::Lifecycle`.
+//! Lifecycle sources: what the hypervisor did to each VM, told to the data plane on its own queue
+//! ([`Shared::lifecycle`](super::Shared::lifecycle)), which API requests never fill.
 //!
 //! - **QMP** (plain QEMU): sockets in the watched directories whose names match `--qmp-pattern` (the guest id is
 //!   what `*` matches, as for heartbeat sockets: `qmp.<id>.sock` beside `cgcs.heartbeat.<id>.sock`). vigild
@@ -18,7 +19,7 @@ use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tracing::{info, warn};
 use vigil_core::qmp::{self, QmpLifecycle, QmpLine};
 
-use super::{Command, Shared};
+use super::Shared;
 use crate::backoff::Backoff;
 use crate::fleet::Lifecycle;
 use crate::glob::Pattern;
@@ -39,8 +40,8 @@ pub const MAX_QMP_LINE: usize = 64 * 1024;
 
 fn tell(shared: &Shared, guest: &str, event: Lifecycle) {
     info!(guest, ?event, "lifecycle");
-    if !shared.send(Command::Lifecycle { guest: guest.to_string(), event }) {
-        warn!(guest, ?event, "lifecycle event not delivered: the loop's queue is full");
+    if !shared.lifecycle(guest, event) {
+        warn!(guest, ?event, "lifecycle event not delivered: the loop's lifecycle queue is full");
     }
 }
 

@@ -28,6 +28,8 @@ use crate::node::status::GuestStatus;
 
 /// Depth of the command queue into the loop.
 pub const COMMAND_QUEUE: usize = 1024;
+/// Depth of the lifecycle queue into the loop (its own: a busy API never crowds out "this VM was paused").
+pub const LIFECYCLE_QUEUE: usize = 4096;
 /// Depth of the event queue out of the loop: every guest of a large node changing state at once.
 pub const EVENT_QUEUE: usize = 65_536;
 
@@ -77,17 +79,17 @@ pub enum Command {
         /// Whether the guest exists.
         reply: oneshot::Sender<bool>,
     },
-    /// The hypervisor says something happened to a guest's VM.
-    Lifecycle {
-        /// Guest id.
-        guest: String,
-        /// What.
-        event: crate::fleet::Lifecycle,
-    },
-    /// What the data plane sees now.
+    /// What the data plane sees now (one view is built per pass and shared by every request in it).
     Snapshot {
         /// The view.
-        reply: oneshot::Sender<Box<FleetView>>,
+        reply: oneshot::Sender<Arc<FleetView>>,
+    },
+    /// One guest's status, found by id.
+    Guest {
+        /// Guest id.
+        id: String,
+        /// Its status, if there is such a guest.
+        reply: oneshot::Sender<Option<GuestStatus>>,
     },
 }
 
@@ -116,6 +118,8 @@ pub struct FleetView {
 pub struct LoopSide {
     /// Commands from the control plane.
     pub commands: std::sync::mpsc::Receiver<Command>,
+    /// What the hypervisor did to a guest's VM (guest id, event), on a queue of its own.
+    pub lifecycle: std::sync::mpsc::Receiver<(String, crate::fleet::Lifecycle)>,
     /// Events to the control plane (`None` once the loop has let go of it, at a stop).
     pub events: Option<mpsc::Sender<(Arc<str>, Event)>>,
 }
@@ -155,6 +159,7 @@ pub struct Upstream {
 /// State shared by the control thread's tasks.
 pub struct Shared {
     commands: SyncSender<Command>,
+    lifecycle: SyncSender<(String, crate::fleet::Lifecycle)>,
     wake: Arc<dyn Fn() + Send + Sync>,
     /// Events seen by the control plane, by kind.
     pub events_by_kind: Mutex<BTreeMap<&'static str, u64>>,
@@ -169,6 +174,18 @@ pub struct Shared {
 }
 
 impl Shared {
+    /// Tells the loop what the hypervisor did to guest `guest`'s VM, on the lifecycle queue (never crowded out by
+    /// API requests), and wakes it; `false` if even that queue is full.
+    pub fn lifecycle(&self, guest: &str, event: crate::fleet::Lifecycle) -> bool {
+        match self.lifecycle.try_send((guest.to_string(), event)) {
+            Ok(()) => {
+                (self.wake)();
+                true
+            }
+            Err(_) => false,
+        }
+    }
+
     /// Sends a command to the loop and wakes it; `false` if the queue is full.
     pub fn send(&self, c: Command) -> bool {
         match self.commands.try_send(c) {
@@ -196,6 +213,7 @@ impl Control {
     /// up (a bad socket path or group, a missing token file): the daemon does not start half-configured.
     pub fn start(cfg: ControlConfig, wake: Arc<dyn Fn() + Send + Sync>) -> std::io::Result<(Control, LoopSide)> {
         let (cmd_tx, cmd_rx) = std::sync::mpsc::sync_channel(COMMAND_QUEUE);
+        let (lc_tx, lc_rx) = std::sync::mpsc::sync_channel(LIFECYCLE_QUEUE);
         let (ev_tx, ev_rx) = mpsc::channel(EVENT_QUEUE);
         let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
         // listeners are bound and the spool opened here, so errors reach the caller before the daemon runs
@@ -206,6 +224,7 @@ impl Control {
         };
         let shared = Arc::new(Shared {
             commands: cmd_tx,
+            lifecycle: lc_tx,
             wake,
             events_by_kind: Mutex::new(BTreeMap::new()),
             commands_refused: AtomicU64::new(0),
@@ -234,7 +253,7 @@ impl Control {
         })?;
         Ok((
             Control { stop: Some(stop_tx), thread: Some(thread), writer },
-            LoopSide { commands: cmd_rx, events: Some(ev_tx) },
+            LoopSide { commands: cmd_rx, lifecycle: lc_rx, events: Some(ev_tx) },
         ))
     }
 
@@ -277,5 +296,41 @@ impl Shared {
         if let Ok(mut m) = self.events_by_kind.lock() {
             *m.entry(kind).or_default() += 1;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_full_command_queue_never_holds_back_a_lifecycle_event() {
+        let (cmd_tx, cmd_rx) = std::sync::mpsc::sync_channel(COMMAND_QUEUE);
+        let (lc_tx, lc_rx) = std::sync::mpsc::sync_channel(LIFECYCLE_QUEUE);
+        let shared = Shared {
+            commands: cmd_tx,
+            lifecycle: lc_tx,
+            wake: Arc::new(|| {}),
+            events_by_kind: Mutex::new(BTreeMap::new()),
+            commands_refused: AtomicU64::new(0),
+            spool: None,
+            sinks: Vec::new(),
+            ctx: crate::upstream::Context::default(),
+        };
+        // API requests pile up faster than the loop takes them: the command queue is full
+        let mut replies = Vec::new();
+        loop {
+            let (tx, rx) = oneshot::channel();
+            replies.push(rx);
+            if !shared.send(Command::Snapshot { reply: tx }) {
+                break;
+            }
+        }
+        assert_eq!(shared.commands_refused.load(Ordering::Relaxed), 1);
+        // the hypervisor pauses a VM meanwhile: that still gets through, and the loop reads it first
+        assert!(shared.lifecycle("vm-1", crate::fleet::Lifecycle::Paused));
+        let side = LoopSide { commands: cmd_rx, lifecycle: lc_rx, events: None };
+        assert_eq!(side.lifecycle.try_recv().ok(), Some(("vm-1".to_string(), crate::fleet::Lifecycle::Paused)));
+        assert_eq!(side.commands.try_iter().count(), COMMAND_QUEUE);
     }
 }

@@ -126,7 +126,7 @@ pub fn notice_timeout_secs(init: &Init, event: EventType, kind: NotificationType
 impl Fleet {
     /// The guest with id `id` (ids come from socket names or the config).
     pub fn find(&self, id: &str) -> Option<GuestKey> {
-        self.guests.iter().find(|(_, g)| &*g.id == id).map(|(k, _)| k)
+        self.by_id.get(id).copied()
     }
 
     /// Where a guest stands, in the words of the status (`heartbeating`, `lost`, `awaiting_init`, ...).

@@ -553,3 +553,17 @@ fn sizes() {
         std::mem::size_of::<crate::config::Policy>(),
     );
 }
+
+#[test]
+fn guests_are_found_by_id_through_the_index_also_when_two_sockets_share_an_id() {
+    let mut h = Harness::new(GuestSettings::default());
+    let a = h.f.add_guest("same", "/a/same.sock".into(), Origin::Watched, None, 1, at(0)).unwrap();
+    let b = h.f.add_guest("same", "/b/same.sock".into(), Origin::Watched, None, 2, at(0)).unwrap();
+    let other = h.add("other", 0);
+    assert_eq!((h.f.find("same"), h.f.find("other"), h.f.find("nobody")), (Some(a), Some(other), None));
+    h.f.remove_guest(a, "gone", at(1));
+    assert_eq!(h.f.find("same"), Some(b), "the other socket with that id takes its place");
+    assert_eq!(h.f.status("same", at(1)).map(|s| s.socket), Some("/b/same.sock".to_string()));
+    h.f.remove_guest(b, "gone", at(2));
+    assert_eq!(h.f.find("same"), None);
+}

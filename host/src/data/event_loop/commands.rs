@@ -1,5 +1,7 @@
 //! The loop's side of the control plane: commands answered at once, or (votes) when the guest answers.
 
+use std::sync::Arc;
+
 use vigil_core::Instant;
 
 use super::Daemon;
@@ -8,6 +10,13 @@ use crate::control::{Command, FleetView};
 impl Daemon {
     /// Commands from the control plane: answered at once, or (votes) when the guest answers.
     pub(super) fn on_commands(&mut self, now: Instant) {
+        // the hypervisor's word first, on its own queue: a flood of API requests never delays "paused"
+        for _ in 0..crate::control::LIFECYCLE_QUEUE {
+            let Ok((guest, event)) = self.links.lifecycle.try_recv() else { break };
+            self.fleet.handle_lifecycle(&guest, event, now);
+        }
+        // at most one view of the whole fleet per pass, shared by every request that asks for it
+        let mut view: Option<Arc<FleetView>> = None;
         // bounded per wake-up: the control plane's queue is bounded, and what is left wakes us again
         for _ in 0..crate::control::COMMAND_QUEUE {
             let Ok(cmd) = self.links.commands.try_recv() else { break };
@@ -36,25 +45,30 @@ impl Daemon {
                 Command::Reporting { guest, on, reply } => {
                     let _ = reply.send(self.fleet.set_reporting(guest.as_deref(), on, now));
                 }
-                Command::Lifecycle { guest, event } => {
-                    self.fleet.handle_lifecycle(&guest, event, now);
+                Command::Guest { id, reply } => {
+                    let _ = reply.send(self.fleet.status(&id, now));
                 }
                 Command::Snapshot { reply } => {
-                    let (counters, totals) = self.fleet.counters();
-                    let view = FleetView {
-                        guests: self.fleet.snapshot(now),
-                        counters,
-                        totals,
-                        pass: self.pass.clone(),
-                        events_emitted: self.sink.seq(),
-                        events_dropped: self.sink.dropped(),
-                        control_dropped: self.control_dropped,
-                        reporting: self.fleet.reporting(),
-                    };
-                    let _ = reply.send(Box::new(view));
+                    let v = view.get_or_insert_with(|| Arc::new(self.view(now)));
+                    let _ = reply.send(Arc::clone(v));
                 }
             }
         }
         self.drive(now);
+    }
+
+    /// The whole fleet as the control plane sees it.
+    fn view(&self, now: Instant) -> FleetView {
+        let (counters, totals) = self.fleet.counters();
+        FleetView {
+            guests: self.fleet.snapshot(now),
+            counters,
+            totals,
+            pass: self.pass.clone(),
+            events_emitted: self.sink.seq(),
+            events_dropped: self.sink.dropped(),
+            control_dropped: self.control_dropped,
+            reporting: self.fleet.reporting(),
+        }
     }
 }
