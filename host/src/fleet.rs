@@ -184,6 +184,11 @@ impl Fleet {
         (ok, self.guests.len())
     }
 
+    /// Guest `key`'s next deadline.
+    pub fn deadline(&self, key: GuestKey) -> Option<Instant> {
+        self.wheel.get(key)
+    }
+
     /// The earliest deadline of any guest.
     pub fn next_timeout(&self) -> Option<Instant> {
         self.wheel.next_wakeup()

@@ -19,6 +19,9 @@ use crate::fleet::{Fleet, GuestKey};
 pub const PASS_BUDGET: usize = 256 * 1024;
 /// Bytes read from one guest per read call.
 pub const READ_CHUNK: usize = 16 * 1024;
+/// Bytes a guest whose timer is due may still be read after the pass budget is spent (two whole messages): an
+/// answer that arrived in time is counted before the verdict that would miss it.
+pub const DUE_READ: usize = 2 * MAX_WIRE;
 /// Bytes that may wait for a guest that does not read; beyond it messages are dropped and counted.
 pub const MAX_OUTBUF: usize = 4096;
 
@@ -43,15 +46,22 @@ pub struct Conns {
     next_gen: u32,
     readbuf: Vec<u8>,
     to_read: Vec<GuestKey>,
+    /// Bytes read from all guests in one pass ([`PASS_BUDGET`]; smaller in tests).
+    pass_budget: usize,
 }
 
 impl Default for Conns {
     fn default() -> Self {
-        Conns { table: Vec::new(), next_gen: 0, readbuf: vec![0; READ_CHUNK], to_read: Vec::new() }
+        Conns::with_pass_budget(PASS_BUDGET)
     }
 }
 
 impl Conns {
+    /// Connections whose passes read at most `pass_budget` bytes in all.
+    pub fn with_pass_budget(pass_budget: usize) -> Self {
+        Conns { table: Vec::new(), next_gen: 0, readbuf: vec![0; READ_CHUNK], to_read: Vec::new(), pass_budget }
+    }
+
     /// Guests are waiting to be read (the loop must not sleep).
     pub fn pending_reads(&self) -> bool {
         !self.to_read.is_empty()
@@ -91,14 +101,17 @@ impl Conns {
         }
     }
 
-    /// Reads the guests that were ready, each within its byte budget, all within [`PASS_BUDGET`].
+    /// Reads the guests that were ready, each within its byte budget, all within the pass budget. A pass that
+    /// runs out resumes, next time, with the guests it did not reach; the guest it stopped in goes behind them, so a
+    /// busy guest never takes the head of every pass.
     pub fn read_ready(&mut self, fleet: &mut Fleet, now: Instant) {
-        let mut pass_left = PASS_BUDGET;
+        let mut pass_left = self.pass_budget;
         let mut list = std::mem::take(&mut self.to_read);
-        let mut keep = Vec::new();
+        let mut unreached = Vec::new();
+        let mut cut_short = Vec::new();
         for key in list.drain(..) {
             if pass_left == 0 {
-                keep.push(key);
+                unreached.push(key);
                 continue;
             }
             if self.read_guest(fleet, key, now, &mut pass_left) {
@@ -106,13 +119,34 @@ impl Conns {
                     c.queued = false;
                 }
             } else {
-                keep.push(key);
+                cut_short.push(key);
             }
         }
-        keep.append(&mut self.to_read);
-        self.to_read = keep;
+        unreached.append(&mut cut_short);
+        unreached.append(&mut self.to_read);
+        self.to_read = unreached;
         if self.to_read.is_empty() {
             self.to_read = list; // keep the capacity
+        }
+    }
+
+    /// Before timers fire: guests still waiting to be read whose deadline is due are read now (up to
+    /// [`DUE_READ`] each, within their byte budget), so that an answer already in the socket is counted before the
+    /// verdict that would miss it. Bounded by the guests due in this pass.
+    pub fn read_due(&mut self, fleet: &mut Fleet, now: Instant) {
+        if self.to_read.is_empty() {
+            return;
+        }
+        let due: Vec<GuestKey> =
+            self.to_read.iter().copied().filter(|&k| fleet.deadline(k).is_some_and(|d| d <= now)).collect();
+        for key in due {
+            let mut left = DUE_READ;
+            if self.read_guest(fleet, key, now, &mut left) {
+                if let Some(c) = self.get(key) {
+                    c.queued = false;
+                }
+                self.to_read.retain(|&k| k != key);
+            }
         }
     }
 
@@ -251,5 +285,155 @@ impl Conns {
         for key in 0..self.table.len() {
             self.flush_out(fleet, key, now);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::panic)]
+    use super::*;
+    use crate::config::{FileConfig, GuestSettings};
+    use crate::fleet::{FleetConfig, Io, Origin};
+    use std::io::BufRead;
+    use std::os::unix::net::{UnixListener, UnixStream as StdStream};
+
+    fn at(ms: u64) -> Instant {
+        Instant::from_millis(ms)
+    }
+
+    /// `n` guests on real sockets, connected and registered at a 1 s interval; returns the guests' ends (with
+    /// the nonce of the last challenge each got) and what the test drives.
+    struct Rig {
+        fleet: Fleet,
+        conns: Conns,
+        poll: mio::Poll,
+        guests: Vec<(GuestKey, StdStream, std::io::BufReader<StdStream>)>,
+        _dir: std::path::PathBuf,
+    }
+
+    impl Rig {
+        fn new(n: usize, pass_budget: usize) -> Rig {
+            let dir = std::env::temp_dir().join(format!("vigil-conns-{}-{n}-{pass_budget}", std::process::id()));
+            let _ = std::fs::remove_dir_all(&dir);
+            std::fs::create_dir_all(&dir).unwrap();
+            let settings = GuestSettings { spread_phase: Some(false), ..GuestSettings::default() };
+            let file = FileConfig { defaults: settings, ..FileConfig::default() };
+            let mut rig = Rig {
+                fleet: Fleet::new(FleetConfig::default(), file, 7, at(0)),
+                conns: Conns::with_pass_budget(pass_budget),
+                poll: mio::Poll::new().unwrap(),
+                guests: Vec::new(),
+                _dir: dir.clone(),
+            };
+            for i in 0..n {
+                let path = dir.join(format!("g{i}.sock"));
+                let listener = UnixListener::bind(&path).unwrap();
+                let key = rig.fleet.add_guest(&format!("g{i}"), path, Origin::Configured, None, 9, at(0)).unwrap();
+                rig.pump(0);
+                let (s, _) = listener.accept().unwrap();
+                s.set_read_timeout(Some(std::time::Duration::from_secs(5))).unwrap();
+                let r = std::io::BufReader::new(s.try_clone().unwrap());
+                rig.guests.push((key, s, r));
+            }
+            for i in 0..n {
+                let init = "{\"version\":3,\"revision\":1,\"msg_type\":\"init\",\"sequence\":1,\"invocation_id\":1,\"name\":\"g\",\"heartbeat_interval_ms\":1000,\"vote_secs\":9,\"shutdown_notice_secs\":9,\"suspend_notice_secs\":9,\"resume_notice_secs\":9,\"restart_secs\":60,\"corrective_action\":\"log\"}\n";
+                rig.send(i, init);
+            }
+            while rig.conns.pending_reads() {
+                rig.conns.read_ready(&mut rig.fleet, at(0));
+            }
+            rig.pump(0);
+            rig
+        }
+
+        fn pump(&mut self, t: u64) {
+            for _ in 0..16 {
+                while let Some(io) = self.fleet.poll_io() {
+                    match io {
+                        Io::Connect { key, path } => {
+                            self.conns.connect(&mut self.fleet, self.poll.registry(), key, &path, at(t))
+                        }
+                        Io::Close { key } => self.conns.close(self.poll.registry(), key),
+                        Io::Resume { key } => self.conns.resume(key),
+                    }
+                }
+                while let Some(key) = self.fleet.poll_dirty() {
+                    self.conns.transmit(&mut self.fleet, key, at(t));
+                }
+                while self.fleet.poll_event().is_some() {}
+            }
+        }
+
+        /// Guest `i` writes `bytes`; the socket is ready to read (as mio would say).
+        fn send(&mut self, i: usize, bytes: &str) {
+            use std::io::Write;
+            self.guests[i].1.write_all(bytes.as_bytes()).unwrap();
+            self.conns.resume(self.guests[i].0);
+        }
+
+        /// The nonce of the next challenge guest `i` reads.
+        fn challenge(&mut self, i: usize) -> u32 {
+            loop {
+                let mut line = String::new();
+                self.guests[i].2.read_line(&mut line).unwrap();
+                let line = line.trim();
+                if line.is_empty() {
+                    continue;
+                }
+                if let Ok(m) = vigil_core::decode(line.as_bytes()) {
+                    if let vigil_core::Body::Challenge { heartbeat_challenge } = m.body {
+                        return heartbeat_challenge;
+                    }
+                }
+            }
+        }
+
+        fn answer(nonce: u32) -> String {
+            format!("{{\"version\":3,\"revision\":1,\"msg_type\":\"challenge_response\",\"sequence\":2,\"heartbeat_response\":{nonce},\"heartbeat_health\":\"healthy\",\"corrective_action\":\"none\",\"log_msg\":\"{}\"}}\n", "x".repeat(100))
+        }
+
+        fn misses(&self) -> u64 {
+            self.fleet.snapshot(at(0)).iter().map(|g| g.misses).sum()
+        }
+    }
+
+    #[test]
+    fn an_answer_in_the_socket_is_read_before_its_timer_fires_even_when_the_pass_budget_ran_out() {
+        // three guests answer in time (at 500 ms); the pass may read only 100 bytes in all, so most answers are
+        // still in their sockets when the challenges' deadline (1000 ms) comes
+        let mut rig = Rig::new(3, 100);
+        for i in 0..3 {
+            let n = rig.challenge(i);
+            rig.send(i, &Rig::answer(n));
+        }
+        rig.conns.read_ready(&mut rig.fleet, at(1000));
+        assert!(rig.conns.pending_reads(), "the pass budget left answers unread");
+        rig.conns.read_due(&mut rig.fleet, at(1000));
+        rig.fleet.handle_timeouts(at(1000));
+        rig.pump(1000);
+        assert_eq!(rig.misses(), 0, "every answer that arrived in time was counted before the verdict");
+        // the same without reading the due guests first: misses (what the loop did before)
+        for i in 0..3 {
+            let n = rig.challenge(i);
+            rig.send(i, &Rig::answer(n));
+        }
+        rig.conns.read_ready(&mut rig.fleet, at(2000));
+        rig.fleet.handle_timeouts(at(2000));
+        assert!(rig.misses() > 0);
+    }
+
+    #[test]
+    fn a_pass_that_runs_out_resumes_with_the_guests_it_did_not_reach() {
+        let mut rig = Rig::new(3, 400);
+        for i in 0..3 {
+            let n = rig.challenge(i);
+            let answer = Rig::answer(n);
+            rig.send(i, &answer);
+        }
+        let keys: Vec<GuestKey> = rig.guests.iter().map(|g| g.0).collect();
+        rig.conns.read_ready(&mut rig.fleet, at(10));
+        // 400 bytes: the first guest read whole (an answer is about 255 bytes), the second cut short, the third not
+        // reached
+        assert_eq!(rig.conns.to_read, [keys[2], keys[1]], "the unreached guest first, the cut one behind it");
     }
 }

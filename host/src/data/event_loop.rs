@@ -203,6 +203,7 @@ impl Daemon {
             // answers that arrived in time are counted before the verdicts that would miss them; the read work
             // of one pass is bounded, so timers are never late by more than one bounded pass
             self.conns.read_ready(&mut self.fleet, now);
+            self.conns.read_due(&mut self.fleet, now);
             self.fleet.handle_timeouts(now);
             self.drive(now);
             self.periodic(now);
