@@ -198,6 +198,69 @@ fn metrics_pass_promtool_and_the_socket_refuses_other_users() {
     assert_eq!(String::from_utf8_lossy(&out.stdout), "000", "refused at connect");
 }
 
+#[test]
+fn thousands_of_idle_tcp_connections_neither_slow_the_unix_socket_nor_the_guests_and_are_closed() {
+    let _serial = heavy();
+    let work = TempDir::new("idle");
+    let dir = work.path().join("qemu");
+    std::fs::create_dir_all(&dir).unwrap();
+    let token = work.path().join("token");
+    std::fs::write(&token, "a-long-enough-admin-token\n").unwrap();
+    let port = free_port();
+    let addr = format!("127.0.0.1:{port}");
+    let _s = sim(&dir, &["--guests", "50", "--interval-ms", "300"]);
+    std::thread::sleep(Duration::from_millis(300));
+    let args = ["--admin-tcp", &addr, "--admin-token-file", token.to_str().unwrap()];
+    let d = Vigild::start(&dir, work.path(), &args);
+    d.wait_until(15, "registered", |ev| count(ev, "registered") >= 50);
+    let fds_base = d.fds_settle_to(0);
+    // a local user opens 3,000 connections to the TCP port and sends nothing
+    let mut idle = Vec::new();
+    let mut refused_in_a_row = 0;
+    while idle.len() < 3000 && refused_in_a_row < 20 {
+        match std::net::TcpStream::connect_timeout(&addr.parse().unwrap(), Duration::from_millis(50)) {
+            Ok(c) => {
+                idle.push(c);
+                refused_in_a_row = 0;
+            }
+            Err(_) => refused_in_a_row += 1, // the kernel's backlog is full
+        }
+    }
+    let opened = idle.len();
+    // held for 20 s: the UNIX socket answers at once all along, and vigild's descriptors stay bounded
+    let (mut worst, mut fds_max) = (Duration::ZERO, 0);
+    let until = Instant::now() + Duration::from_secs(20);
+    while Instant::now() < until {
+        let t = Instant::now();
+        let (code, _) =
+            vigil_host::control::client::request(&d.admin, "GET", "/healthz", None, Duration::from_secs(10)).unwrap();
+        assert_eq!(code, 200);
+        worst = worst.max(t.elapsed());
+        fds_max = fds_max.max(d.proc.open_fds());
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    // accepted idle connections were closed by vigild (EOF on our side)
+    use std::io::Read;
+    let mut closed = 0;
+    for c in &mut idle {
+        c.set_read_timeout(Some(Duration::from_millis(1))).unwrap();
+        if matches!(c.read(&mut [0u8; 1]), Ok(0)) {
+            closed += 1;
+        }
+    }
+    println!(
+        "{opened} idle TCP connections opened; /healthz on the UNIX socket: worst {} ms; vigild descriptors: {fds_base} \
+         before, at most {fds_max} during; {closed} closed by vigild within 20 s",
+        worst.as_millis()
+    );
+    assert!(worst < Duration::from_secs(2), "/healthz took {worst:?}");
+    assert!(fds_max <= fds_base + 64 + 8, "descriptors bounded by the TCP cap (64): {fds_base} -> {fds_max}");
+    assert!(closed >= 64, "idle connections are closed (at least the first 64 accepted): {closed}");
+    assert_eq!(count(&d.events(), "heartbeat_lost"), 0, "no guest lost");
+    drop(idle);
+    assert!(d.fds_settle_to(fds_base + 2) <= fds_base + 2, "back to where it was");
+}
+
 fn which(name: &str) -> Option<std::path::PathBuf> {
     std::env::var_os("PATH")?.to_str()?.split(':').map(|d| std::path::Path::new(d).join(name)).find(|p| p.exists())
 }

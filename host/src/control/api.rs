@@ -59,7 +59,12 @@ pub async fn bind(cfg: &ControlConfig) -> std::io::Result<Listeners> {
             if token.len() < 16 {
                 return Err(std::io::Error::other("admin token: at least 16 characters"));
             }
-            Some((tokio::net::TcpListener::bind(addr).await?, token.into()))
+            // a deep backlog: connections beyond the cap wait in the kernel, not in vigild's descriptor table
+            let socket =
+                if addr.is_ipv4() { tokio::net::TcpSocket::new_v4()? } else { tokio::net::TcpSocket::new_v6()? };
+            socket.set_reuseaddr(true)?;
+            socket.bind(addr)?;
+            Some((socket.listen(4096)?, token.into()))
         }
         None => None,
     };
@@ -106,28 +111,11 @@ pub async fn serve(l: Listeners, shared: Arc<Shared>, stop: oneshot::Receiver<()
     let app = router(Arc::clone(&shared));
     let mut tasks = Vec::new();
     if let Some(unix) = l.unix {
-        let mut rx = rx.clone();
-        let app = app.clone();
-        tasks.push(tokio::spawn(async move {
-            let served = axum::serve(unix, app).with_graceful_shutdown(async move {
-                let _ = rx.wait_for(|s| *s).await;
-            });
-            if let Err(e) = served.await {
-                tracing::warn!(error = %e, "admin socket stopped serving");
-            }
-        }));
+        tasks.push(tokio::spawn(super::serve::serve(unix, app.clone(), super::serve::UNIX_LIMITS, rx.clone())));
     }
     if let Some((tcp, token)) = l.tcp {
-        let mut rx = rx.clone();
         let app = app.layer(middleware::from_fn_with_state(token, bearer));
-        tasks.push(tokio::spawn(async move {
-            let served = axum::serve(tcp, app).with_graceful_shutdown(async move {
-                let _ = rx.wait_for(|s| *s).await;
-            });
-            if let Err(e) = served.await {
-                tracing::warn!(error = %e, "admin TCP listener stopped serving");
-            }
-        }));
+        tasks.push(tokio::spawn(super::serve::serve(tcp, app, super::serve::TCP_LIMITS, rx.clone())));
     }
     let mut rx = rx;
     let _ = rx.wait_for(|s| *s).await;

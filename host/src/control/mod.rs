@@ -9,6 +9,7 @@ pub mod api;
 pub mod client;
 pub mod lifecycle;
 pub mod render;
+pub mod serve;
 mod spooler;
 
 use std::collections::BTreeMap;
