@@ -271,7 +271,8 @@ fn the_starlingx_vim_gets_service_alarm_and_action_patches_and_can_drive_a_vote(
     assert_eq!(s["uuid"], uuid);
     assert_eq!(s["event-data"]["services"][0]["service"], "heartbeat");
     assert_eq!(s["event-data"]["services"][0]["state"], "enabled");
-    assert_eq!(s["event-data"]["services"][0]["restart-timeout"], "601");
+    // the guest asked 601 s; the host caps what a guest may choose (max_restart_secs, default 600)
+    assert_eq!(s["event-data"]["services"][0]["restart-timeout"], "600");
     let action = find("action", uuid).json();
     assert_eq!(action["event-data"]["action"], "live-migrate-begin");
     assert_eq!(action["event-data"]["guest-response"], "allow");
@@ -312,8 +313,29 @@ fn a_full_spool_drops_the_oldest_and_a_spool_cut_short_is_replaced_and_both_are_
     let state = work.path().join("state");
     std::fs::create_dir_all(&dir).unwrap();
     std::fs::create_dir_all(&state).unwrap();
-    // a spool file that is garbage: vigild must start anyway and say what it did
+    // a file that is not a spool at all: vigild refuses to start, names it, and leaves it as it is
     std::fs::write(state.join("spool.redb"), vec![0x5Au8; 10_000]).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_vigild"))
+        .args(["run", "--watch", dir.to_str().unwrap(), "--events", "-", "--state-dir", state.to_str().unwrap()])
+        .args(["--webhook", "http://127.0.0.1:9/", "--admin-socket"])
+        .arg(work.path().join("refused.sock"))
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("spool.redb"), "refused, naming the file: {err}");
+    assert_eq!(std::fs::read(state.join("spool.redb")).unwrap(), vec![0x5Au8; 10_000], "left as it was");
+    // a real spool cut short (a torn disk, a bad copy): moved aside, and vigild starts on a fresh one
+    std::fs::remove_file(state.join("spool.redb")).unwrap();
+    {
+        let names = ["x".to_string()];
+        let (spool, _) = vigil_host::upstream::spool::Spool::open(&state, 1000, &names).unwrap();
+        let mut recs: Vec<Value> = (0..200).map(|i| serde_json::json!({ "kind": "x", "n": i })).collect();
+        spool.append(&mut recs).unwrap();
+    }
+    let f = std::fs::OpenOptions::new().write(true).open(state.join("spool.redb")).unwrap();
+    let len = f.metadata().unwrap().len();
+    f.set_len(len / 2).unwrap();
     let port = free_port(); // nobody listens yet: everything stays in the spool
     let cfg = work.path().join("vigild.toml");
     std::fs::write(

@@ -41,6 +41,16 @@ impl std::fmt::Display for SpoolError {
 
 impl std::error::Error for SpoolError {}
 
+/// A spool redb says is corrupt, or one cut short (shorter than its own header says): the only cases the file is
+/// moved aside. A file that is not a redb database at all, a lock, a permission or an upgrade is never discarded.
+fn is_corrupt(e: &DatabaseError) -> bool {
+    match e {
+        DatabaseError::Storage(StorageError::Corrupted(_)) | DatabaseError::RepairAborted => true,
+        DatabaseError::Storage(StorageError::Io(io)) => io.kind() == std::io::ErrorKind::UnexpectedEof,
+        _ => false,
+    }
+}
+
 /// Creates the tables and the cursors of sinks new to this spool.
 fn init(db: &Database, sinks: &[String]) -> Result<(), SpoolError> {
     let txn = db.begin_write().map_err(err)?;
@@ -106,7 +116,7 @@ impl Spool {
         let mut notes = Vec::new();
         let db = match Database::create(&path) {
             Ok(db) => db,
-            Err(e @ (DatabaseError::Storage(StorageError::Corrupted(_)) | DatabaseError::RepairAborted)) => {
+            Err(e) if is_corrupt(&e) => {
                 let stamp =
                     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
                 let aside = PathBuf::from(format!("{}.corrupt-{stamp}", path.display()));
@@ -126,7 +136,13 @@ impl Spool {
                     path.display()
                 )))
             }
-            Err(e) => return Err(err(format!("{}: cannot open the spool: {e}", path.display()))),
+            Err(e) => {
+                return Err(err(format!(
+                    "{}: cannot open the spool: {e} (nothing was changed; fix the cause, or move the file away to \
+                     start a new spool)",
+                    path.display()
+                )))
+            }
         };
         init(&db, sinks)?;
         let spool = Spool {
