@@ -69,12 +69,22 @@ pub enum Sink {
 impl Sink {
     /// A sink from its configuration, named `name` (its cursor; see [`SinkConfig::unique_names`]).
     pub fn new(cfg: &SinkConfig, name: &str, ctx: Arc<Context>, spool: &Spool) -> Result<Sink, String> {
-        let timeout = Duration::from_secs(cfg.endpoint().timeout_secs.unwrap_or(10).max(1));
-        let http = reqwest::Client::builder()
-            .timeout(timeout)
-            .connect_timeout(timeout)
-            .build()
-            .map_err(|e| format!("http client: {e}"))?;
+        let endpoint = cfg.endpoint();
+        let timeout = Duration::from_secs(endpoint.timeout_secs.unwrap_or(10).max(1));
+        // TLS trusts the system's roots and Mozilla's, and the sink's own CA file if it names one
+        let mut builder = reqwest::Client::builder().timeout(timeout).connect_timeout(timeout);
+        if let Some(ca) = &endpoint.ca_file {
+            let pem = std::fs::read(ca).map_err(|e| format!("ca_file {}: {e}", ca.display()))?;
+            let certs = reqwest::Certificate::from_pem_bundle(&pem)
+                .map_err(|e| format!("ca_file {}: not PEM certificates: {e}", ca.display()))?;
+            if certs.is_empty() {
+                return Err(format!("ca_file {}: no certificate in it", ca.display()));
+            }
+            for c in certs {
+                builder = builder.add_root_certificate(c);
+            }
+        }
+        let http = builder.build().map_err(|e| format!("http client: {e}"))?;
         Ok(match cfg {
             SinkConfig::Alertmanager(c) => {
                 Sink::Alertmanager(alertmanager::Alertmanager::new(c, ctx, http, spool, name))
@@ -317,7 +327,13 @@ mod tests {
     async fn deliver_all(script: Vec<u16>, records: usize, max_age: Duration) -> (Arc<Spool>, Arc<SinkStats>, usize) {
         let events = (0..records).map(|i| (format!("g{i}"), crate::events::Event::Recovered {})).collect();
         deliver(script, events, max_age, |url| {
-            SinkConfig::Webhook(WebhookConfig { url, name: None, timeout_secs: Some(5), token_file: None })
+            SinkConfig::Webhook(WebhookConfig {
+                url,
+                name: None,
+                timeout_secs: Some(5),
+                ca_file: None,
+                token_file: None,
+            })
         })
         .await
     }
@@ -369,7 +385,7 @@ mod tests {
         let (spool, _) = Spool::open(&dir, 100, &["am".to_string()]).unwrap();
         // the loss is taken, the resolve fails once, then is taken
         let (url, hits) = receiver(vec![200, 503, 200]).await;
-        let cfg = crate::upstream::sink_config::Endpoint { url, name: None, timeout_secs: Some(5) };
+        let cfg = crate::upstream::sink_config::Endpoint { url, name: None, timeout_secs: Some(5), ca_file: None };
         let http = reqwest::Client::new();
         let mut am = super::alertmanager::Alertmanager::new(&cfg, Arc::new(Context::default()), http, &spool, "am");
         let lost = Event::HeartbeatLost {
@@ -404,5 +420,98 @@ mod tests {
         assert!(after.iter().any(|(_, r)| r["kind"] == "spool" && r["state"] == "dead_letter"), "{after:?}");
         // a body the receiver will never take is final at once, not retried
         assert!(matches!(by_status(422, ""), Delivery::Final(_)) && matches!(by_status(403, ""), Delivery::Retry(_)));
+    }
+
+    /// An HTTPS receiver on loopback whose certificate (for `localhost`) is signed by a CA of its own; returns its
+    /// URL and the CA's PEM. It answers 200 to every request.
+    async fn https_receiver() -> (String, String) {
+        use tokio_rustls::rustls;
+        let ca_key = rcgen::KeyPair::generate().unwrap();
+        let mut ca = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        ca.distinguished_name.push(rcgen::DnType::CommonName, "Vigil test private CA");
+        let ca_cert = ca.self_signed(&ca_key).unwrap();
+        let issuer = rcgen::Issuer::new(ca, ca_key);
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert =
+            rcgen::CertificateParams::new(vec!["localhost".to_string()]).unwrap().signed_by(&key, &issuer).unwrap();
+        let der = rustls::pki_types::PrivatePkcs8KeyDer::from(key.serialize_der());
+        let config = rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(vec![cert.der().clone()], der.into())
+            .unwrap();
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("https://localhost:{}/", l.local_addr().unwrap().port());
+        tokio::spawn(async move {
+            loop {
+                let Ok((c, _)) = l.accept().await else { return };
+                let acceptor = acceptor.clone();
+                tokio::spawn(async move {
+                    let Ok(mut tls) = acceptor.accept(c).await else { return };
+                    let mut buf = vec![0u8; 64 * 1024];
+                    let mut got = 0;
+                    while let Ok(k) = tls.read(&mut buf[got..]).await {
+                        if k == 0 {
+                            break;
+                        }
+                        got += k;
+                        let text = String::from_utf8_lossy(&buf[..got]).to_string();
+                        if let Some(h) = text.find("\r\n\r\n") {
+                            let len = text[..h]
+                                .lines()
+                                .find_map(|l| {
+                                    l.to_ascii_lowercase().strip_prefix("content-length:").map(|v| v.trim().to_string())
+                                })
+                                .and_then(|v| v.parse::<usize>().ok())
+                                .unwrap_or(0);
+                            if got >= h + 4 + len {
+                                break;
+                            }
+                        }
+                    }
+                    let _ = tls.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n").await;
+                    let _ = tls.shutdown().await;
+                });
+            }
+        });
+        (url, ca_cert.pem())
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_receiver_behind_a_private_ca_is_reached_with_its_ca_file_and_refused_without() {
+        let (url, ca_pem) = https_receiver().await;
+        let dir = std::env::temp_dir().join(format!("vigil-tls-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let ca_file = dir.join("private-ca.pem");
+        std::fs::write(&ca_file, ca_pem).unwrap();
+        let (spool, _) = Spool::open(&dir, 10, &["s".to_string()]).unwrap();
+        let rec = super::super::spool::record("h", "g", &crate::events::Event::Recovered {});
+        let hook = |ca_file| {
+            SinkConfig::Webhook(WebhookConfig {
+                url: url.clone(),
+                name: None,
+                timeout_secs: Some(5),
+                ca_file,
+                token_file: None,
+            })
+        };
+        let ctx = Arc::new(Context::default());
+        let mut without = Sink::new(&hook(None), "s", Arc::clone(&ctx), &spool).unwrap();
+        let refused = without.deliver(&rec).await;
+        assert!(
+            matches!(&refused, Delivery::Retry(why) if why.contains("certificate") || why.contains("connection")),
+            "{refused:?}"
+        );
+        let mut with = Sink::new(&hook(Some(ca_file.clone())), "s", ctx, &spool).unwrap();
+        assert!(matches!(with.deliver(&rec).await, Delivery::Done));
+        // a CA file that is not PEM is refused at start, naming it
+        std::fs::write(&ca_file, "not a certificate").unwrap();
+        let bad = Sink::new(&hook(Some(ca_file.clone())), "s", Arc::new(Context::default()), &spool);
+        assert!(bad.is_err_and(|e| e.contains("private-ca.pem")));
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

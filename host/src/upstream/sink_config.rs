@@ -29,6 +29,9 @@ pub struct Endpoint {
     pub name: Option<String>,
     /// Seconds each request may take (default 10).
     pub timeout_secs: Option<u64>,
+    /// PEM file of the CA(s) that signed the receiver's certificate, trusted besides the system's and Mozilla's
+    /// roots (a private cloud's CA).
+    pub ca_file: Option<PathBuf>,
 }
 
 /// A CloudEvents webhook.
@@ -41,6 +44,8 @@ pub struct WebhookConfig {
     pub name: Option<String>,
     /// See [`Endpoint::timeout_secs`].
     pub timeout_secs: Option<u64>,
+    /// See [`Endpoint::ca_file`].
+    pub ca_file: Option<PathBuf>,
     /// A file with a bearer token.
     pub token_file: Option<PathBuf>,
 }
@@ -56,6 +61,8 @@ pub struct MasakariConfig {
     pub name: Option<String>,
     /// See [`Endpoint::timeout_secs`].
     pub timeout_secs: Option<u64>,
+    /// See [`Endpoint::ca_file`] (Keystone is reached with the same trust).
+    pub ca_file: Option<PathBuf>,
     /// Keystone v3; without it, no token is sent (a noauth API).
     pub auth_url: Option<String>,
     /// Keystone user.
@@ -82,15 +89,22 @@ impl SinkConfig {
     /// A sink from a command-line flag (`--alertmanager URL`, ...): `kind` is one of [`SINK_KINDS`].
     pub fn from_flag(kind: &str, url: &str) -> Result<Self, String> {
         let url = url.to_string();
-        let endpoint = Endpoint { url: url.clone(), name: None, timeout_secs: None };
+        let endpoint = Endpoint { url: url.clone(), name: None, timeout_secs: None, ca_file: None };
         Ok(match kind {
             "alertmanager" => SinkConfig::Alertmanager(endpoint),
             "starlingx-vim" => SinkConfig::StarlingxVim(endpoint),
-            "webhook" => SinkConfig::Webhook(WebhookConfig { url, name: None, timeout_secs: None, token_file: None }),
+            "webhook" => SinkConfig::Webhook(WebhookConfig {
+                url,
+                name: None,
+                timeout_secs: None,
+                ca_file: None,
+                token_file: None,
+            }),
             "masakari" => SinkConfig::Masakari(MasakariConfig {
                 url,
                 name: None,
                 timeout_secs: None,
+                ca_file: None,
                 auth_url: None,
                 username: None,
                 password_file: None,
@@ -118,12 +132,18 @@ impl SinkConfig {
     pub fn endpoint(&self) -> Endpoint {
         match self {
             SinkConfig::Alertmanager(e) | SinkConfig::StarlingxVim(e) => e.clone(),
-            SinkConfig::Masakari(m) => {
-                Endpoint { url: m.url.clone(), name: m.name.clone(), timeout_secs: m.timeout_secs }
-            }
-            SinkConfig::Webhook(w) => {
-                Endpoint { url: w.url.clone(), name: w.name.clone(), timeout_secs: w.timeout_secs }
-            }
+            SinkConfig::Masakari(m) => Endpoint {
+                url: m.url.clone(),
+                name: m.name.clone(),
+                timeout_secs: m.timeout_secs,
+                ca_file: m.ca_file.clone(),
+            },
+            SinkConfig::Webhook(w) => Endpoint {
+                url: w.url.clone(),
+                name: w.name.clone(),
+                timeout_secs: w.timeout_secs,
+                ca_file: w.ca_file.clone(),
+            },
         }
     }
 
