@@ -92,13 +92,9 @@ fn bind_unix(path: &Path, group: Option<&str>) -> std::io::Result<tokio::net::Un
     Ok(listener)
 }
 
-/// A group's id from `/etc/group`.
+/// A group's id through the system's name service (`getgrnam_r`: files, SSSD, LDAP, whatever NSS is set up with).
 fn group_id(name: &str) -> Option<u32> {
-    let text = std::fs::read_to_string("/etc/group").ok()?;
-    text.lines().find_map(|l| {
-        let mut f = l.split(':');
-        (f.next() == Some(name)).then(|| f.nth(1).and_then(|g| g.parse().ok())).flatten()
-    })
+    nix::unistd::Group::from_name(name).ok().flatten().map(|g| g.gid.as_raw())
 }
 
 /// Serves until `stop` fires.
@@ -448,6 +444,12 @@ async fn starlingx_notify(State(shared): State<Arc<Shared>>, UrlPath(uuid): UrlP
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn groups_are_looked_up_through_the_name_service() {
+        assert_eq!(group_id("root"), Some(0));
+        assert_eq!(group_id("no-such-group-vigil"), None);
+    }
 
     fn parse_vote_body(body: &[u8]) -> Result<(EventType, Option<NotificationType>), u16> {
         vote_args(&Bytes::copy_from_slice(body)).map_err(|e| e.0.as_u16())

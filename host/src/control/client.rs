@@ -1,12 +1,18 @@
-//! A minimal HTTP/1.1 client over the admin UNIX socket, for `vigild status`, `vigild vote` and
-//! `vigild maintenance` (one request per connection, `Connection: close`).
+//! The HTTP/1.1 client of `vigild status`, `vigild vote` and `vigild maintenance`: hyper over the admin UNIX
+//! socket, one request per connection, the answer's body bounded (16 MiB) and decoded by hyper (chunked or not).
 
-use std::io::{Read, Write};
-use std::os::unix::net::UnixStream;
 use std::path::Path;
 use std::time::Duration;
 
-/// Sends `method path` with an optional JSON body; returns the status code and the body.
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Bytes;
+use hyper_util::rt::TokioIo;
+
+/// The largest answer read.
+const MAX_ANSWER: usize = 16 << 20;
+
+/// Sends `method path` with an optional JSON body; returns the status code and the body. Not for use from within
+/// an async runtime (it runs one of its own).
 pub fn request(
     socket: &Path,
     method: &str,
@@ -14,33 +20,71 @@ pub fn request(
     body: Option<&str>,
     timeout: Duration,
 ) -> Result<(u16, String), String> {
-    let mut s = UnixStream::connect(socket).map_err(|e| format!("{}: {e} (is vigild running?)", socket.display()))?;
-    s.set_read_timeout(Some(timeout)).map_err(|e| e.to_string())?;
-    let body = body.unwrap_or("");
-    let req = format!(
-        "{method} {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-        body.len()
-    );
-    s.write_all(req.as_bytes()).map_err(|e| e.to_string())?;
-    let mut raw = Vec::new();
-    s.take(16 << 20).read_to_end(&mut raw).map_err(|e| format!("reading the answer: {e}"))?;
-    let text = String::from_utf8_lossy(&raw);
-    let (head, rest) = text.split_once("\r\n\r\n").ok_or("malformed HTTP answer")?;
-    let code = head.split_whitespace().nth(1).and_then(|c| c.parse().ok()).ok_or("malformed status line")?;
-    let chunked = head.lines().any(|l| l.to_ascii_lowercase().starts_with("transfer-encoding: chunked"));
-    let body = if chunked { dechunk(rest) } else { rest.to_string() };
-    Ok((code, body))
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|e| e.to_string())?;
+    rt.block_on(async {
+        match tokio::time::timeout(timeout, exchange(socket, method, path, body)).await {
+            Ok(r) => r,
+            Err(_) => Err(format!("no answer from {} within {timeout:?}", socket.display())),
+        }
+    })
 }
 
-fn dechunk(mut s: &str) -> String {
-    let mut out = String::new();
-    while let Some((size, rest)) = s.split_once("\r\n") {
-        let Ok(n) = usize::from_str_radix(size.trim(), 16) else { break };
-        if n == 0 || rest.len() < n {
-            break;
-        }
-        out.push_str(&rest[..n]);
-        s = rest[n..].trim_start_matches("\r\n");
+async fn exchange(socket: &Path, method: &str, path: &str, body: Option<&str>) -> Result<(u16, String), String> {
+    let stream = tokio::net::UnixStream::connect(socket)
+        .await
+        .map_err(|e| format!("{}: {e} (is vigild running?)", socket.display()))?;
+    let (mut sender, conn) =
+        hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.map_err(|e| e.to_string())?;
+    tokio::spawn(conn);
+    let req = hyper::Request::builder()
+        .method(method)
+        .uri(path)
+        .header("Host", "localhost")
+        .header("Content-Type", "application/json")
+        .body(Full::new(Bytes::from(body.unwrap_or("").to_owned())))
+        .map_err(|e| e.to_string())?;
+    let answer = sender.send_request(req).await.map_err(|e| format!("sending the request: {e}"))?;
+    let code = answer.status().as_u16();
+    let bytes = Limited::new(answer.into_body(), MAX_ANSWER)
+        .collect()
+        .await
+        .map_err(|e| format!("reading the answer: {e}"))?
+        .to_bytes();
+    Ok((code, String::from_utf8_lossy(&bytes).into_owned()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_chunked_answer_with_multibyte_text_is_read_whole() {
+        // an answer whose chunk boundaries fall inside multi-byte characters: hyper decodes bytes, then the text is
+        // made of the whole body (the hand-written reader sliced decoded text by wire counts and could panic)
+        let dir = std::env::temp_dir().join(format!("vigil-client-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let sock = dir.join("s.sock");
+        let listener = std::os::unix::net::UnixListener::bind(&sock).unwrap();
+        let server = std::thread::spawn(move || {
+            use std::io::{Read, Write};
+            let (mut c, _) = listener.accept().unwrap();
+            let mut buf = [0u8; 4096];
+            let _ = c.read(&mut buf);
+            let text = "é€😀".repeat(10);
+            let bytes = text.as_bytes();
+            let mut out = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec();
+            for part in bytes.chunks(3) {
+                out.extend_from_slice(format!("{:x}\r\n", part.len()).as_bytes());
+                out.extend_from_slice(part);
+                out.extend_from_slice(b"\r\n");
+            }
+            out.extend_from_slice(b"0\r\n\r\n");
+            c.write_all(&out).unwrap();
+        });
+        let (code, body) = request(&sock, "GET", "/x", None, Duration::from_secs(10)).unwrap();
+        server.join().unwrap();
+        assert_eq!((code, body), (200, "é€😀".repeat(10)));
+        let _ = std::fs::remove_dir_all(&dir);
     }
-    out
 }
