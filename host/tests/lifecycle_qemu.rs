@@ -176,7 +176,16 @@ fn pauses_resets_and_crashes_are_not_hangs_and_a_real_hang_still_is() {
         "killed agent: loss {} ms after the last heartbeat (bound 1500 ms)",
         event_ms(&l["time"]) - event_ms(&l["last_heartbeat"])
     );
-    let actions = std::fs::read_to_string(&marker).unwrap_or_default();
+    // the command runs on a worker thread after the event is written: wait (bounded) for its line
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut actions = String::new();
+    while Instant::now() < deadline {
+        actions = std::fs::read_to_string(&marker).unwrap_or_default();
+        if actions.lines().count() >= 2 {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
     assert_eq!(actions.lines().count(), 2, "one corrective action per real loss: {actions}");
 
     // 5. a kernel panic with pvpanic: crashed at once
