@@ -40,6 +40,8 @@ pub struct Alertmanager {
     ctx: Arc<Context>,
     http: reqwest::Client,
     alerts: BTreeMap<String, Alert>,
+    /// Alerts changed (or forgotten) since the state was last saved.
+    changed: std::collections::BTreeSet<String>,
     last_resend: Option<std::time::Instant>,
 }
 
@@ -50,14 +52,36 @@ fn unix_ms(t: SystemTime) -> u64 {
 impl Alertmanager {
     /// A sink posting to `cfg.url`, with the alerts saved under `name` in the spool.
     pub fn new(cfg: &Endpoint, ctx: Arc<Context>, http: reqwest::Client, spool: &Spool, name: &str) -> Self {
-        let alerts = spool.state(name).ok().flatten().and_then(|b| serde_json::from_slice(&b).ok()).unwrap_or_default();
+        let mut alerts: BTreeMap<String, Alert> = spool
+            .state_items(name)
+            .unwrap_or_default()
+            .into_iter()
+            .filter_map(|(k, v)| Some((k, serde_json::from_slice(&v).ok()?)))
+            .collect();
+        let mut changed = std::collections::BTreeSet::new();
+        if alerts.is_empty() {
+            // saved whole by an older vigild: carried over, and saved item by item from now on
+            alerts = spool.state(name).ok().flatten().and_then(|b| serde_json::from_slice(&b).ok()).unwrap_or_default();
+            changed.extend(alerts.keys().cloned());
+        }
         let url = format!("{}/api/v2/alerts", cfg.url.trim_end_matches('/'));
-        Alertmanager { url, ctx, http, alerts, last_resend: None }
+        Alertmanager { url, ctx, http, alerts, changed, last_resend: None }
     }
 
-    /// The alerts as saved state.
+    /// The alerts, serialised (for tests and inspection).
     pub fn state(&self) -> Vec<u8> {
         serde_json::to_vec(&self.alerts).unwrap_or_default()
+    }
+
+    /// What changed since the last call, to save: each alert's new value, or `None` when it was forgotten.
+    pub fn take_changes(&mut self) -> Vec<(String, Option<Vec<u8>>)> {
+        let keys = std::mem::take(&mut self.changed);
+        keys.into_iter()
+            .map(|k| {
+                let v = self.alerts.get(&k).and_then(|a| serde_json::to_vec(a).ok());
+                (k, v)
+            })
+            .collect()
     }
 
     fn key(guest: &str, name: &str) -> String {
@@ -98,6 +122,7 @@ impl Alertmanager {
         let body: Vec<Value> = changed.iter().map(|(_, a)| render(a, now)).collect();
         let done = self.post(&body).await;
         if matches!(done, Delivery::Done) {
+            self.changed.extend(changed.iter().map(|(k, _)| k.clone()));
             self.alerts.extend(changed);
         }
         done
@@ -158,7 +183,16 @@ impl Alertmanager {
         }
         let now = SystemTime::now();
         let now_ms = unix_ms(now);
-        self.alerts.retain(|_, a| a.resolved.as_ref().is_none_or(|(_, until)| *until > now_ms));
+        let forget: Vec<String> = self
+            .alerts
+            .iter()
+            .filter(|(_, a)| a.resolved.as_ref().is_some_and(|(_, until)| *until <= now_ms))
+            .map(|(k, _)| k.clone())
+            .collect();
+        for k in forget {
+            self.alerts.remove(&k);
+            self.changed.insert(k);
+        }
         let body: Vec<Value> = self.alerts.values().map(|a| render(a, now)).collect();
         if !body.is_empty() && matches!(self.post(&body).await, Delivery::Done) {
             self.last_resend = Some(std::time::Instant::now());

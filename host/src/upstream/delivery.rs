@@ -111,11 +111,11 @@ impl Sink {
         }
     }
 
-    fn save(&self, spool: &Spool, name: &str) {
-        if let Sink::Alertmanager(s) = self {
-            if let Err(e) = spool.set_state(name, &s.state()) {
-                warn!(sink = name, error = %e, "could not save the sink's state");
-            }
+    /// The state items that changed since the last call (Alertmanager's alerts), to save with the cursor.
+    fn take_changes(&mut self) -> Vec<(String, Option<Vec<u8>>)> {
+        match self {
+            Sink::Alertmanager(s) => s.take_changes(),
+            _ => Vec::new(),
         }
     }
 }
@@ -149,11 +149,18 @@ pub async fn run(
     max_age: Duration,
 ) {
     use std::sync::atomic::Ordering::Relaxed;
-    let mut cursor = spool.cursor(&name).unwrap_or(0);
+    // every spool call runs on the blocking pool: disk work never stalls the runtime that serves the API
+    let mut cursor = blocking(&spool, {
+        let name = name.clone();
+        move |s| s.cursor(&name)
+    })
+    .await
+    .unwrap_or(0);
     let mut jitter = XorShift32::new(crate::sys::os_random());
+    let mut last_durable = std::time::Instant::now();
     info!(sink = %name, cursor, "sink started");
     loop {
-        let batch = match spool.read_after(cursor, 256) {
+        let batch = match blocking(&spool, move |s| s.read_after(cursor, BATCH)).await {
             Ok(b) => b,
             Err(e) => {
                 warn!(sink = %name, error = %e, "spool read failed");
@@ -184,21 +191,52 @@ pub async fn run(
                         stats.retries.fetch_add(1, Relaxed);
                         let wait = backoff.next_std(RETRY_MAX, jitter.next_id());
                         warn!(sink = %name, seq, why = %why, retry_in_ms = wait.as_millis() as u64, "delivery failed");
+                        // progress so far is saved before a long wait
+                        save(&spool, &name, cursor, sink.take_changes(), true).await;
                         tokio::time::sleep(wait).await;
                         sink.tick().await;
                     }
                 }
             }
             cursor = *seq;
-            sink.save(&spool, &name);
-            if let Err(e) = spool.set_cursor(&name, cursor) {
-                warn!(sink = %name, error = %e, "could not save the cursor");
+        }
+        if !batch.is_empty() {
+            // once per batch, and durable only now and then: at least once tolerates a replay after a crash
+            let durable = last_durable.elapsed() >= DURABLE_EVERY;
+            save(&spool, &name, cursor, sink.take_changes(), durable).await;
+            if durable {
+                last_durable = std::time::Instant::now();
             }
         }
         if batch.is_empty() {
             let _ = tokio::time::timeout(Duration::from_secs(10), grown.changed()).await;
         }
         sink.tick().await;
+    }
+}
+
+/// Records delivered between two saves of a sink's cursor.
+const BATCH: usize = 256;
+/// A sink's progress is saved durably at least this often (otherwise with the next append's commit).
+const DURABLE_EVERY: Duration = Duration::from_secs(5);
+
+/// Runs `f` on the spool on the blocking pool.
+async fn blocking<T: Send + 'static>(
+    spool: &Arc<Spool>,
+    f: impl FnOnce(&Spool) -> Result<T, super::spool::SpoolError> + Send + 'static,
+) -> Result<T, super::spool::SpoolError> {
+    let spool = Arc::clone(spool);
+    match tokio::task::spawn_blocking(move || f(&spool)).await {
+        Ok(r) => r,
+        Err(e) => Err(super::spool::SpoolError(format!("spool task: {e}"))),
+    }
+}
+
+/// Saves a sink's cursor and changed state.
+async fn save(spool: &Arc<Spool>, name: &str, cursor: u64, changes: Vec<(String, Option<Vec<u8>>)>, durable: bool) {
+    let n = name.to_string();
+    if let Err(e) = blocking(spool, move |s| s.save_progress(&n, cursor, &changes, durable)).await {
+        warn!(sink = %name, error = %e, "could not save the sink's progress");
     }
 }
 
@@ -415,9 +453,18 @@ mod tests {
         let dead = spool.dead_letters().unwrap();
         assert!(dead.len() >= 3);
         assert!(dead.iter().all(|d| d["why"].as_str().unwrap_or("").contains("503") && d["record"]["id"].is_string()));
-        // and every sink hears of it: a spool event in the spool
-        let after = spool.read_after(3, 10).unwrap();
-        assert!(after.iter().any(|(_, r)| r["kind"] == "spool" && r["state"] == "dead_letter"), "{after:?}");
+        // and every sink hears of it: a spool event in the spool (delivered in turn, or dead-lettered too here)
+        let notice = |r: &Value| r["kind"] == "spool" && r["state"] == "dead_letter";
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let waiting = spool.read_after(3, 10).unwrap();
+            let dead = spool.dead_letters().unwrap();
+            if waiting.iter().any(|(_, r)| notice(r)) || dead.iter().any(|d| notice(&d["record"])) {
+                break;
+            }
+            assert!(std::time::Instant::now() < deadline, "no dead_letter notice: {waiting:?} {dead:?}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
         // a body the receiver will never take is final at once, not retried
         assert!(matches!(by_status(422, ""), Delivery::Final(_)) && matches!(by_status(403, ""), Delivery::Retry(_)));
     }

@@ -21,6 +21,8 @@ const EVENTS: TableDefinition<u64, &[u8]> = TableDefinition::new("events");
 const CURSORS: TableDefinition<&str, u64> = TableDefinition::new("cursors");
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 const STATE: TableDefinition<&str, &[u8]> = TableDefinition::new("state");
+/// Each sink's state, one entry per item (`sink\0key`), so that a change saves only what changed.
+const SINK_STATE: TableDefinition<&str, &[u8]> = TableDefinition::new("sink_state");
 /// Records a sink gave up on (after `max_record_age`), kept for an operator to look at; the oldest go first.
 const DEAD: TableDefinition<u64, &[u8]> = TableDefinition::new("dead_letters");
 /// Dead letters kept.
@@ -295,11 +297,54 @@ impl Spool {
         })
     }
 
-    /// Sink `name` delivered everything up to `seq`; records every sink has delivered are compacted away.
+    /// Sink `name` delivered everything up to `seq` (durably); records every sink has delivered are compacted away.
     pub fn set_cursor(&self, name: &str, seq: u64) -> Result<(), SpoolError> {
+        self.save_progress(name, seq, &[], true)
+    }
+
+    /// A sink's state as one blob, as vigild before per-item state saved it (read once, to carry it over).
+    pub fn state(&self, name: &str) -> Result<Option<Vec<u8>>, SpoolError> {
+        self.with(|db| {
+            let txn = db.begin_read().map_err(err)?;
+            let t = txn.open_table(STATE).map_err(err)?;
+            Ok(t.get(name).map_err(err)?.map(|v| v.value().to_vec()))
+        })
+    }
+
+    /// Sink `name`'s state items (`key`, bytes), as [`save_progress`](Self::save_progress) left them.
+    pub fn state_items(&self, name: &str) -> Result<Vec<(String, Vec<u8>)>, SpoolError> {
+        self.with(|db| {
+            let txn = db.begin_read().map_err(err)?;
+            let t = match txn.open_table(SINK_STATE) {
+                Ok(t) => t,
+                Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
+                Err(e) => return Err(err(e)),
+            };
+            let (from, to) = (format!("{name}\u{0}"), format!("{name}\u{1}"));
+            let mut out = Vec::new();
+            for item in t.range(from.as_str()..to.as_str()).map_err(err)? {
+                let (k, v) = item.map_err(err)?;
+                let key = k.value().split_once('\u{0}').map_or("", |(_, k)| k).to_string();
+                out.push((key, v.value().to_vec()));
+            }
+            Ok(out)
+        })
+    }
+
+    /// Sink `name` delivered everything up to `seq`, and its state items changed as `changes` say (`None`:
+    /// removed); records every sink has delivered are compacted away. One transaction, durable only when `durable`:
+    /// delivery is at least once, so progress lost to a crash is only delivered again, and the next durable commit
+    /// (an append) makes it stick.
+    pub fn save_progress(
+        &self,
+        name: &str,
+        seq: u64,
+        changes: &[(String, Option<Vec<u8>>)],
+        durable: bool,
+    ) -> Result<(), SpoolError> {
         self.with(|db| {
             let mut txn = db.begin_write().map_err(err)?;
-            txn.set_durability(Durability::Immediate).map_err(err)?;
+            txn.set_durability(if durable { Durability::Immediate } else { Durability::None }).map_err(err)?;
             {
                 let mut cursors = txn.open_table(CURSORS).map_err(err)?;
                 cursors.insert(name, seq).map_err(err)?;
@@ -311,28 +356,16 @@ impl Spool {
                     let mut events = txn.open_table(EVENTS).map_err(err)?;
                     events.retain_in(..=min, |_, _| false).map_err(err)?;
                 }
-            }
-            txn.commit().map_err(err)?;
-            Ok(())
-        })
-    }
-
-    /// A sink's saved state (for example the alerts it keeps firing).
-    pub fn state(&self, name: &str) -> Result<Option<Vec<u8>>, SpoolError> {
-        self.with(|db| {
-            let txn = db.begin_read().map_err(err)?;
-            let t = txn.open_table(STATE).map_err(err)?;
-            Ok(t.get(name).map_err(err)?.map(|v| v.value().to_vec()))
-        })
-    }
-
-    /// Saves a sink's state.
-    pub fn set_state(&self, name: &str, bytes: &[u8]) -> Result<(), SpoolError> {
-        self.with(|db| {
-            let txn = db.begin_write().map_err(err)?;
-            {
-                let mut t = txn.open_table(STATE).map_err(err)?;
-                t.insert(name, bytes).map_err(err)?;
+                if !changes.is_empty() {
+                    let mut t = txn.open_table(SINK_STATE).map_err(err)?;
+                    for (key, value) in changes {
+                        let k = format!("{name}\u{0}{key}");
+                        match value {
+                            Some(v) => t.insert(k.as_str(), v.as_slice()).map_err(err)?,
+                            None => t.remove(k.as_str()).map_err(err)?,
+                        };
+                    }
+                }
             }
             txn.commit().map_err(err)?;
             Ok(())
