@@ -2,7 +2,8 @@
 # Every benchmark of BENCHMARKS.md, on this machine, in one go (about 15 minutes; heavy: run it on a quiet machine).
 #   1. the data plane: vigild against a naive floor host, 1,000 and 10,000 guests at 1 s (vigil-bench);
 #   2. the highest heartbeat rate at 10,000 guests that runs 60 s with no false fault;
-#   3. criterion: codec, garbage rejection, the round trip against the std way, timers, spool writes.
+#   3. a burst of 10,000 faults through the spool to a local webhook, /healthz latency meanwhile (vigil-burst);
+#   4. criterion: codec, garbage rejection, the round trip against the std way, timers, spool writes.
 # Usage: scripts/bench.sh [quick]   (quick: shorter windows, no rate search)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -20,6 +21,8 @@ if [ "${1:-}" != quick ]; then
     [ "$faults" = 0 ] || break
   done
 fi
+echo "## the upstream path under a burst: 10,000 guests hang at once (vigil-burst)"
+./target/release/vigil-burst --guests 10000 --fail-after-secs 40
 echo "## criterion"
 cargo bench -q -p vigil-benches --bench core -- --warm-up-time 1 --measurement-time 3 2>/dev/null | grep -E 'time:|round trip|^[a-z].*/' || true
 cargo bench -q -p vigil-benches --bench timers -- --warm-up-time 1 --measurement-time 3 2>/dev/null | grep -E 'time:|^[a-z]' || true
