@@ -12,7 +12,7 @@
 //! - [`qmp`]: a bounded parser of QEMU's QMP events (the hypervisor's word on pauses, resets and panics).
 //!
 //! Modules: `framer` (lines), `msg` (the messages), `codec` (decode/encode), `monitor/` (the state machine in
-//! `mod.rs`; its `config`, `event`, `stats` and `nonces` beside it), `agent`, `error`, `timers` (a fixed array of
+//! `mod.rs`; its `config`, `event`, `stats` and `nonces` beside it), `agent/` (likewise: `config`, `event`), `error`, `timers` (a fixed array of
 //! deadlines), `time` (`Instant`, `Duration`), `qmp`.
 //!
 //! It never reads a clock (every entry point takes an [`Instant`]), never does I/O (the caller feeds bytes in and

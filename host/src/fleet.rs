@@ -6,17 +6,23 @@
 //! read, a budget run out, timers) and yields outputs to poll: I/O requests ([`Io`]), typed events ([`Event`]),
 //! corrective actions ([`ActionRequest`]), guests with bytes to send, and the next deadline. It never does I/O,
 //! never reads a clock and never blocks, so every behaviour here is unit-tested on virtual time.
+//!
+//! This file holds the [`Fleet`] type, its guests and its inputs and outputs; each concept of its policy has a file
+//! beside it: `links` (connections, backoff), `bucket` (a guest's byte token bucket) and `budgets` (what running
+//! out of it leads to), `verdicts` (what each Monitor event leads to), `commands` (votes, maintenance, reporting,
+//! counters, the id index), `lifecycle` (paused, rebooting, stopped, crashed), `status` (state words, status
+//! lines), `wheel` (every guest's next deadline), `types`; and `tests`.
 
 use std::collections::{HashMap, VecDeque};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use slab::Slab;
-use vigil_core::{Duration, Fault, Instant, Monitor, MonitorEvent, MonitorState, XorShift32, MAX_WIRE};
+use vigil_core::{Duration, Instant, Monitor, MonitorEvent, MonitorState, XorShift32, MAX_WIRE};
 
 use crate::backoff::Backoff;
 use crate::config::{FileConfig, GuestSettings, Policy};
-use crate::events::{escape_text, Event, RateLimit};
+use crate::events::{Event, RateLimit};
 use crate::fleet::bucket::ByteBudget;
 use crate::fleet::wheel::TimerWheel;
 use crate::node::status::GuestStatus;
@@ -26,11 +32,14 @@ mod budgets;
 mod commands;
 mod lifecycle;
 mod links;
+mod status;
 mod types;
 mod verdicts;
 pub mod wheel;
 pub use commands::{notice_timeout_secs, Counters, Totals, VoteDone, VoteRefusal, VoteStarted, MAX_MAINTENANCE};
 pub use lifecycle::{Lifecycle, Vm};
+use status::status_of;
+pub use status::GUEST_STATES;
 pub use types::*;
 pub use verdicts::action_event;
 
@@ -481,55 +490,6 @@ impl Fleet {
             };
         }
         self.wheel.set(key, at);
-    }
-}
-
-/// Every word [`Guest::state_word`] can say, for metrics that list each state even at zero.
-pub const GUEST_STATES: &[&str] =
-    &["heartbeating", "lost", "awaiting_init", "disconnected", "exited", "paused", "rebooting", "stopped", "crashed"];
-
-impl Guest {
-    /// Where the guest stands, in the words of the status and the metrics (one of [`GUEST_STATES`]).
-    fn state_word(&self) -> &'static str {
-        match (self.link, self.monitor.state()) {
-            (Link::Backoff | Link::Connecting, _) | (_, MonitorState::Disconnected) => "disconnected",
-            (_, MonitorState::AwaitingInit) => "awaiting_init",
-            // still challenged at the interval, but the hypervisor says why it does not answer
-            _ if self.vm != Vm::Running => self.vm.word(),
-            (_, MonitorState::Heartbeating) if self.monitor.fault() == Some(Fault::Lost) => "lost",
-            (_, MonitorState::Heartbeating) => "heartbeating",
-            (_, MonitorState::Exited) => "exited",
-        }
-    }
-}
-
-fn status_of(g: &Guest, now: Instant) -> GuestStatus {
-    let s = g.monitor.stats();
-    GuestStatus {
-        id: g.id.to_string(),
-        socket: g.path.display().to_string(),
-        state: g.state_word().into(),
-        fault: g.monitor.fault().map(|f| match f {
-            Fault::Lost => "heartbeat_lost".to_string(),
-            Fault::Unhealthy(a) => format!("unhealthy:{a}"),
-        }),
-        name: g.monitor.registration().map(|r| escape_text(&r.init.name)),
-        interval_ms: g.monitor.registration().map(|r| r.interval.as_millis()),
-        vote_secs: g.monitor.registration().map(|r| r.init.vote_secs.min(g.policy.caps.notice_secs)),
-        restart_secs: g.monitor.registration().map(|r| r.init.restart_secs.min(g.policy.caps.restart_secs)),
-        heartbeats: s.heartbeats,
-        misses: s.misses,
-        protocol_errors: s.protocol_errors,
-        last_rtt_ms: s.last_rtt.as_millis(),
-        max_rtt_ms: s.max_rtt.as_millis(),
-        tx_dropped: g.tx_dropped,
-        rate_limited: g.rate_limited,
-        connections: g.connections,
-        maintenance_reason: g.maintenance.as_ref().map(|(_, r)| r.clone()),
-        maintenance_left_ms: g.maintenance.as_ref().map(|(until, _)| (*until - now).as_millis()),
-        reporting: g.reporting,
-        late_answers: s.late_answers,
-        unknown_values: s.unknown_values,
     }
 }
 

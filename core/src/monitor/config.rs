@@ -2,7 +2,7 @@
 
 use crate::time::Duration;
 
-/// Tunables of a [`Monitor`]; `Default` gives the reference behaviour.
+/// Tunables of a [`Monitor`](super::Monitor); `Default` gives the reference behaviour.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
 pub struct MonitorConfig {
@@ -13,7 +13,7 @@ pub struct MonitorConfig {
     /// ... and lowered to at most this (default 60 s), so a guest cannot make itself unmonitored.
     pub max_interval: Duration,
     /// A connected guest that has not registered within this is reported as
-    /// [`MonitorEvent::RegistrationTimeout`], so the caller can reconnect (default 120 s).
+    /// [`MonitorEvent::RegistrationTimeout`](super::MonitorEvent::RegistrationTimeout), so the caller can reconnect (default 120 s).
     pub registration_timeout: Duration,
     /// At most one `nack` per this span (default 1 s): a flooding guest cannot make the host write at its pace.
     pub nack_interval: Duration,

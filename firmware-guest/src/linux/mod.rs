@@ -4,6 +4,10 @@
 //!
 //! One thread runs a mio loop over the port, the API socket and signals; commands run on their own threads and
 //! report through a channel, so nothing ever delays the answer to a challenge.
+//!
+//! Beside it: `port` (finding and opening the virtio-serial port), `commands` (health and notification commands),
+//! `apps/` (the local application APIs: `mod.rs` their state and aggregation, `json.rs` the JSON-lines API,
+//! `reference.rs` the reference guest's binary API).
 
 use std::prelude::rust_2021::*;
 

@@ -52,7 +52,7 @@ pub const HEALTHY_SESSION: Duration = Duration::from_secs(10);
 /// What the fleet asks of the I/O layer.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Io {
-    /// Connect to the guest's socket; answer with [`Fleet::handle_connected`] or [`Fleet::handle_connect_failed`].
+    /// Connect to the guest's socket; answer with [`Fleet::handle_connected`](super::Fleet::handle_connected) or [`Fleet::handle_connect_failed`](super::Fleet::handle_connect_failed).
     Connect {
         /// The guest.
         key: GuestKey,

@@ -110,7 +110,7 @@ impl EventSink {
         }
     }
 
-    /// Stops the writer: what is queued is written, for at most [`CLOSE_LIMIT`]; the rest is counted as dropped.
+    /// Stops the writer: what is queued is written, for at most two seconds; the rest is counted as dropped.
     pub fn close(&mut self) {
         let deadline = self.epoch.elapsed() + CLOSE_LIMIT;
         self.shared.stop_by.store(deadline.as_millis() as u64, Ordering::Relaxed);

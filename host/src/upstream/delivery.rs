@@ -318,6 +318,29 @@ mod tests {
     use std::sync::atomic::Ordering::Relaxed;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
+    /// Reads one HTTP request (headers, then the body's `Content-Length`) and throws it away.
+    async fn read_request<S: tokio::io::AsyncRead + Unpin>(c: &mut S) {
+        let mut buf = vec![0u8; 64 * 1024];
+        let mut got = 0;
+        while let Ok(k) = c.read(&mut buf[got..]).await {
+            if k == 0 {
+                break;
+            }
+            got += k;
+            let text = String::from_utf8_lossy(&buf[..got]).to_string();
+            if let Some(h) = text.find("\r\n\r\n") {
+                let len = text[..h]
+                    .lines()
+                    .find_map(|l| l.to_ascii_lowercase().strip_prefix("content-length:").map(|v| v.trim().to_string()))
+                    .and_then(|v| v.parse::<usize>().ok())
+                    .unwrap_or(0);
+                if got >= h + 4 + len {
+                    return;
+                }
+            }
+        }
+    }
+
     /// A receiver on loopback that answers each request with the next status of `script` (the last one forever);
     /// returns its URL and how many requests it got.
     async fn receiver(script: Vec<u16>) -> (String, Arc<std::sync::atomic::AtomicUsize>) {
@@ -328,28 +351,7 @@ mod tests {
         tokio::spawn(async move {
             loop {
                 let Ok((mut c, _)) = l.accept().await else { return };
-                let mut buf = vec![0u8; 64 * 1024];
-                let mut got = 0;
-                // headers, then the body's Content-Length
-                while let Ok(k) = c.read(&mut buf[got..]).await {
-                    if k == 0 {
-                        break;
-                    }
-                    got += k;
-                    let text = String::from_utf8_lossy(&buf[..got]).to_string();
-                    if let Some(h) = text.find("\r\n\r\n") {
-                        let len = text[..h]
-                            .lines()
-                            .find_map(|l| {
-                                l.to_ascii_lowercase().strip_prefix("content-length:").map(|v| v.trim().to_string())
-                            })
-                            .and_then(|v| v.parse::<usize>().ok())
-                            .unwrap_or(0);
-                        if got >= h + 4 + len {
-                            break;
-                        }
-                    }
-                }
+                read_request(&mut c).await;
                 let i = count.fetch_add(1, Relaxed);
                 let code = script.get(i).or(script.last()).copied().unwrap_or(200);
                 let _ = c
@@ -498,27 +500,7 @@ mod tests {
                 let acceptor = acceptor.clone();
                 tokio::spawn(async move {
                     let Ok(mut tls) = acceptor.accept(c).await else { return };
-                    let mut buf = vec![0u8; 64 * 1024];
-                    let mut got = 0;
-                    while let Ok(k) = tls.read(&mut buf[got..]).await {
-                        if k == 0 {
-                            break;
-                        }
-                        got += k;
-                        let text = String::from_utf8_lossy(&buf[..got]).to_string();
-                        if let Some(h) = text.find("\r\n\r\n") {
-                            let len = text[..h]
-                                .lines()
-                                .find_map(|l| {
-                                    l.to_ascii_lowercase().strip_prefix("content-length:").map(|v| v.trim().to_string())
-                                })
-                                .and_then(|v| v.parse::<usize>().ok())
-                                .unwrap_or(0);
-                            if got >= h + 4 + len {
-                                break;
-                            }
-                        }
-                    }
+                    read_request(&mut tls).await;
                     let _ = tls.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n").await;
                     let _ = tls.shutdown().await;
                 });
