@@ -1,6 +1,6 @@
 //! `vigil-guest`: the guest side of Vigil.
 //!
-//! - [`Driver`] (no_std, no alloc): runs the core [`Agent`](vigil_core::Agent) over any byte transport that
+//! - [`Driver`] (no_std, no alloc): runs the core `Agent` over any byte transport that
 //!   implements `embedded_io::{Read, Write, ReadReady, WriteReady}` with a caller's [`Clock`]. It never blocks on
 //!   the transport (it reads only what is ready and keeps a partial write for later) and never runs a health
 //!   check: the answer to a challenge always carries the health last set with

@@ -1,4 +1,4 @@
-//! The Linux guest agent: the [`Driver`](crate::Driver) over the virtio-serial port, plus what a VM needs around
+//! The Linux guest agent: the [`Driver`] over the virtio-serial port, plus what a VM needs around
 //! it: a periodic health-check command, the local application API, the event notification command for votes,
 //! `exit` on SIGTERM, and reconnection when the port's other end goes away.
 //!
