@@ -148,7 +148,7 @@ fn a_fault_reaches_alertmanager_across_an_outage_and_a_sigkill_without_loss_or_d
 }
 
 #[test]
-fn masakari_gets_a_vm_notification_with_a_keystone_token_and_a_409_on_resend_is_success() {
+fn masakari_gets_a_vm_notification_with_a_keystone_token_and_a_409_on_resend_is_a_conflict() {
     let work = TempDir::new("masakari");
     let dir = work.path().join("qemu");
     std::fs::create_dir_all(&dir).unwrap();
@@ -160,7 +160,9 @@ fn masakari_gets_a_vm_notification_with_a_keystone_token_and_a_409_on_resend_is_
             r#"{"token":{"expires_at":"2099-01-01T00:00:00.000000Z"}}"#.into(),
         )
     });
-    // the first notification is taken but answered 500 (as if the answer was lost); the re-send gets 409
+    // the first notification is taken but answered 500 (as if the answer was lost); the re-send gets 409, as
+    // Masakari's API answers a notification it has already (its api-ref: 409 Conflict for a duplicate notification
+    // or a host in maintenance)
     let masakari =
         HttpReceiver::start(|_, n| if n == 0 { (500, vec![], "{}".into()) } else { (409, vec![], "{}".into()) });
     let pw = work.path().join("pw");
@@ -172,7 +174,7 @@ fn masakari_gets_a_vm_notification_with_a_keystone_token_and_a_409_on_resend_is_
             "state_dir = \"{}\"\n[instance_uuids]\n\"vm-ha\" = \"6f1c0a8e-0000-4000-8000-000000000001\"\n[[sink]]\nkind = \"masakari\"\nurl = \"{}\"\nauth_url = \"{}\"\nusername = \"vigil\"\npassword_file = \"{}\"\nproject_name = \"service\"\n",
             work.path().join("state").display(),
             masakari.url(),
-            keystone.url(),
+            format!("{}/v3", keystone.url()), // as operators often write it: the token path is not doubled
             pw.display()
         ),
     )
@@ -201,28 +203,40 @@ fn masakari_gets_a_vm_notification_with_a_keystone_token_and_a_409_on_resend_is_
     assert_eq!(auth["auth"]["identity"]["password"]["user"]["name"], "vigil");
     assert_eq!(auth["auth"]["identity"]["password"]["user"]["password"], "s3cret");
     assert_eq!(auth["auth"]["scope"]["project"]["name"], "service");
-    // the 409 counted as delivered: nothing more is sent
+    // the 409 is a conflict, counted apart from deliveries: nothing more is sent
     std::thread::sleep(Duration::from_secs(3));
     assert_eq!(masakari.requests().len(), 2);
+    let (_, m) =
+        vigil_host::control::client::request(&d.admin, "GET", "/metrics", None, Duration::from_secs(10)).unwrap();
+    let line = |name: &str| m.lines().find(|l| l.starts_with(name)).unwrap_or("").to_string();
+    assert!(line("vigil_sink_conflicts_total{").ends_with(" 1"), "{m}");
     // the password never reaches the events or the logs
     assert!(!std::fs::read_to_string(&d.events).unwrap().contains("s3cret"));
 }
 
 #[test]
-fn the_starlingx_vim_gets_service_alarm_and_action_patches_and_can_drive_a_vote() {
+fn the_starlingx_vim_as_its_source_handles_it_gets_services_alarms_and_vote_results() {
     let work = TempDir::new("vim");
     let dir = work.path().join("qemu");
     std::fs::create_dir_all(&dir).unwrap();
-    let vim = HttpReceiver::start(|_, _| (200, vec![], "{}".into()));
+    // guests (vigil-sim names them by behaviour and index): two hang, one exits, one stays healthy
+    let (hang_known, hang_unknown, exits, ok) = ("sim-hang-00000", "sim-hang-00001", "sim-exit-00002", "sim-ok-00003");
+    let (uuid, lost_uuid, exit_uuid) = (
+        "0b8f3e52-1111-4222-8333-444455556666",
+        "0b8f3e52-2222-4222-8333-444455556666",
+        "0b8f3e52-3333-4222-8333-444455556666",
+    );
+    // the VIM knows three instances; the fourth guest (a VM deleted meanwhile) is unknown to it
+    let saw = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let vim = vim_stand_in(vec![uuid.into(), lost_uuid.into(), exit_uuid.into()], std::sync::Arc::clone(&saw));
     let hook = HttpReceiver::start(|_, _| (202, vec![], "".into()));
     let token = work.path().join("hook-token");
     std::fs::write(&token, "hook-secret-token").unwrap();
-    let uuid = "0b8f3e52-1111-4222-8333-444455556666";
     let cfg = work.path().join("vigild.toml");
     std::fs::write(
         &cfg,
         format!(
-            "state_dir = \"{}\"\n[instance_uuids]\n\"sim-ok-00001\" = \"{uuid}\"\n[[sink]]\nkind = \"starlingx-vim\"\nurl = \"{}\"\n[[sink]]\nkind = \"webhook\"\nurl = \"{}/events\"\ntoken_file = \"{}\"\n",
+            "state_dir = \"{}\"\n[instance_uuids]\n\"{ok}\" = \"{uuid}\"\n\"{hang_known}\" = \"{lost_uuid}\"\n\"{exits}\" = \"{exit_uuid}\"\n[[sink]]\nkind = \"starlingx-vim\"\nurl = \"{}\"\n[[sink]]\nkind = \"webhook\"\nurl = \"{}/events\"\ntoken_file = \"{}\"\n",
             work.path().join("state").display(),
             vim.url(),
             hook.url(),
@@ -230,55 +244,80 @@ fn the_starlingx_vim_gets_service_alarm_and_action_patches_and_can_drive_a_vote(
         ),
     )
     .unwrap();
-    let _s = sim(&dir, &["--guests", "2", "--hang", "1", "--interval-ms", "300", "--fail-after-secs", "4"]);
+    let _s =
+        sim(&dir, &["--guests", "4", "--hang", "2", "--exit", "1", "--interval-ms", "300", "--fail-after-secs", "6"]);
     std::thread::sleep(Duration::from_millis(300));
     let d = Vigild::start(&dir, work.path(), &["--config", cfg.to_str().unwrap()]);
-    d.wait_until(15, "registered", |ev| count(ev, "registered") >= 2);
+    d.wait_until(15, "registered", |ev| count(ev, "registered") >= 4);
 
-    // the VIM asks for a vote through Vigil, as it asked the reference host agent: answered at once with the
-    // guest's timeout, the guest's answer PATCHed later
-    let body = format!(r#"{{"uuid":"{uuid}","hostname":"node","action":"live-migrate-begin"}}"#);
-    let (code, v) = admin(&d, "POST", &format!("/v1/instances/{uuid}/vote"), Some(&body));
-    assert_eq!(code, 200, "{v}");
+    // the VIM asks for a vote exactly as its guest.py does (headers, body, action names with underscores)
+    let vim_call = |path: &str, action: &str| {
+        let body = format!(r#"{{"uuid":"{uuid}","hostname":"compute-0","action":"{action}"}}"#);
+        let out = Command::new("curl")
+            .args(["-s", "-X", "POST", "-H", "Content-Type: application/json", "-H", "User-Agent: vim/1.0"])
+            .args(["-H", "X-Auth-Token: a-keystone-token", "--unix-socket"])
+            .arg(&d.admin)
+            .arg(format!("http://localhost/v1/instances/{uuid}/{path}"))
+            .args(["-d", &body])
+            .output()
+            .expect("curl");
+        serde_json::from_slice::<Value>(&out.stdout).unwrap_or(Value::Null)
+    };
+    let v = vim_call("vote", "live_migrate_begin");
     assert_eq!(
         (v["uuid"].as_str(), v["action"].as_str(), v["timeout"].as_str()),
-        (Some(uuid), Some("live-migrate-begin"), Some("9"))
+        (Some(uuid), Some("live_migrate_begin"), Some("9")),
+        "{v}"
     );
+    // a resize notice: the reference answers timeout "0"
+    std::thread::sleep(Duration::from_secs(1));
+    let v = vim_call("notify", "resize_begin");
+    assert_eq!(v["timeout"].as_str(), Some("0"), "{v}");
+    let body = format!(r#"{{"uuid":"{uuid}","hostname":"node","action":"stop"}}"#);
     assert_eq!(admin(&d, "POST", "/v1/instances/no-such-uuid/vote", Some(&body)).0, 404);
-    let wait = |what: &str, f: &dyn Fn(&[Got]) -> bool| {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while !f(&vim.requests()) {
-            assert!(Instant::now() < deadline, "VIM: {what}: {:?}", vim.requests());
+
+    let wait = |what: &str, f: &dyn Fn(&[(String, VimSaw)]) -> bool| {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while !f(&saw.lock().unwrap()) {
+            assert!(Instant::now() < deadline, "the VIM never saw {what}: {:?}", saw.lock().unwrap());
             std::thread::sleep(Duration::from_millis(100));
         }
     };
-    let of = |kind: &'static str, path_has: &'static str| {
-        move |r: &[Got]| r.iter().any(|g| g.path.contains(path_has) && g.json()["event-type"] == kind)
-    };
-    wait("registration", &of("service", uuid));
-    wait("the vote's answer", &of("action", uuid));
-    wait("the hang", &of("alarm", "sim-hang-00000"));
-    let reqs = vim.requests();
-    let find = |kind: &str, path_has: &str| {
-        reqs.iter().find(|g| g.path.contains(path_has) && g.json()["event-type"] == kind).unwrap().clone()
-    };
-    let service = find("service", uuid);
-    assert_eq!(
-        (service.method.as_str(), service.path.as_str()),
-        ("PATCH", &*format!("/nfvi-plugins/v1/instances/{uuid}"))
-    );
-    let s = service.json();
-    assert_eq!(s["uuid"], uuid);
-    assert_eq!(s["event-data"]["services"][0]["service"], "heartbeat");
-    assert_eq!(s["event-data"]["services"][0]["state"], "enabled");
-    // the guest asked 601 s; the host caps what a guest may choose (max_restart_secs, default 600)
-    assert_eq!(s["event-data"]["services"][0]["restart-timeout"], "600");
-    let action = find("action", uuid).json();
-    assert_eq!(action["event-data"]["action"], "live-migrate-begin");
-    assert_eq!(action["event-data"]["guest-response"], "allow");
-    let alarm = find("alarm", "sim-hang-00000").json();
-    assert_eq!(alarm["event-data"]["services"][0]["state"], "failed");
-    assert_eq!(alarm["event-data"]["services"][0]["repair-action"], "reboot");
+    let has = |u: &'static str, want: VimSaw| move |s: &[(String, VimSaw)]| s.iter().any(|(x, w)| x == u && *w == want);
+    let service =
+        |oper: &'static str, restart: i64| VimSaw::Service(vec![("heartbeat".into(), "unlocked", oper, Some(restart))]);
+    // registration: reporting on (unlocked), heartbeat enabled, the capped restart timeout (the guest asked 601)
+    wait("the registration", &has(uuid, service("enabled", 600)));
+    // the vote's result, in the VIM's own action table (an accepted vote is allowed)
+    wait("the vote's result", &|s| {
+        s.iter().any(|(x, w)| x == uuid && matches!(w, VimSaw::Action("live-migrate", "allowed", _)))
+    });
+    // a notice is proceed, whatever the guest said
+    wait("the notice's result", &|s| {
+        s.iter().any(|(x, w)| x == uuid && matches!(w, VimSaw::Action("resize", "proceed", _)))
+    });
+    // the hang: the service goes down, then an alarm the VIM recognises (failed, reboot)
+    wait("the loss", &has(lost_uuid, VimSaw::Alarm("failed".into(), "reboot".into())));
+    {
+        let s = saw.lock().unwrap();
+        let down = s.iter().position(|(x, w)| x == lost_uuid && *w == service("disabled", 0));
+        let alarm = s.iter().position(|(x, w)| x == lost_uuid && matches!(w, VimSaw::Alarm(..)));
+        assert!(down.is_some() && down < alarm, "service disabled before the alarm: {s:?}");
+    }
+    // the exit: the VIM learns the guest left (heartbeat disabled), reporting still on
+    wait("the exit", &has(exit_uuid, service("disabled", 0)));
+    // the unknown instance's alarm got no reply: dead-lettered after a few tries, and the sink went on
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let (_, m) =
+            vigil_host::control::client::request(&d.admin, "GET", "/metrics", None, Duration::from_secs(10)).unwrap();
+        if m.lines().any(|l| l.starts_with("vigil_sink_dead_letters_total{sink=\"starlingx-vim") && l.ends_with(" 1")) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the unknown instance's alarm was not dead-lettered: {m}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert!(vim.requests().iter().any(|g| g.path.ends_with(hang_unknown)), "its alarm was tried");
 
     // the same events as CloudEvents, field by field
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -294,11 +333,11 @@ fn the_starlingx_vim_gets_service_alarm_and_action_patches_and_can_drive_a_vote(
     assert_eq!(e["specversion"], "1.0");
     assert_eq!(e["id"], e["data"]["id"], "the CloudEvent id is the record's stable id");
     assert!(e["source"].as_str().unwrap().starts_with("vigil://"));
-    assert_eq!(e["subject"], "sim-hang-00000");
+    assert!(e["subject"].as_str().is_some_and(|g| g.starts_with("sim-hang-")));
     assert!(e["time"].as_str().unwrap().ends_with('Z'));
     assert_eq!(e["datacontenttype"], "application/json");
     assert_eq!(e["data"]["kind"], "heartbeat_lost");
-    assert_eq!(e["data"]["guest"], "sim-hang-00000");
+    assert_eq!(e["data"]["guest"], e["subject"]);
     assert!(uuid_v7(e["id"].as_str().unwrap()), "{}", e["id"]);
 }
 

@@ -60,8 +60,8 @@ pub struct UpstreamView {
     pub spool_unreadable: u64,
     /// Failed spool writes and reopens; records lost because the spool failed longer than memory could hold.
     pub spool_errors: (u64, u64),
-    /// Per sink: (name, delivered, retries, refused, dead letters).
-    pub sinks: Vec<(String, u64, u64, u64, u64)>,
+    /// Per sink: (name, delivered, retries, refused, dead letters, conflicts).
+    pub sinks: Vec<(String, u64, u64, u64, u64, u64)>,
 }
 
 impl UpstreamView {
@@ -80,7 +80,14 @@ impl UpstreamView {
                 .iter()
                 .map(|(n, s)| {
                     let load = |c: &std::sync::atomic::AtomicU64| c.load(Relaxed);
-                    (n.clone(), load(&s.delivered), load(&s.retries), load(&s.refused), load(&s.dead_letters))
+                    (
+                        n.clone(),
+                        load(&s.delivered),
+                        load(&s.retries),
+                        load(&s.refused),
+                        load(&s.dead_letters),
+                        load(&s.conflicts),
+                    )
                 })
                 .collect(),
         }
@@ -173,7 +180,7 @@ pub fn openmetrics(
         );
     }
     if !up.sinks.is_empty() {
-        let each = |f: fn(&(String, u64, u64, u64, u64)) -> u64| {
+        let each = |f: fn(&(String, u64, u64, u64, u64, u64)) -> u64| {
             let fam = Family::<Labels, Counter>::default();
             for s in &up.sinks {
                 fam.get_or_create(&vec![("sink".to_string(), s.0.clone())]).inc_by(f(s));
@@ -187,6 +194,11 @@ pub fn openmetrics(
             "sink_dead_letters",
             "Events a sink gave up on after max_record_age of retries (kept in the spool), by sink",
             each(|s| s.4),
+        );
+        r.register(
+            "sink_conflicts",
+            "Events a receiver had already or would not act on (Masakari's 409), by sink",
+            each(|s| s.5),
         );
     }
     let mut out = String::new();

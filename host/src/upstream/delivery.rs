@@ -52,6 +52,12 @@ pub enum Delivery {
     Retry(String),
     /// Refused for good (a 400): logged and counted, the record is passed.
     Final(String),
+    /// Taken, but not as new: the receiver had it already, or would not act on it now (Masakari's 409: a
+    /// duplicate, or the host in maintenance). Counted apart from deliveries; the record is passed.
+    Conflict(String),
+    /// The receiver will never take it, and it is worth keeping: straight to the dead letters (the VIM's silence
+    /// on an alarm for an instance it does not know).
+    DeadLetter(String),
 }
 
 /// A sink.
@@ -129,8 +135,11 @@ pub struct SinkStats {
     pub retries: std::sync::atomic::AtomicU64,
     /// Records refused for good.
     pub refused: std::sync::atomic::AtomicU64,
-    /// Records given up on after `max_record_age` of failures (kept in the spool's dead letters).
+    /// Records given up on after `max_record_age` of failures, or at once when the receiver will never take them
+    /// (kept in the spool's dead letters).
     pub dead_letters: std::sync::atomic::AtomicU64,
+    /// Records the receiver had already or would not act on (Masakari's 409), counted apart from deliveries.
+    pub conflicts: std::sync::atomic::AtomicU64,
 }
 
 /// How long a sink keeps retrying one record before it goes to the dead letters (default 24 h).
@@ -179,6 +188,17 @@ pub async fn run(
                     Delivery::Final(why) => {
                         stats.refused.fetch_add(1, Relaxed);
                         warn!(sink = %name, seq, why = %why, "refused for good; passed");
+                        break;
+                    }
+                    Delivery::Conflict(why) => {
+                        stats.conflicts.fetch_add(1, Relaxed);
+                        info!(sink = %name, seq, why = %why, "taken as a conflict; passed");
+                        break;
+                    }
+                    Delivery::DeadLetter(why) => {
+                        stats.dead_letters.fetch_add(1, Relaxed);
+                        warn!(sink = %name, seq, why = %why, "the receiver will never take it; dead-lettered");
+                        dead_letter(&spool, &name, rec, &why).await;
                         break;
                     }
                     Delivery::Retry(why) if first_try.elapsed() >= max_age => {

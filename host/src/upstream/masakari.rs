@@ -2,8 +2,9 @@
 //! engine acts on (`QEMU_GUEST_AGENT_ERROR`, `STOPPED_FAILED`: stop and start the instance, for instances with HA
 //! enabled). Sent only for losses whose guest asked for `reboot` or `stop`, unless `all_losses`. Authentication
 //! is Keystone v3 password auth (`POST /v3/auth/tokens`, the token from `X-Subject-Token`), refreshed a minute
-//! before `expires_at` and on a 401. 202 is success; a 409 on a re-send means Masakari has it already (success);
-//! 400 is final (logged, counted).
+//! before `expires_at` and on a 401; `auth_url` may end in `/v3` or not. 202 is success; a 409 (a duplicate of an
+//! earlier attempt that got through, or the host in maintenance) is counted as a conflict, apart from deliveries,
+//! and passed; 400 is final (logged, counted).
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -39,7 +40,8 @@ impl Masakari {
         let keystone = match &cfg.auth_url {
             None => None,
             Some(url) => Some(Keystone {
-                url: url.trim_end_matches('/').to_string(),
+                // `.../v3` or not, as operators write it: the token path is added once
+                url: url.trim_end_matches('/').trim_end_matches("/v3").to_string(),
                 username: cfg.username.clone().ok_or("masakari: username")?,
                 password: SecretFile::open(cfg.password_file.as_deref().ok_or("masakari: password_file")?)?,
                 user_domain: cfg.user_domain_name.clone().unwrap_or_else(|| "Default".into()),
@@ -133,8 +135,9 @@ impl Masakari {
             }
             match req.send().await {
                 Ok(r) => match r.status().as_u16() {
-                    // already there (our earlier attempt got through): delivered
-                    409 => return Delivery::Done,
+                    // a duplicate (our earlier attempt got through) or the host in maintenance: not a failure,
+                    // not a delivery either
+                    409 => return Delivery::Conflict(format!("HTTP 409: {}", r.text().await.unwrap_or_default())),
                     401 if attempt == 0 => self.token = None,
                     code => return by_status(code, &r.text().await.unwrap_or_default()),
                 },

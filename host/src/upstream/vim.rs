@@ -1,9 +1,20 @@
-//! The StarlingX VIM, as the reference host agent reported to it: `PATCH /nfvi-plugins/v1/instances/<uuid>` with
-//! `event-type` `alarm` for faults (`services: [{service: heartbeat, state: failed|unhealthy, repair-action}]`),
-//! `service` on registration and exit (`state`/`status` `enabled`/`disabled`, `restart-timeout`), and `action`
-//! for vote results (`guest-response` `allow` for an accepted vote, `proceed` for a completed notice, `reject`).
-//! A `timeout` or `error` is never sent as proceed: it is a `reject` with the reason; `unknown` (the guest's own
-//! command gave no usable answer, as the reference guest says) is sent as `proceed`, as the reference did.
+//! The StarlingX VIM, as the controller's guest agent (the reference's `guestAgent`) reported to it: `PATCH
+//! /nfvi-plugins/v1/instances/<uuid>` with `{uuid, hostname, event-type, event-data}` (the VIM's
+//! `nfvi_guest_api.py`, `guest_services_rest_api_patch_handler`):
+//!
+//! - `service`: `services: [{service: heartbeat, state, status, restart-timeout}]`, where `state` is the reporting
+//!   switch (`enabled` unless reporting is off) and `status` the heartbeat (`enabled` while heartbeats flow,
+//!   `disabled` after a loss or an exit); sent on registration, exit, loss (before the alarm) and recovery;
+//! - `alarm`: `services: [{service: heartbeat, state: failed|unhealthy, repair-action: reboot|stop|log}]`, for a loss,
+//!   and for an unhealthy report whose guest asked for an action (none or unknown raise nothing, as the reference);
+//! - `action`: `{action, guest-response, reason}` for a vote's or notice's result, `action` in the VIM's table
+//!   (`live_migrate_begin`, underscores), `guest-response` by the notification type as the reference chose it: a
+//!   vote is `allow` or `reject`, a notice is `proceed`.
+//!
+//! The VIM's handler writes a reply only when it has a payload: a `service` or `action` PATCH is answered by a
+//! closed connection, which is delivered; an `alarm` for an instance the VIM does not know (a deleted VM, an id that
+//! is not a UUID) gets no reply either (its handler raises): retried a few times, then dead-lettered, so that it
+//! never blocks the sink.
 
 use std::sync::Arc;
 
@@ -12,86 +23,129 @@ use serde_json::{json, Value};
 use super::sink_config::Endpoint;
 use super::{by_error, by_status, Context, Delivery};
 
+/// An alarm the VIM closes without a reply this many times is for an instance it does not know: dead-lettered.
+pub const ALARM_NO_REPLY_TRIES: u32 = 3;
+
 /// The sink.
 pub struct Vim {
     url: String,
     ctx: Arc<Context>,
     http: reqwest::Client,
+    /// The record whose alarm got no reply, and how often.
+    no_reply: Option<(String, u32)>,
 }
 
-/// StarlingX's names for events (`live-migrate-begin`), from the protocol's (`live_migrate_begin`).
-pub fn vim_action(event_type: &str) -> String {
-    event_type.replace('_', "-")
+/// One PATCH and whether the VIM answers it with a payload (only alarms are).
+struct Patch {
+    uuid: String,
+    body: Value,
+    answered: bool,
 }
 
 impl Vim {
     /// A sink for the VIM at `cfg.url`.
     pub fn new(cfg: &Endpoint, ctx: Arc<Context>, http: reqwest::Client) -> Self {
-        Vim { url: cfg.url.trim_end_matches('/').to_string(), ctx, http }
+        Vim { url: cfg.url.trim_end_matches('/').to_string(), ctx, http, no_reply: None }
     }
 
-    /// The body the VIM gets for a record, if it gets one.
-    pub fn body(ctx: &Context, rec: &Value) -> Option<(String, Value)> {
-        let guest = rec["guest"].as_str()?;
+    /// The PATCHes the VIM gets for a record, in order (none, one, or a service update then an alarm).
+    fn patches(ctx: &Context, rec: &Value) -> Vec<Patch> {
+        let Some(guest) = rec["guest"].as_str().filter(|g| !g.is_empty()) else { return Vec::new() };
         let uuid = ctx.instance(guest);
         let host = rec["host"].as_str().unwrap_or(&ctx.host).to_string();
-        let service = |state: &str, extra: Value| {
-            let mut s = json!({ "service": "heartbeat", "state": state });
-            if let (Value::Object(m), Value::Object(e)) = (&mut s, extra) {
-                m.extend(e);
-            }
-            s
+        let patch = |event_type: &str, data: Value| Patch {
+            uuid: uuid.clone(),
+            body: json!({ "uuid": uuid, "hostname": host, "event-type": event_type, "event-data": data }),
+            answered: event_type == "alarm",
         };
-        let (event_type, data) = match rec["kind"].as_str()? {
-            "heartbeat_lost" => (
-                "alarm",
-                json!({ "services": [service("failed", json!({ "repair-action": rec["corrective_action"] }))] }),
-            ),
-            "unhealthy" => (
-                "alarm",
-                json!({ "services": [service("unhealthy", json!({ "repair-action": rec["corrective_action"] }))] }),
-            ),
-            "registered" => (
+        // `state`: the reporting switch; `status`: whether heartbeats flow
+        let service = |status: &str, restart: String| {
+            patch(
                 "service",
-                json!({ "services": [service("enabled", json!({ "status": "enabled", "restart-timeout": rec["restart_secs"].to_string() }))] }),
-            ),
-            "deregistered" => (
-                "service",
-                json!({ "services": [service("disabled", json!({ "status": "disabled", "restart-timeout": "0" }))] }),
-            ),
+                json!({ "services": [{
+                    "service": "heartbeat", "state": "enabled", "status": status, "restart-timeout": restart,
+                }] }),
+            )
+        };
+        let alarm = |state: &str, action: &str| {
+            patch("alarm", json!({ "services": [{ "service": "heartbeat", "state": state, "repair-action": action }] }))
+        };
+        let action = rec["corrective_action"].as_str().unwrap_or("log");
+        match rec["kind"].as_str().unwrap_or("") {
+            "registered" => vec![service("enabled", rec["restart_secs"].as_u64().unwrap_or(0).to_string())],
+            "deregistered" => vec![service("disabled", "0".into())],
+            "recovered" => vec![service("enabled", "0".into())],
+            // the reference: the service goes down first, then the alarm (an unknown action is acted on as log)
+            "heartbeat_lost" => {
+                let action = if action == "unknown" { "log" } else { action };
+                vec![service("disabled", "0".into()), alarm("failed", action)]
+            }
+            "unhealthy" if matches!(action, "reboot" | "stop" | "log") => vec![alarm("unhealthy", action)],
             "vote_result" => {
-                let (response, reason) = match rec["result"].as_str()? {
-                    "accept" => ("allow", rec["log_msg"].as_str().unwrap_or("").to_string()),
-                    "complete" => ("proceed", rec["log_msg"].as_str().unwrap_or("").to_string()),
-                    "unknown" => ("proceed", "the guest gave no usable answer".to_string()),
-                    "reject" => ("reject", rec["log_msg"].as_str().unwrap_or("").to_string()),
-                    other => ("reject", format!("no answer from the guest: {other}")),
+                let voted = rec["notification_type"] == "revocable";
+                let reason = rec["log_msg"].as_str().unwrap_or("").to_string();
+                let (response, reason) = match (voted, rec["result"].as_str().unwrap_or("")) {
+                    (true, "accept" | "complete" | "unknown") => ("allow", reason),
+                    (true, "reject") => ("reject", reason),
+                    // a vote nobody answered is not consent
+                    (true, other) => ("reject", format!("no answer from the guest: {other}")),
+                    // a notice is going ahead whatever the guest said
+                    (false, _) => ("proceed", reason),
                 };
-                (
+                vec![patch(
                     "action",
                     json!({
-                        "action": vim_action(rec["event_type"].as_str().unwrap_or("")),
+                        "action": rec["event_type"].as_str().unwrap_or("unknown"),
                         "guest-response": response,
                         "reason": reason,
                     }),
-                )
+                )]
             }
-            _ => return None,
-        };
-        let body = json!({ "uuid": uuid, "hostname": host, "event-type": event_type, "event-data": data });
-        Some((uuid, body))
+            _ => Vec::new(),
+        }
     }
 
-    /// Sends one record, if the VIM wants it.
+    /// The bodies the VIM gets for a record (for tests and inspection).
+    pub fn bodies(ctx: &Context, rec: &Value) -> Vec<Value> {
+        Self::patches(ctx, rec).into_iter().map(|p| p.body).collect()
+    }
+
+    /// Sends what the VIM wants of one record.
     pub async fn deliver(&mut self, rec: &Value) -> Delivery {
-        let Some((uuid, body)) = Self::body(&self.ctx, rec) else { return Delivery::Done };
-        let url = format!("{}/nfvi-plugins/v1/instances/{uuid}", self.url);
-        match self.http.patch(&url).json(&body).send().await {
-            Ok(r) => {
-                let code = r.status().as_u16();
-                by_status(code, &r.text().await.unwrap_or_default())
+        for p in Self::patches(&self.ctx, rec) {
+            let url = format!("{}/nfvi-plugins/v1/instances/{}", self.url, p.uuid);
+            let outcome = match self.http.patch(&url).json(&p.body).send().await {
+                Ok(r) => {
+                    let code = r.status().as_u16();
+                    by_status(code, &r.text().await.unwrap_or_default())
+                }
+                // the request went out and the VIM closed the connection without a reply
+                Err(e) if !e.is_connect() && !e.is_timeout() && !p.answered => Delivery::Done,
+                Err(e) if !e.is_connect() && !e.is_timeout() => self.alarm_without_reply(rec),
+                Err(e) => by_error(&e),
+            };
+            if !matches!(outcome, Delivery::Done) {
+                return outcome;
             }
-            Err(e) => by_error(&e),
+        }
+        self.no_reply = None;
+        Delivery::Done
+    }
+
+    /// An alarm the VIM did not answer: its handler raised, as it does for an instance it does not know.
+    fn alarm_without_reply(&mut self, rec: &Value) -> Delivery {
+        let id = rec["id"].as_str().unwrap_or("").to_string();
+        let tries = match &self.no_reply {
+            Some((seen, n)) if *seen == id => n + 1,
+            _ => 1,
+        };
+        self.no_reply = Some((id, tries));
+        let why = format!("the VIM closed the connection without a reply {tries} times: it does not know the instance");
+        if tries >= ALARM_NO_REPLY_TRIES {
+            self.no_reply = None;
+            Delivery::DeadLetter(why)
+        } else {
+            Delivery::Retry(why)
         }
     }
 }

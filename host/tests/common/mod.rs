@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{channel, Receiver, Sender};
 use std::time::{Duration, Instant};
 
-use serde_json::Value;
+use serde_json::{json, Value};
 
 pub mod vm;
 use vigil_core::{bounded, Agent, AgentConfig, CorrectiveAction, Health, Instant as CoreInstant, XorShift32, MAX_WIRE};
@@ -434,7 +434,8 @@ impl Got {
 }
 
 /// An HTTP receiver on a loopback port: records every request and answers with `respond(request, how many
-/// requests came before)` -> (status, extra headers, body).
+/// requests came before)` -> (status, extra headers, body). Status 0: close the connection without writing a byte
+/// (what a Python `BaseHTTPRequestHandler` does when its handler sends no headers, or raises).
 pub struct HttpReceiver {
     pub port: u16,
     pub got: std::sync::Arc<std::sync::Mutex<Vec<Got>>>,
@@ -504,6 +505,9 @@ impl HttpReceiver {
                     v.len() - 1
                 };
                 let (code, extra, out) = respond(&req, n);
+                if code == 0 {
+                    continue; // dropped: closed with no reply
+                }
                 let mut resp = format!("HTTP/1.1 {code} X\r\nContent-Length: {}\r\nConnection: close\r\nContent-Type: application/json\r\n", out.len());
                 for (k, v) in extra {
                     resp.push_str(&format!("{k}: {v}\r\n"));
@@ -545,4 +549,129 @@ pub fn marker_policy(work: &Path) -> (PathBuf, PathBuf) {
     )
     .unwrap();
     (cfg, marker)
+}
+
+/// What the StarlingX VIM made of one PATCH, applying its own rules.
+#[derive(Clone, Debug, PartialEq)]
+pub enum VimSaw {
+    /// `service`: per service (name, admin state, oper state, restart timeout).
+    Service(Vec<(String, &'static str, &'static str, Option<i64>)>),
+    /// `alarm`: (avail status, recovery action), as the VIM maps them.
+    Alarm(String, String),
+    /// `action`: (action type, action state, reason).
+    Action(&'static str, &'static str, String),
+}
+
+/// A stand-in for the StarlingX VIM's guest REST API (`PATCH /nfvi-plugins/v1/instances/<uuid>`) that applies the
+/// rules of its handler, `guest_services_rest_api_patch_handler` in starlingx/nfv
+/// `nfv/nfv-plugins/nfv_plugins/nfvi_plugins/nfvi_guest_api.py`, with the callbacks of
+/// `nfv/nfv-vim/nfv_vim/vim_nfvi_events.py` and the constants of `.../openstack/guest.py`:
+/// - `uuid`, `event-type` and `event-data` are required; a reply is written only when there is a payload, so a
+///   `service` or `action` PATCH is answered by a closed connection, and so is anything the handler rejects;
+/// - `service`: each service needs `service`, `state` and `status` (a missing key raises: no reply);
+///   `restart-timeout` is `int()`-ed; admin state UNLOCKED only for `state: enabled`, oper state ENABLED only for
+///   `status: enabled`;
+/// - `alarm`: for an instance the VIM knows, 200 with `{uuid, hostname, services}`; for one it does not, the
+///   callback returns a bare `False` that the handler unpacks: it raises, no reply;
+/// - `action`: the action through `instance_get_action_type` (GUEST_EVENT names, underscores: anything else is
+///   UNKNOWN), `guest-response` reject/allow/proceed (anything else defaults to proceed).
+pub fn vim_stand_in(known: Vec<String>, saw: std::sync::Arc<std::sync::Mutex<Vec<(String, VimSaw)>>>) -> HttpReceiver {
+    HttpReceiver::start(move |req, _| {
+        const NO_REPLY: (u16, Vec<(String, String)>, String) = (0, Vec::new(), String::new());
+        let Some(uuid) = req.path.strip_prefix("/nfvi-plugins/v1/instances/") else {
+            return (404, vec![], String::new());
+        };
+        if req.method != "PATCH" {
+            return (405, vec![], String::new());
+        }
+        let v = req.json();
+        let (Some(id), Some(event_type), Some(data)) =
+            (v["uuid"].as_str(), v["event-type"].as_str(), v.get("event-data"))
+        else {
+            return NO_REPLY; // 400 without a payload: nothing is written
+        };
+        assert_eq!(id, uuid, "the body's uuid is the path's");
+        let services = data["services"].as_array().cloned().unwrap_or_default();
+        match event_type {
+            "service" => {
+                let mut parsed = Vec::new();
+                for s in &services {
+                    let (Some(name), Some(state), Some(status)) = (s.get("service"), s.get("state"), s.get("status"))
+                    else {
+                        return NO_REPLY; // KeyError
+                    };
+                    let restart = match s.get("restart-timeout") {
+                        None | Some(Value::Null) => None,
+                        Some(t) => match t.as_str().map(str::parse::<i64>).or(t.as_i64().map(Ok)) {
+                            Some(Ok(n)) => Some(n),
+                            _ => return NO_REPLY, // int() raised
+                        },
+                    };
+                    parsed.push((
+                        if name == "heartbeat" { "heartbeat".to_string() } else { "unknown".to_string() },
+                        if state == "enabled" { "unlocked" } else { "locked" },
+                        if status == "enabled" { "enabled" } else { "disabled" },
+                        restart,
+                    ));
+                }
+                saw.lock().unwrap().push((uuid.to_string(), VimSaw::Service(parsed)));
+                NO_REPLY // the callback returns nothing: no payload
+            }
+            "alarm" => {
+                for s in services.iter().filter(|s| s["service"] == "heartbeat") {
+                    if !known.iter().any(|k| k == uuid) {
+                        return NO_REPLY; // `success, result = False` raises
+                    }
+                    let avail = s["state"].as_str().unwrap_or("").to_string();
+                    let action = s["repair-action"].as_str().unwrap_or("").to_string();
+                    saw.lock().unwrap().push((uuid.to_string(), VimSaw::Alarm(avail, action)));
+                }
+                let body = json!({ "uuid": uuid, "hostname": v["hostname"], "services": [] }).to_string();
+                (200, vec![], body)
+            }
+            "action" => {
+                const EVENTS: [&str; 14] = [
+                    "unknown",
+                    "stop",
+                    "reboot",
+                    "suspend",
+                    "pause",
+                    "unpause",
+                    "resume",
+                    "live_migrate_begin",
+                    "live_migrate_end",
+                    "cold_migrate_begin",
+                    "cold_migrate_end",
+                    "resize_begin",
+                    "resize_end",
+                    "downscale",
+                ];
+                let action = data["action"].as_str().unwrap_or("");
+                let action_type = match action {
+                    "pause" => "pause",
+                    "unpause" => "unpause",
+                    "suspend" => "suspend",
+                    "resume" => "resume",
+                    "reboot" => "reboot",
+                    "stop" => "stop",
+                    "live_migrate_begin" | "live_migrate_end" => "live-migrate",
+                    "cold_migrate_begin" | "cold_migrate_end" => "cold-migrate",
+                    "resize_begin" | "resize_end" => "resize",
+                    _ => "unknown",
+                };
+                debug_assert!(EVENTS.contains(&action) || action_type == "unknown");
+                let state = match data["guest-response"].as_str() {
+                    Some("reject") => "rejected",
+                    Some("allow") => "allowed",
+                    _ => "proceed",
+                };
+                if known.iter().any(|k| k == uuid) {
+                    let reason = data["reason"].as_str().unwrap_or("").to_string();
+                    saw.lock().unwrap().push((uuid.to_string(), VimSaw::Action(action_type, state, reason)));
+                }
+                NO_REPLY
+            }
+            _ => NO_REPLY,
+        }
+    })
 }
