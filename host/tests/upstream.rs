@@ -167,6 +167,7 @@ fn masakari_gets_a_vm_notification_with_a_keystone_token_and_a_409_on_resend_is_
         HttpReceiver::start(|_, n| if n == 0 { (500, vec![], "{}".into()) } else { (409, vec![], "{}".into()) });
     let pw = work.path().join("pw");
     std::fs::write(&pw, "s3cret\n").unwrap();
+    let keystone_v3 = format!("{}/v3", keystone.url()); // as operators often write it: the token path is not doubled
     let cfg = work.path().join("vigild.toml");
     std::fs::write(
         &cfg,
@@ -174,7 +175,7 @@ fn masakari_gets_a_vm_notification_with_a_keystone_token_and_a_409_on_resend_is_
             "state_dir = \"{}\"\n[instance_uuids]\n\"vm-ha\" = \"6f1c0a8e-0000-4000-8000-000000000001\"\n[[sink]]\nkind = \"masakari\"\nurl = \"{}\"\nauth_url = \"{}\"\nusername = \"vigil\"\npassword_file = \"{}\"\nproject_name = \"service\"\n",
             work.path().join("state").display(),
             masakari.url(),
-            format!("{}/v3", keystone.url()), // as operators often write it: the token path is not doubled
+            keystone_v3,
             pw.display()
         ),
     )
@@ -213,6 +214,9 @@ fn masakari_gets_a_vm_notification_with_a_keystone_token_and_a_409_on_resend_is_
     // the password never reaches the events or the logs
     assert!(!std::fs::read_to_string(&d.events).unwrap().contains("s3cret"));
 }
+
+/// What the VIM saw: the instance and its reading of one PATCH.
+type Saw = (String, VimSaw);
 
 #[test]
 fn the_starlingx_vim_as_its_source_handles_it_gets_services_alarms_and_vote_results() {
@@ -276,14 +280,14 @@ fn the_starlingx_vim_as_its_source_handles_it_gets_services_alarms_and_vote_resu
     let body = format!(r#"{{"uuid":"{uuid}","hostname":"node","action":"stop"}}"#);
     assert_eq!(admin(&d, "POST", "/v1/instances/no-such-uuid/vote", Some(&body)).0, 404);
 
-    let wait = |what: &str, f: &dyn Fn(&[(String, VimSaw)]) -> bool| {
+    let wait = |what: &str, f: &dyn Fn(&[Saw]) -> bool| {
         let deadline = Instant::now() + Duration::from_secs(60);
         while !f(&saw.lock().unwrap()) {
             assert!(Instant::now() < deadline, "the VIM never saw {what}: {:?}", saw.lock().unwrap());
             std::thread::sleep(Duration::from_millis(100));
         }
     };
-    let has = |u: &'static str, want: VimSaw| move |s: &[(String, VimSaw)]| s.iter().any(|(x, w)| x == u && *w == want);
+    let has = |u: &'static str, want: VimSaw| move |s: &[Saw]| s.iter().any(|(x, w)| x == u && *w == want);
     let service =
         |oper: &'static str, restart: i64| VimSaw::Service(vec![("heartbeat".into(), "unlocked", oper, Some(restart))]);
     // registration: reporting on (unlocked), heartbeat enabled, the capped restart timeout (the guest asked 601)

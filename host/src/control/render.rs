@@ -60,8 +60,25 @@ pub struct UpstreamView {
     pub spool_unreadable: u64,
     /// Failed spool writes and reopens; records lost because the spool failed longer than memory could hold.
     pub spool_errors: (u64, u64),
-    /// Per sink: (name, delivered, retries, refused, dead letters, conflicts).
-    pub sinks: Vec<(String, u64, u64, u64, u64, u64)>,
+    /// Per sink: its name and counters.
+    pub sinks: Vec<SinkView>,
+}
+
+/// One sink's counters, read once.
+#[derive(Clone, Debug, Default)]
+pub struct SinkView {
+    /// Its name (cursor, label).
+    pub name: String,
+    /// Records passed (delivered, or nothing to send).
+    pub delivered: u64,
+    /// Attempts retried.
+    pub retries: u64,
+    /// Records refused for good.
+    pub refused: u64,
+    /// Records dead-lettered.
+    pub dead_letters: u64,
+    /// Records the receiver had already or would not act on.
+    pub conflicts: u64,
 }
 
 impl UpstreamView {
@@ -78,16 +95,13 @@ impl UpstreamView {
             sinks: shared
                 .sinks
                 .iter()
-                .map(|(n, s)| {
-                    let load = |c: &std::sync::atomic::AtomicU64| c.load(Relaxed);
-                    (
-                        n.clone(),
-                        load(&s.delivered),
-                        load(&s.retries),
-                        load(&s.refused),
-                        load(&s.dead_letters),
-                        load(&s.conflicts),
-                    )
+                .map(|(n, s)| SinkView {
+                    name: n.clone(),
+                    delivered: s.delivered.load(Relaxed),
+                    retries: s.retries.load(Relaxed),
+                    refused: s.refused.load(Relaxed),
+                    dead_letters: s.dead_letters.load(Relaxed),
+                    conflicts: s.conflicts.load(Relaxed),
                 })
                 .collect(),
         }
@@ -180,25 +194,25 @@ pub fn openmetrics(
         );
     }
     if !up.sinks.is_empty() {
-        let each = |f: fn(&(String, u64, u64, u64, u64, u64)) -> u64| {
+        let each = |f: fn(&SinkView) -> u64| {
             let fam = Family::<Labels, Counter>::default();
             for s in &up.sinks {
-                fam.get_or_create(&vec![("sink".to_string(), s.0.clone())]).inc_by(f(s));
+                fam.get_or_create(&vec![("sink".to_string(), s.name.clone())]).inc_by(f(s));
             }
             fam
         };
-        r.register("sink_delivered", "Events delivered upstream, by sink", each(|s| s.1));
-        r.register("sink_retries", "Failed deliveries retried, by sink", each(|s| s.2));
-        r.register("sink_refused", "Events a sink refused for good (HTTP 400, 413, 422), by sink", each(|s| s.3));
+        r.register("sink_delivered", "Events delivered upstream, by sink", each(|s| s.delivered));
+        r.register("sink_retries", "Failed deliveries retried, by sink", each(|s| s.retries));
+        r.register("sink_refused", "Events a sink refused for good (HTTP 400, 413, 422), by sink", each(|s| s.refused));
         r.register(
             "sink_dead_letters",
             "Events a sink gave up on after max_record_age of retries (kept in the spool), by sink",
-            each(|s| s.4),
+            each(|s| s.dead_letters),
         );
         r.register(
             "sink_conflicts",
             "Events a receiver had already or would not act on (Masakari's 409), by sink",
-            each(|s| s.5),
+            each(|s| s.conflicts),
         );
     }
     let mut out = String::new();
