@@ -85,6 +85,13 @@ pub enum Event {
     Stopped {},
     /// Its kernel panicked (`pvpanic`): reported at once, with its corrective action.
     Crashed {},
+    /// Its socket is gone (the VM was deleted, or moved away): vigild stops watching it, and a fault still open is
+    /// closed upstream (an alert would otherwise fire forever for a VM that no longer exists).
+    Removed {
+        /// The fault that was open (`heartbeat_lost`, `unhealthy:<action>`), if any.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        open_fault: Option<String>,
+    },
     /// The guest's port has been open for the registration timeout without any `init` (the reference's "heartbeat
     /// not established"); once per episode.
     NotEstablished {
@@ -187,6 +194,7 @@ impl Event {
         "rebooting",
         "stopped",
         "crashed",
+        "removed",
         "not_established",
         "maintenance",
         "spool",
@@ -211,6 +219,7 @@ impl Event {
             Event::Rebooting {} => "rebooting",
             Event::Stopped {} => "stopped",
             Event::Crashed {} => "crashed",
+            Event::Removed { .. } => "removed",
             Event::NotEstablished { .. } => "not_established",
             Event::Spool { .. } => "spool",
             Event::Action { .. } => "action",
@@ -409,6 +418,7 @@ mod tests {
             Event::ProtocolError { error: "", detail: String::new(), suppressed: 0, total: 0 },
             Event::Maintenance { state: "", secs: Some(1), reason: String::new() },
             Event::Spool { state: "", dropped: 0, detail: String::new() },
+            Event::Removed { open_fault: Some(String::new()) },
         ];
         for e in samples {
             let row = section.lines().find(|l| l.starts_with(&format!("| `{}`", e.kind()))).unwrap();

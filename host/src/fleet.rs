@@ -284,6 +284,8 @@ impl Fleet {
         }
         self.wheel.set(key, None);
         let g = self.guests.remove(key);
+        let open_fault = g.monitor.fault().map(status::fault_word);
+        self.events.push_back((Arc::clone(&g.id), Event::Removed { open_fault }));
         self.retired.add(g.monitor.stats());
         if self.removed.len() >= 1024 {
             self.removed.pop_front();

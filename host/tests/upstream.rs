@@ -109,7 +109,9 @@ fn a_fault_reaches_alertmanager_across_an_outage_and_a_sigkill_without_loss_or_d
         println!("fault -> Alertmanager: {} ms (event time to Alertmanager's updatedAt)", u - w);
     }
     assert_eq!(a["labels"]["severity"], "critical");
-    assert_eq!(a["labels"]["host"].as_str().map(str::is_empty), Some(false));
+    // the node is an annotation, not a label: a migrated guest's alert from either node is one alert
+    assert_eq!(a["annotations"]["host"].as_str().map(str::is_empty), Some(false));
+    assert!(a["labels"].get("host").is_none(), "{a}");
     assert_eq!(a["annotations"]["corrective_action"], "reboot");
     // 2. recovery resolves it
     g1.freeze(false);
@@ -234,17 +236,19 @@ fn the_starlingx_vim_as_its_source_handles_it_gets_services_alarms_and_vote_resu
     let saw = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
     let vim = vim_stand_in(vec![uuid.into(), lost_uuid.into(), exit_uuid.into()], std::sync::Arc::clone(&saw));
     let hook = HttpReceiver::start(|_, _| (202, vec![], "".into()));
+    let binary = HttpReceiver::start(|_, _| (202, vec![], "".into()));
     let token = work.path().join("hook-token");
     std::fs::write(&token, "hook-secret-token").unwrap();
     let cfg = work.path().join("vigild.toml");
     std::fs::write(
         &cfg,
         format!(
-            "state_dir = \"{}\"\n[instance_uuids]\n\"{ok}\" = \"{uuid}\"\n\"{hang_known}\" = \"{lost_uuid}\"\n\"{exits}\" = \"{exit_uuid}\"\n[[sink]]\nkind = \"starlingx-vim\"\nurl = \"{}\"\n[[sink]]\nkind = \"webhook\"\nurl = \"{}/events\"\ntoken_file = \"{}\"\n",
+            "state_dir = \"{}\"\n[instance_uuids]\n\"{ok}\" = \"{uuid}\"\n\"{hang_known}\" = \"{lost_uuid}\"\n\"{exits}\" = \"{exit_uuid}\"\n[[sink]]\nkind = \"starlingx-vim\"\nurl = \"{}\"\n[[sink]]\nkind = \"webhook\"\nurl = \"{}/events\"\ntoken_file = \"{}\"\n[[sink]]\nkind = \"webhook\"\nurl = \"{}/binary\"\ncontent_mode = \"binary\"\n",
             work.path().join("state").display(),
             vim.url(),
             hook.url(),
-            token.display()
+            token.display(),
+            binary.url()
         ),
     )
     .unwrap();
@@ -343,6 +347,24 @@ fn the_starlingx_vim_as_its_source_handles_it_gets_services_alarms_and_vote_resu
     assert_eq!(e["data"]["kind"], "heartbeat_lost");
     assert_eq!(e["data"]["guest"], e["subject"]);
     assert!(uuid_v7(e["id"].as_str().unwrap()), "{}", e["id"]);
+    // binary content mode, checked against the CloudEvents HTTP protocol binding (cloudevents/spec,
+    // cloudevents/bindings/http-protocol-binding.md, 3.1.3: every attribute a `ce-` header, `data` the body with
+    // its own Content-Type) and the core spec's rules (`id`, `source`, `type`, `specversion` required and
+    // non-empty; `subject` non-empty when present)
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !binary.requests().iter().any(|g| g.header("ce-type") == Some("io.vigil.heartbeat_lost")) {
+        assert!(Instant::now() < deadline, "binary webhook: {:?}", binary.requests());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    for g in binary.requests() {
+        assert_eq!(g.header("ce-specversion"), Some("1.0"));
+        for h in ["ce-id", "ce-source", "ce-type"] {
+            assert!(g.header(h).is_some_and(|v| !v.is_empty()), "{h} missing: {:?}", g.headers);
+        }
+        assert!(g.header("ce-subject").is_none_or(|v| !v.is_empty()));
+        assert_eq!(g.header("Content-Type"), Some("application/json"));
+        assert_eq!(g.json()["id"].as_str(), g.header("ce-id"), "the body is the record");
+    }
 }
 
 fn uuid_v7(s: &str) -> bool {
@@ -410,6 +432,9 @@ fn a_full_spool_drops_the_oldest_and_a_spool_cut_short_is_replaced_and_both_are_
             .map(|e| (e["data"]["state"].as_str().unwrap_or("").to_string(), e["data"]["detail"].to_string()))
             .collect();
         if kinds.iter().any(|(s, _)| s == "dropped") {
+            // host-wide records have no guest: CloudEvents forbids an empty subject, so there is none
+            let spool_event = hook.requests().iter().map(|g| g.json()).find(|e| e["data"]["kind"] == "spool").unwrap();
+            assert!(spool_event.get("subject").is_none(), "{spool_event}");
             break;
         }
         assert!(Instant::now() < deadline, "no spool notice delivered: {kinds:?}");

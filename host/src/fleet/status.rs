@@ -31,10 +31,7 @@ pub(super) fn status_of(g: &Guest, now: Instant) -> GuestStatus {
         id: g.id.to_string(),
         socket: g.path.display().to_string(),
         state: g.state_word().into(),
-        fault: g.monitor.fault().map(|f| match f {
-            Fault::Lost => "heartbeat_lost".to_string(),
-            Fault::Unhealthy(a) => format!("unhealthy:{a}"),
-        }),
+        fault: g.monitor.fault().map(fault_word),
         name: g.monitor.registration().map(|r| escape_text(&r.init.name)),
         interval_ms: g.monitor.registration().map(|r| r.interval.as_millis()),
         vote_secs: g.monitor.registration().map(|r| r.init.vote_secs.min(g.policy.caps.notice_secs)),
@@ -52,5 +49,13 @@ pub(super) fn status_of(g: &Guest, now: Instant) -> GuestStatus {
         reporting: g.reporting,
         late_answers: s.late_answers,
         unknown_values: s.unknown_values,
+    }
+}
+
+/// An open fault in the words of the status and the events (`heartbeat_lost`, `unhealthy:<action>`).
+pub(super) fn fault_word(f: Fault) -> String {
+    match f {
+        Fault::Lost => "heartbeat_lost".to_string(),
+        Fault::Unhealthy(a) => format!("unhealthy:{a}"),
     }
 }

@@ -567,3 +567,19 @@ fn guests_are_found_by_id_through_the_index_also_when_two_sockets_share_an_id() 
     h.f.remove_guest(b, "gone", at(2));
     assert_eq!(h.f.find("same"), None);
 }
+
+#[test]
+fn a_guest_whose_socket_goes_away_while_lost_is_removed_with_its_open_fault() {
+    let mut h = Harness::new(GuestSettings::default());
+    let k = h.add("gone", 0);
+    h.feed(k, 0, &init(1000, "reboot"));
+    h.advance(3000);
+    assert_eq!(h.count("heartbeat_lost"), 1);
+    h.f.remove_guest(k, "socket file gone", at(3500));
+    h.pump(3500);
+    let removed = h.events.iter().find_map(|(_, e)| match e {
+        Event::Removed { open_fault } => Some(open_fault.clone()),
+        _ => None,
+    });
+    assert_eq!(removed, Some(Some("heartbeat_lost".to_string())), "upstream can close the alert: {:?}", h.kinds());
+}

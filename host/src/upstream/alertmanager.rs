@@ -108,7 +108,8 @@ impl Alertmanager {
                 vec![self.fire(&guest, "VigilHeartbeatNotEstablished", "warning", &time, why, rec)]
             }
             "registered" => self.resolve(&guest, &time, &["VigilHeartbeatNotEstablished"]),
-            "recovered" | "deregistered" | "stopped" => self.resolve(
+            // a deleted VM's alerts are closed too: they would fire forever
+            "recovered" | "deregistered" | "stopped" | "removed" => self.resolve(
                 &guest,
                 &time,
                 &["VigilHeartbeatLost", "VigilGuestUnhealthy", "VigilHeartbeatNotEstablished"],
@@ -134,12 +135,14 @@ impl Alertmanager {
         let mut labels = BTreeMap::new();
         labels.insert("alertname".to_string(), name.to_string());
         labels.insert("guest".to_string(), guest.to_string());
-        labels.insert("host".to_string(), rec["host"].as_str().unwrap_or(&self.ctx.host).to_string());
         labels.insert("severity".to_string(), severity.to_string());
         labels.insert("instance_uuid".to_string(), self.ctx.instance(guest));
         let mut annotations = BTreeMap::new();
         annotations.insert("summary".to_string(), format!("{name} for guest {guest}"));
         annotations.insert("reason".to_string(), why);
+        // the reporting node is an annotation, not a label: the same guest's alert from the source and the target of
+        // a migration is one alert (Alertmanager groups and deduplicates by labels)
+        annotations.insert("host".to_string(), rec["host"].as_str().unwrap_or(&self.ctx.host).to_string());
         annotations
             .insert("corrective_action".to_string(), rec["corrective_action"].as_str().unwrap_or("none").to_string());
         let starts_at = match self.alerts.get(&key) {

@@ -393,6 +393,7 @@ mod tests {
                 timeout_secs: Some(5),
                 ca_file: None,
                 token_file: None,
+                content_mode: Default::default(),
             })
         })
         .await
@@ -437,6 +438,15 @@ mod tests {
         assert_eq!((stats.retries.load(Relaxed), hits), (2, 3));
     }
 
+    fn lost_event() -> crate::events::Event {
+        crate::events::Event::HeartbeatLost {
+            consecutive_misses: 2,
+            corrective_action: "reboot",
+            last_heartbeat: None,
+            reason: None,
+        }
+    }
+
     #[tokio::test(flavor = "current_thread")]
     async fn an_alertmanager_resolve_changes_the_saved_alerts_only_once_it_was_taken() {
         use crate::events::Event;
@@ -448,13 +458,7 @@ mod tests {
         let cfg = crate::upstream::sink_config::Endpoint { url, name: None, timeout_secs: Some(5), ca_file: None };
         let http = reqwest::Client::new();
         let mut am = super::alertmanager::Alertmanager::new(&cfg, Arc::new(Context::default()), http, &spool, "am");
-        let lost = Event::HeartbeatLost {
-            consecutive_misses: 2,
-            corrective_action: "reboot",
-            last_heartbeat: None,
-            reason: None,
-        };
-        let lost = super::super::spool::record("h", "g", &lost);
+        let lost = super::super::spool::record("h", "g", &lost_event());
         let recovered = super::super::spool::record("h", "g", &Event::Recovered {});
         assert!(matches!(am.deliver(&lost).await, Delivery::Done));
         let firing = am.state();
@@ -463,6 +467,14 @@ mod tests {
         assert!(matches!(am.deliver(&recovered).await, Delivery::Done));
         assert_ne!(am.state(), firing, "taken: now it is resolved");
         assert_eq!(hits.load(Relaxed), 3, "the retry posted the resolve again");
+        // a VM deleted while lost: its socket goes, and the alert is resolved rather than firing forever
+        let lost = super::super::spool::record("h", "g", &lost_event());
+        assert!(matches!(am.deliver(&lost).await, Delivery::Done));
+        let firing = am.state();
+        let removed = Event::Removed { open_fault: Some("heartbeat_lost".into()) };
+        assert!(matches!(am.deliver(&super::super::spool::record("h", "g", &removed)).await, Delivery::Done));
+        assert_ne!(am.state(), firing, "resolved");
+        assert_eq!(hits.load(Relaxed), 5);
         let _ = std::fs::remove_dir_all(&dir);
     }
 
@@ -546,6 +558,7 @@ mod tests {
                 timeout_secs: Some(5),
                 ca_file,
                 token_file: None,
+                content_mode: Default::default(),
             })
         };
         let ctx = Arc::new(Context::default());

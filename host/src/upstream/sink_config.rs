@@ -48,6 +48,21 @@ pub struct WebhookConfig {
     pub ca_file: Option<PathBuf>,
     /// A file with a bearer token.
     pub token_file: Option<PathBuf>,
+    /// CloudEvents content mode: `structured` (default: the whole event as `application/cloudevents+json`) or
+    /// `binary` (the attributes as `ce-*` headers, the record as the `application/json` body).
+    #[serde(default)]
+    pub content_mode: ContentMode,
+}
+
+/// How a webhook carries a CloudEvent (CloudEvents 1.0, HTTP protocol binding).
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum ContentMode {
+    /// One JSON document with the attributes and `data`.
+    #[default]
+    Structured,
+    /// Attributes in `ce-` headers, `data` as the body.
+    Binary,
 }
 
 /// OpenStack Masakari, with Keystone v3 (`auth_url`, `username`, `password_file`, `user_domain_name`,
@@ -99,6 +114,7 @@ impl SinkConfig {
                 timeout_secs: None,
                 ca_file: None,
                 token_file: None,
+                content_mode: ContentMode::Structured,
             }),
             "masakari" => SinkConfig::Masakari(MasakariConfig {
                 url,
