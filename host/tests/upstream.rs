@@ -18,8 +18,19 @@ struct Alertmanager {
     port: u16,
 }
 
+/// How an Alertmanager of a cluster is set up: its gossip port, its peers', and the webhook it notifies.
+struct Member<'a> {
+    cluster: u16,
+    peers: &'a [u16],
+    webhook: &'a str,
+}
+
 impl Alertmanager {
     fn start(work: &Path, port: u16) -> Self {
+        Self::start_member(work, port, None)
+    }
+
+    fn start_member(work: &Path, port: u16, member: Option<&Member>) -> Self {
         let bin = ["/usr/bin/prometheus-alertmanager", "/usr/bin/alertmanager"]
             .into_iter()
             .find(|p| Path::new(p).exists())
@@ -28,16 +39,35 @@ impl Alertmanager {
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
         let cfg = dir.join("am.yml");
-        std::fs::write(&cfg, "route:\n  receiver: none\nreceivers:\n  - name: none\n").unwrap();
-        let child = Command::new(bin)
-            .arg(format!("--config.file={}", cfg.display()))
+        let mut cmd = Command::new(bin);
+        cmd.arg(format!("--config.file={}", cfg.display()))
             .arg(format!("--storage.path={}", dir.display()))
-            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
-            .arg("--cluster.listen-address=")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start alertmanager");
+            .arg(format!("--web.listen-address=127.0.0.1:{port}"));
+        match member {
+            None => {
+                std::fs::write(&cfg, "route:\n  receiver: none\nreceivers:\n  - name: none\n").unwrap();
+                cmd.arg("--cluster.listen-address=");
+            }
+            Some(m) => {
+                // one notification per group, then none for an hour: a second one would be a duplicate
+                std::fs::write(
+                    &cfg,
+                    format!(
+                        "route:\n  receiver: hook\n  group_by: [alertname, guest]\n  group_wait: 1s\n  group_interval: 5s\n  repeat_interval: 1h\nreceivers:\n  - name: hook\n    webhook_configs:\n      - url: {}\n        send_resolved: false\n",
+                        m.webhook
+                    ),
+                )
+                .unwrap();
+                cmd.arg(format!("--cluster.listen-address=127.0.0.1:{}", m.cluster))
+                    .arg(format!("--cluster.advertise-address=127.0.0.1:{}", m.cluster))
+                    .args(["--cluster.peer-timeout=2s", "--cluster.gossip-interval=100ms"])
+                    .args(["--cluster.pushpull-interval=2s", "--cluster.settle-timeout=5s"]);
+                for p in m.peers {
+                    cmd.arg(format!("--cluster.peer=127.0.0.1:{p}"));
+                }
+            }
+        }
+        let child = cmd.stdout(Stdio::null()).stderr(Stdio::null()).spawn().expect("start alertmanager");
         let am = Alertmanager { _proc: Proc(child), port };
         let deadline = Instant::now() + Duration::from_secs(30);
         while http("GET", port, "/-/ready", None).is_none_or(|(c, _)| c != 200) {
@@ -65,6 +95,44 @@ impl Alertmanager {
             std::thread::sleep(Duration::from_millis(100));
         }
     }
+}
+
+#[test]
+fn an_alertmanager_cluster_gets_every_alert_on_every_member_and_notifies_once() {
+    // Alertmanager's high-availability setup: clients send every alert to every member; the members gossip and
+    // notify once (its README, "High Availability"). Two real members on loopback, gossiping with each other.
+    let _serial = heavy();
+    let work = TempDir::new("amha");
+    let dir = work.path().join("qemu");
+    std::fs::create_dir_all(&dir).unwrap();
+    let notified = HttpReceiver::start(|_, _| (200, vec![], "".into()));
+    let hook = format!("{}/alertmanager", notified.url());
+    let (p1, p2, c1, c2) = (free_port(), free_port(), free_port(), free_port());
+    let m1 = Member { cluster: c1, peers: &[c2], webhook: &hook };
+    let m2 = Member { cluster: c2, peers: &[c1], webhook: &hook };
+    let am1 = Alertmanager::start_member(work.path(), p1, Some(&m1));
+    let am2 = Alertmanager::start_member(work.path(), p2, Some(&m2));
+    let g = ScriptedGuest::start(&dir, "vm-ha", 300);
+    let (u1, u2) = (format!("http://127.0.0.1:{p1}"), format!("http://127.0.0.1:{p2}"));
+    let state = work.path().join("state");
+    let args = ["--alertmanager", &u1, "--alertmanager", &u2, "--state-dir", state.to_str().unwrap()];
+    let d = Vigild::start(&dir, work.path(), &args);
+    d.wait_until(15, "registered", |ev| count(ev, "registered") >= 1);
+    // one member is down while the guest hangs
+    drop(am2);
+    g.freeze(true);
+    d.wait_until(10, "the loss", |ev| !by_guest(ev, "vm-ha", "heartbeat_lost").is_empty());
+    am1.wait_for(30, "the alert on the member that is up", |a| lost_alert(a, "vm-ha").is_some());
+    // it comes back: vigild's cursor for it delivers what it missed
+    let am2 = Alertmanager::start_member(work.path(), p2, Some(&m2));
+    am2.wait_for(90, "the alert on the member that came back", |a| lost_alert(a, "vm-ha").is_some());
+    // both hold it, and the receiver was notified once, not once per member
+    std::thread::sleep(Duration::from_secs(12)); // group_wait, the peer timeout and a group interval, twice over
+    let firing = |g: &Got| g.body.contains("VigilHeartbeatLost") && g.body.contains("vm-ha");
+    let n = notified.requests().iter().filter(|g| firing(g)).count();
+    assert!(lost_alert(&am1.alerts(), "vm-ha").is_some() && lost_alert(&am2.alerts(), "vm-ha").is_some());
+    assert_eq!(n, 1, "one notification for the cluster: {:?}", notified.requests());
+    drop(d);
 }
 
 fn lost_alert(alerts: &[Value], guest: &str) -> Option<Value> {
