@@ -95,6 +95,9 @@ pub struct FileConfig {
     pub spool_cap: Option<u64>,
     /// How long a sink retries one event before it goes to the spool's dead letters (default 86400: a day).
     pub max_record_age_secs: Option<u64>,
+    /// This node's name in what goes upstream (default: the system's host name); set it where Nova knows the
+    /// node by another name (its `[DEFAULT] host`).
+    pub hostname: Option<String>,
     /// Guest id -> instance UUID, for layouts where the socket's id is not the instance UUID (plain QEMU).
     #[serde(default)]
     pub instance_uuids: BTreeMap<String, String>,

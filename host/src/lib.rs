@@ -10,6 +10,7 @@
 //! | [`control`] | the tokio thread: admin API, metrics rendering, lifecycle sources (QMP, libvirt), the spooler | admin sockets, QMP, libvirt |
 //! | [`upstream`] | the durable spool ([`upstream::spool`]) and one file per sink (Alertmanager, Masakari, StarlingX VIM, CloudEvents webhook) | disk, network |
 //! | [`node`] | the local event log, corrective commands, the status snapshot, systemd notification | files, processes |
+//! | [`relay`] | beyond one node: the StarlingX controller-side relay (`vigild relay`) between the VIM and the nodes | HTTP |
 //!
 //! Shared vocabulary at the top: [`events`] (the typed event records, the schema of `docs/events.md`),
 //! [`config`] (the configuration file), [`glob`] (socket-name patterns), [`metrics`] (fixed-bucket histograms),
@@ -28,5 +29,6 @@ pub mod fleet;
 pub mod glob;
 pub mod metrics;
 pub mod node;
+pub mod relay;
 pub mod sys;
 pub mod upstream;

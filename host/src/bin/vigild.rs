@@ -135,6 +135,16 @@ enum Command {
         #[arg(long, value_name = "PATH", default_value = ADMIN_SOCKET)]
         admin_socket: PathBuf,
     },
+    /// Run the StarlingX controller-side relay: serves the VIM's guest-agent calls and routes them to the compute
+    /// nodes' vigild; passes the nodes' reports to the VIM (docs/starlingx.md).
+    Relay {
+        /// The relay's TOML configuration (listen address, VIM URL, tokens, nodes).
+        #[arg(long, value_name = "FILE")]
+        config: PathBuf,
+        /// Log filter (RUST_LOG syntax).
+        #[arg(long, default_value = "info")]
+        log: String,
+    },
 }
 
 fn main() -> ExitCode {
@@ -170,7 +180,6 @@ fn main() -> ExitCode {
                 .with_writer(writer)
                 .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
                 .init();
-            let hostname = rustix::system::uname().nodename().to_string_lossy().into_owned();
             // a bad file or pattern is refused before anything starts
             let file = match config.as_ref().map(|p| vigil_host::config::FileConfig::load(p)).transpose() {
                 Ok(f) => f.unwrap_or_default(),
@@ -179,6 +188,10 @@ fn main() -> ExitCode {
                     return ExitCode::from(2);
                 }
             };
+            let hostname = file
+                .hostname
+                .clone()
+                .unwrap_or_else(|| rustix::system::uname().nodename().to_string_lossy().into_owned());
             let mut sinks = file.sinks.clone();
             for (kind, urls) in [
                 ("alertmanager", &alertmanager),
@@ -259,6 +272,23 @@ fn main() -> ExitCode {
             }
         }
         Command::Status { admin_socket, status_file, json } => status(&admin_socket, status_file, json),
+        Command::Relay { config, log } => {
+            let _ = tracing_subscriber::fmt().with_env_filter(log).with_writer(std::io::stderr).try_init();
+            let cfg = match vigil_host::relay::RelayConfig::load(&config) {
+                Ok(c) => c,
+                Err(e) => {
+                    eprintln!("vigild: {e}");
+                    return ExitCode::from(2);
+                }
+            };
+            match vigil_host::relay::run(cfg) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("vigild relay: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
         Command::Vote { guest, event, notification_type, admin_socket } => {
             let mut body = json!({ "event_type": event });
             if let Some(k) = notification_type {

@@ -5,7 +5,7 @@
 //! |---|---|
 //! | `GET /healthz` | `{"status":"ok"}` |
 //! | `GET /metrics` | Prometheus text |
-//! | `GET /v1/guests`, `GET /v1/guests/{id}` | what vigild sees of each guest |
+//! | `GET /v1/guests`, `GET /v1/guests/{id}` | what vigild sees of each guest (with its `instance_uuid`); `{id}` may be the instance UUID |
 //! | `POST /v1/guests/{id}/vote` `{"event_type", "notification_type"?}` | a vote (or notice); answers with the guest's answer |
 //! | `POST /v1/guests/{id}/notify` `{"event_type", "notification_type"?}` | a notice (default `irrevocable`) |
 //! | `POST /v1/guests/{id}/maintenance` `{"secs", "reason"?}`, `DELETE` the same | a maintenance window |
@@ -204,19 +204,32 @@ async fn view(shared: &Shared) -> Result<Arc<FleetView>, ApiError> {
 
 async fn guests(State(shared): State<Arc<Shared>>) -> Response {
     match view(&shared).await {
-        Ok(v) => Json(json!({
-            "reporting": v.reporting,
-            "events_emitted": v.events_emitted,
-            "events_dropped": v.events_dropped + v.control_dropped,
-            "guests": v.guests,
-        }))
-        .into_response(),
+        Ok(v) => {
+            // each guest with its instance UUID (the relay routes by it)
+            let guests: Vec<serde_json::Value> = v
+                .guests
+                .iter()
+                .map(|g| {
+                    let mut j = json!(g);
+                    j["instance_uuid"] = json!(shared.ctx.instance(&g.id));
+                    j
+                })
+                .collect();
+            Json(json!({
+                "reporting": v.reporting,
+                "events_emitted": v.events_emitted,
+                "events_dropped": v.events_dropped + v.control_dropped,
+                "guests": guests,
+            }))
+            .into_response()
+        }
         Err(e) => e.into_response(),
     }
 }
 
 async fn guest(State(shared): State<Arc<Shared>>, UrlPath(id): UrlPath<String>) -> Response {
-    let key = id.clone();
+    // a guest id, or its instance UUID where the config maps one
+    let key = shared.ctx.guest_of_instance(&id);
     match ask(&shared, |reply| Command::Guest { id: key, reply }).await {
         Ok(Some(g)) => Json(g).into_response(),
         Ok(None) => error(StatusCode::NOT_FOUND, &format!("no guest {id:?}")),
@@ -385,7 +398,7 @@ async fn set_reporting(shared: &Shared, guest: Option<String>, body: &Bytes) -> 
 }
 
 async fn reporting_guest(State(shared): State<Arc<Shared>>, UrlPath(id): UrlPath<String>, body: Bytes) -> Response {
-    set_reporting(&shared, Some(id), &body).await
+    set_reporting(&shared, Some(shared.ctx.guest_of_instance(&id)), &body).await
 }
 
 async fn reporting_host(State(shared): State<Arc<Shared>>, body: Bytes) -> Response {

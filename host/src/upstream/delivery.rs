@@ -96,7 +96,7 @@ impl Sink {
                 Sink::Alertmanager(alertmanager::Alertmanager::new(c, ctx, http, spool, name))
             }
             SinkConfig::Masakari(c) => Sink::Masakari(masakari::Masakari::new(c, ctx, http)?),
-            SinkConfig::StarlingxVim(c) => Sink::Vim(vim::Vim::new(c, ctx, http)),
+            SinkConfig::StarlingxVim(c) => Sink::Vim(vim::Vim::new(c, ctx, http)?),
             SinkConfig::Webhook(c) => Sink::Webhook(webhook::Webhook::new(c, ctx, http)?),
         })
     }

@@ -13,8 +13,8 @@ pub enum SinkConfig {
     Alertmanager(Endpoint),
     /// OpenStack Masakari (`kind = "masakari"`).
     Masakari(MasakariConfig),
-    /// The StarlingX VIM (`kind = "starlingx-vim"`).
-    StarlingxVim(Endpoint),
+    /// The StarlingX VIM, or the controller's relay in front of it (`kind = "starlingx-vim"`).
+    StarlingxVim(VimConfig),
     /// A CloudEvents webhook (`kind = "webhook"`).
     Webhook(WebhookConfig),
 }
@@ -32,6 +32,22 @@ pub struct Endpoint {
     /// PEM file of the CA(s) that signed the receiver's certificate, trusted besides the system's and Mozilla's
     /// roots (a private cloud's CA).
     pub ca_file: Option<PathBuf>,
+}
+
+/// The StarlingX VIM, or `vigild relay` on the controller.
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct VimConfig {
+    /// The VIM's guest REST API (`http://127.0.0.1:30002` on the controller) or the relay's.
+    pub url: String,
+    /// See [`Endpoint::name`].
+    pub name: Option<String>,
+    /// See [`Endpoint::timeout_secs`].
+    pub timeout_secs: Option<u64>,
+    /// See [`Endpoint::ca_file`].
+    pub ca_file: Option<PathBuf>,
+    /// A file with the bearer token the relay expects from nodes.
+    pub token_file: Option<PathBuf>,
 }
 
 /// A CloudEvents webhook.
@@ -107,7 +123,13 @@ impl SinkConfig {
         let endpoint = Endpoint { url: url.clone(), name: None, timeout_secs: None, ca_file: None };
         Ok(match kind {
             "alertmanager" => SinkConfig::Alertmanager(endpoint),
-            "starlingx-vim" => SinkConfig::StarlingxVim(endpoint),
+            "starlingx-vim" => SinkConfig::StarlingxVim(VimConfig {
+                url,
+                name: None,
+                timeout_secs: None,
+                ca_file: None,
+                token_file: None,
+            }),
             "webhook" => SinkConfig::Webhook(WebhookConfig {
                 url,
                 name: None,
@@ -147,7 +169,13 @@ impl SinkConfig {
     /// What every kind has, whatever the kind.
     pub fn endpoint(&self) -> Endpoint {
         match self {
-            SinkConfig::Alertmanager(e) | SinkConfig::StarlingxVim(e) => e.clone(),
+            SinkConfig::Alertmanager(e) => e.clone(),
+            SinkConfig::StarlingxVim(v) => Endpoint {
+                url: v.url.clone(),
+                name: v.name.clone(),
+                timeout_secs: v.timeout_secs,
+                ca_file: v.ca_file.clone(),
+            },
             SinkConfig::Masakari(m) => Endpoint {
                 url: m.url.clone(),
                 name: m.name.clone(),

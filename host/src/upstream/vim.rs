@@ -20,7 +20,8 @@ use std::sync::Arc;
 
 use serde_json::{json, Value};
 
-use super::sink_config::Endpoint;
+use super::secret::SecretFile;
+use super::sink_config::VimConfig;
 use super::{by_error, by_status, Context, Delivery};
 
 /// An alarm the VIM closes without a reply this many times is for an instance it does not know: dead-lettered.
@@ -33,6 +34,8 @@ pub struct Vim {
     http: reqwest::Client,
     /// The record whose alarm got no reply, and how often.
     no_reply: Option<(String, u32)>,
+    /// The relay's bearer token, when the sink points at `vigild relay`.
+    token: Option<SecretFile>,
 }
 
 /// One PATCH and whether the VIM answers it with a payload (only alarms are).
@@ -43,9 +46,10 @@ struct Patch {
 }
 
 impl Vim {
-    /// A sink for the VIM at `cfg.url`.
-    pub fn new(cfg: &Endpoint, ctx: Arc<Context>, http: reqwest::Client) -> Self {
-        Vim { url: cfg.url.trim_end_matches('/').to_string(), ctx, http, no_reply: None }
+    /// A sink for the VIM (or the relay) at `cfg.url`.
+    pub fn new(cfg: &VimConfig, ctx: Arc<Context>, http: reqwest::Client) -> Result<Self, String> {
+        let token = cfg.token_file.as_deref().map(SecretFile::open).transpose()?;
+        Ok(Vim { url: cfg.url.trim_end_matches('/').to_string(), ctx, http, no_reply: None, token })
     }
 
     /// The PATCHes the VIM gets for a record, in order (none, one, or a service update then an alarm).
@@ -114,7 +118,13 @@ impl Vim {
     pub async fn deliver(&mut self, rec: &Value) -> Delivery {
         for p in Self::patches(&self.ctx, rec) {
             let url = format!("{}/nfvi-plugins/v1/instances/{}", self.url, p.uuid);
-            let outcome = match self.http.patch(&url).json(&p.body).send().await {
+            let mut req = self.http.patch(&url).json(&p.body);
+            if let Some(t) = &mut self.token {
+                req = req.bearer_auth(t.get().0);
+            }
+            let outcome = match req.send().await {
+                // the relay says in words what the VIM said by closing: it does not know the instance
+                Ok(r) if r.status().as_u16() == 404 && p.answered => self.alarm_without_reply(rec),
                 Ok(r) => {
                     let code = r.status().as_u16();
                     by_status(code, &r.text().await.unwrap_or_default())
