@@ -190,13 +190,26 @@ fn the_vim_reaches_guests_on_two_nodes_through_the_relay_and_hears_their_faults(
     assert_eq!(code, 200, "{v}");
     assert_eq!((v["hostname"].as_str(), v["services"][0]["status"].as_str()), (Some("compute-b"), Some("enabled")));
 
-    // the relay restarts: it learns the routes again from the nodes' guest lists, before any new report
+    // the relay restarts, now checking the VIM's tokens with Keystone; it learns the routes again from the
+    // nodes' guest lists, before any new report
     drop(relay);
+    let keystone = keystone_stand_in();
+    let pw = work.path().join("relay-password");
+    std::fs::write(&pw, "relay-service-password").unwrap();
+    let text = std::fs::read_to_string(&relay_cfg).unwrap();
+    let text = text.replace(&format!("vim_token_file = \"{}\"\n", vim_token.display()), "");
+    let (nodes_at, _) = text.split_at(text.find("[[node]]").unwrap());
+    let keystone_table = format!(
+        "[keystone]\nauth_url = \"{}/v3\"\nusername = \"vigil-relay\"\npassword_file = \"{}\"\n",
+        keystone.url(),
+        pw.display()
+    );
+    std::fs::write(&relay_cfg, format!("{nodes_at}{}{keystone_table}", &text[nodes_at.len()..])).unwrap();
     let _relay = start_relay();
     let deadline = Instant::now() + Duration::from_secs(30);
+    let body = format!(r#"{{"uuid":"{UA_OK}","hostname":"compute-a","action":"pause"}}"#);
     loop {
-        let body = format!(r#"{{"uuid":"{UA_OK}","hostname":"compute-a","action":"pause"}}"#);
-        let (code, v) = as_the_vim(relay_port, "POST", &format!("/v1/instances/{UA_OK}/notify"), &body, &tok);
+        let (code, v) = as_the_vim(relay_port, "POST", &format!("/v1/instances/{UA_OK}/notify"), &body, KEYSTONE_VALID);
         if code == 200 {
             assert_eq!(v["timeout"].as_str().map(|t| t != "0"), Some(true), "{v}");
             break;
@@ -204,4 +217,47 @@ fn the_vim_reaches_guests_on_two_nodes_through_the_relay_and_hears_their_faults(
         assert!(Instant::now() < deadline, "no route after the relay's restart: {code} {v}");
         std::thread::sleep(Duration::from_millis(300));
     }
+    // a token Keystone does not know is refused; the lab's static token is no longer configured
+    assert_eq!(as_the_vim(relay_port, "POST", &format!("/v1/instances/{UA_OK}/notify"), &body, "forged").0, 401);
+    assert_eq!(as_the_vim(relay_port, "POST", &format!("/v1/instances/{UA_OK}/notify"), &body, &tok).0, 401);
+    // a valid token is believed for a minute: validated once however often it comes
+    let validations = |k: &HttpReceiver| {
+        k.requests().iter().filter(|g| g.method == "GET" && g.header("X-Subject-Token") == Some(KEYSTONE_VALID)).count()
+    };
+    let before = validations(&keystone);
+    for _ in 0..3 {
+        as_the_vim(relay_port, "POST", &format!("/v1/instances/{UA_OK}/notify"), &body, KEYSTONE_VALID);
+    }
+    assert_eq!(validations(&keystone), before, "cached");
+}
+
+/// The token Keystone knows as valid.
+const KEYSTONE_VALID: &str = "vim-keystone-token";
+
+/// A stand-in for Keystone's Identity v3 API with its rules (keystone api-ref, identity v3 "Password authentication
+/// with scoped authorization": `POST /v3/auth/tokens` answers 201 with the token in `X-Subject-Token`;
+/// "Validate and show information for token": `GET /v3/auth/tokens` needs `X-Auth-Token` (else 401) and
+/// `X-Subject-Token`, answers 200 with the token, 404 when the subject token is not valid).
+fn keystone_stand_in() -> HttpReceiver {
+    HttpReceiver::start(|req, _| {
+        if req.path != "/v3/auth/tokens" {
+            return (404, vec![], "{}".into());
+        }
+        let token = r#"{"token":{"expires_at":"2099-01-01T00:00:00.000000Z"}}"#.to_string();
+        match req.method.as_str() {
+            "POST" => {
+                let b = req.json();
+                let user = &b["auth"]["identity"]["password"]["user"];
+                if user["name"] == "vigil-relay" && user["password"] == "relay-service-password" {
+                    (201, vec![("X-Subject-Token".into(), "relay-service-token".into())], token)
+                } else {
+                    (401, vec![], "{}".into())
+                }
+            }
+            "GET" if req.header("X-Auth-Token") != Some("relay-service-token") => (401, vec![], "{}".into()),
+            "GET" if req.header("X-Subject-Token") == Some(KEYSTONE_VALID) => (200, vec![], token),
+            "GET" => (404, vec![], "{}".into()),
+            _ => (405, vec![], "{}".into()),
+        }
+    })
 }

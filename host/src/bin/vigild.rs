@@ -55,6 +55,10 @@ enum Command {
         /// File holding the bearer token for --admin-tcp.
         #[arg(long, value_name = "FILE")]
         admin_token_file: Option<PathBuf>,
+        /// Allow --admin-tcp on a non-loopback address (the management network, so that `vigild relay` on the
+        /// controller can reach this node); the token is still required.
+        #[arg(long)]
+        admin_tcp_remote: bool,
         /// Where the durable spool of upstream events lives [default: the config file's, else /var/lib/vigil].
         #[arg(long, value_name = "DIR")]
         state_dir: Option<PathBuf>,
@@ -159,6 +163,7 @@ fn main() -> ExitCode {
             admin_group,
             admin_tcp,
             admin_token_file,
+            admin_tcp_remote,
             state_dir,
             alertmanager,
             webhook,
@@ -242,6 +247,7 @@ fn main() -> ExitCode {
                     admin_group,
                     admin_tcp,
                     admin_token_file,
+                    admin_tcp_remote,
                     upstream: Some(upstream),
                     lifecycle: vigil_host::control::lifecycle::LifecycleConfig {
                         qmp_pattern,

@@ -45,8 +45,10 @@ pub async fn bind(cfg: &ControlConfig) -> std::io::Result<Listeners> {
     };
     let tcp = match cfg.admin_tcp {
         Some(addr) => {
-            if !addr.ip().is_loopback() {
-                return Err(std::io::Error::other(format!("--admin-tcp {addr}: only loopback addresses")));
+            if !addr.ip().is_loopback() && !cfg.admin_tcp_remote {
+                return Err(std::io::Error::other(format!(
+                    "--admin-tcp {addr}: only loopback addresses, unless --admin-tcp-remote (for the StarlingX relay)"
+                )));
             }
             let file = cfg
                 .admin_token_file

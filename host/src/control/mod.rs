@@ -136,6 +136,9 @@ pub struct ControlConfig {
     pub admin_tcp: Option<std::net::SocketAddr>,
     /// The token's file (required with `admin_tcp`).
     pub admin_token_file: Option<PathBuf>,
+    /// Allow `admin_tcp` on an address other than loopback (a management network, for `vigild relay` on the
+    /// controller); the token is still required.
+    pub admin_tcp_remote: bool,
     /// Upstream delivery: the spool and its sinks (none: events stay local).
     pub upstream: Option<Upstream>,
     /// Lifecycle sources (libvirt, QMP).

@@ -14,8 +14,8 @@
 //!   does not know the instance).
 //!
 //! After a restart the routes are rebuilt from each node's `GET /v1/guests` (each guest's `instance_uuid`). Nodes authenticate to the relay with a bearer token; the relay to each node with that node's
-//! admin token; the VIM's token is checked against a configured static token (labs) — Keystone validation is not
-//! built yet.
+//! admin token; the VIM's `X-Auth-Token` is validated against Keystone (`[keystone]`, cached a minute) or a static
+//! token (`vim_token_file`, for labs).
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -33,6 +33,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 use tracing::{info, warn};
 
+use crate::upstream::keystone::Keystone;
 use crate::upstream::secret::SecretFile;
 
 /// The relay's configuration file.
@@ -45,13 +46,44 @@ pub struct RelayConfig {
     /// The VIM's guest REST API (default `http://127.0.0.1:30002`).
     #[serde(default = "default_vim")]
     pub vim_url: String,
-    /// A file holding the token the VIM sends in `X-Auth-Token` (a static token, for labs).
-    pub vim_token_file: PathBuf,
+    /// A file holding a static token the VIM may send in `X-Auth-Token` (for labs).
+    pub vim_token_file: Option<PathBuf>,
+    /// Keystone, to validate the tokens the VIM sends (with the relay's own service user).
+    pub keystone: Option<KeystoneConfig>,
     /// A file holding the bearer token the nodes send with their reports.
     pub node_token_file: PathBuf,
     /// The compute nodes.
     #[serde(rename = "node")]
     pub nodes: Vec<NodeConfig>,
+}
+
+/// The relay's Keystone user, as the VIM's own `[openstack]` section names it.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KeystoneConfig {
+    /// Keystone's URL (with or without `/v3`).
+    pub auth_url: String,
+    /// The service user.
+    pub username: String,
+    /// A file with its password.
+    pub password_file: PathBuf,
+    /// Its domain (default `Default`).
+    #[serde(default = "default_domain")]
+    pub user_domain_name: String,
+    /// The project (default `services`).
+    #[serde(default = "default_project")]
+    pub project_name: String,
+    /// The project's domain (default `Default`).
+    #[serde(default = "default_domain")]
+    pub project_domain_name: String,
+}
+
+fn default_domain() -> String {
+    "Default".into()
+}
+
+fn default_project() -> String {
+    "services".into()
 }
 
 /// One compute node's vigild.
@@ -82,6 +114,12 @@ impl RelayConfig {
         if cfg.nodes.is_empty() {
             return Err(format!("{}: no [[node]]", path.display()));
         }
+        if cfg.vim_token_file.is_none() && cfg.keystone.is_none() {
+            return Err(format!(
+                "{}: vim_token_file or [keystone]: how to check the VIM's X-Auth-Token",
+                path.display()
+            ));
+        }
         Ok(cfg)
     }
 }
@@ -93,7 +131,10 @@ struct Node {
 
 struct Relay {
     vim_url: String,
-    vim_token: Mutex<SecretFile>,
+    vim_token: Option<Mutex<SecretFile>>,
+    keystone: Option<tokio::sync::Mutex<Keystone>>,
+    /// VIM tokens Keystone said are valid, and until when the relay believes it without asking again.
+    valid: Mutex<HashMap<String, std::time::Instant>>,
     node_token: Mutex<SecretFile>,
     nodes: Vec<Node>,
     /// Instance UUID -> index of the node hosting it.
@@ -107,7 +148,27 @@ pub fn run(cfg: RelayConfig) -> std::io::Result<()> {
     rt.block_on(async move {
         let relay = Arc::new(Relay {
             vim_url: cfg.vim_url.trim_end_matches('/').to_string(),
-            vim_token: Mutex::new(SecretFile::open(&cfg.vim_token_file).map_err(std::io::Error::other)?),
+            vim_token: match &cfg.vim_token_file {
+                Some(f) => Some(Mutex::new(SecretFile::open(f).map_err(std::io::Error::other)?)),
+                None => None,
+            },
+            keystone: match &cfg.keystone {
+                Some(k) => Some(tokio::sync::Mutex::new(
+                    Keystone::new(
+                        &k.auth_url,
+                        &k.username,
+                        &k.password_file,
+                        (&k.user_domain_name, &k.project_name, &k.project_domain_name),
+                        reqwest::Client::builder()
+                            .timeout(Duration::from_secs(10))
+                            .build()
+                            .map_err(std::io::Error::other)?,
+                    )
+                    .map_err(std::io::Error::other)?,
+                )),
+                None => None,
+            },
+            valid: Mutex::new(HashMap::new()),
             node_token: Mutex::new(SecretFile::open(&cfg.node_token_file).map_err(std::io::Error::other)?),
             nodes: cfg
                 .nodes
@@ -131,7 +192,10 @@ pub fn run(cfg: RelayConfig) -> std::io::Result<()> {
             .route("/v1/hosts/{uuid}", any(host))
             .route("/v1/hosts/{uuid}/{op}", any(host_op))
             .with_state(relay);
-        axum::serve(listener, app).await
+        // the same limits as the admin API: a bounded number of connections, idle ones closed
+        let (_keep, never) = tokio::sync::watch::channel(false);
+        crate::control::serve::serve(listener, app, crate::control::serve::UNIX_LIMITS, never).await;
+        Ok(())
     })
 }
 
@@ -145,8 +209,35 @@ fn secret_matches(file: &Mutex<SecretFile>, given: Option<&str>) -> bool {
     given.is_some_and(|g| g.len() == want.len() && g.bytes().zip(want.bytes()).fold(0u8, |a, (x, y)| a | (x ^ y)) == 0)
 }
 
-fn vim_allowed(r: &Relay, h: &HeaderMap) -> bool {
-    secret_matches(&r.vim_token, h.get("X-Auth-Token").and_then(|v| v.to_str().ok()))
+/// How long a token Keystone said is valid is believed without asking again.
+const VALID_FOR: Duration = Duration::from_secs(60);
+
+/// Whether the VIM's `X-Auth-Token` is the static token, or one Keystone says is valid (asked at most once a minute
+/// per token).
+async fn vim_allowed(r: &Relay, h: &HeaderMap) -> bool {
+    let Some(given) = h.get("X-Auth-Token").and_then(|v| v.to_str().ok()) else { return false };
+    if r.vim_token.as_ref().is_some_and(|t| secret_matches(t, Some(given))) {
+        return true;
+    }
+    let Some(k) = &r.keystone else { return false };
+    let now = std::time::Instant::now();
+    if r.valid.lock().is_ok_and(|v| v.get(given).is_some_and(|until| *until > now)) {
+        return true;
+    }
+    match k.lock().await.validate(given).await {
+        Ok(true) => {
+            if let Ok(mut v) = r.valid.lock() {
+                v.retain(|_, until| *until > now);
+                v.insert(given.to_string(), now + VALID_FOR);
+            }
+            true
+        }
+        Ok(false) => false,
+        Err(e) => {
+            warn!(error = %e.0, "could not validate the VIM's token");
+            false
+        }
+    }
 }
 
 fn node_allowed(r: &Relay, h: &HeaderMap) -> bool {
@@ -259,7 +350,7 @@ async fn notify(State(r): State<Arc<Relay>>, UrlPath(uuid): UrlPath<String>, h: 
 
 /// A vote or notice from the VIM, to the node that hosts the instance; its answer back.
 async fn to_node(r: &Relay, uuid: &str, what: &str, h: &HeaderMap, body: Bytes) -> Response {
-    if !vim_allowed(r, h) {
+    if !vim_allowed(r, h).await {
         return error(StatusCode::UNAUTHORIZED, "X-Auth-Token refused");
     }
     let Some(i) = r.node_of(uuid) else { return error(StatusCode::NOT_FOUND, &format!("no node hosts {uuid}")) };
@@ -279,7 +370,7 @@ async fn instance(
     h: HeaderMap,
     body: Bytes,
 ) -> Response {
-    if !vim_allowed(&r, &h) {
+    if !vim_allowed(&r, &h).await {
         return error(StatusCode::UNAUTHORIZED, "X-Auth-Token refused");
     }
     let Some(i) = r.node_of(&uuid) else { return error(StatusCode::NOT_FOUND, &format!("no node hosts {uuid}")) };
@@ -318,7 +409,7 @@ async fn instance(
 }
 
 async fn host(State(r): State<Arc<Relay>>, UrlPath(uuid): UrlPath<String>, h: HeaderMap, body: Bytes) -> Response {
-    if !vim_allowed(&r, &h) {
+    if !vim_allowed(&r, &h).await {
         return error(StatusCode::UNAUTHORIZED, "X-Auth-Token refused");
     }
     let v: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
@@ -334,7 +425,7 @@ async fn host_op(
     h: HeaderMap,
     body: Bytes,
 ) -> Response {
-    if !vim_allowed(&r, &h) {
+    if !vim_allowed(&r, &h).await {
         return error(StatusCode::UNAUTHORIZED, "X-Auth-Token refused");
     }
     let v: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);

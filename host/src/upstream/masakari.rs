@@ -7,22 +7,12 @@
 //! and passed; 400 is final (logged, counted).
 
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
 
 use serde_json::{json, Value};
 
-use super::secret::SecretFile;
+use super::keystone::Keystone;
 use super::sink_config::MasakariConfig;
 use super::{by_error, by_status, Context, Delivery};
-
-struct Keystone {
-    url: String,
-    username: String,
-    password: SecretFile,
-    user_domain: String,
-    project: String,
-    project_domain: String,
-}
 
 /// The sink.
 pub struct Masakari {
@@ -30,7 +20,6 @@ pub struct Masakari {
     ctx: Arc<Context>,
     http: reqwest::Client,
     keystone: Option<Keystone>,
-    token: Option<(String, SystemTime)>,
     all_losses: bool,
 }
 
@@ -39,22 +28,23 @@ impl Masakari {
     pub fn new(cfg: &MasakariConfig, ctx: Arc<Context>, http: reqwest::Client) -> Result<Self, String> {
         let keystone = match &cfg.auth_url {
             None => None,
-            Some(url) => Some(Keystone {
-                // `.../v3` or not, as operators write it: the token path is added once
-                url: url.trim_end_matches('/').trim_end_matches("/v3").to_string(),
-                username: cfg.username.clone().ok_or("masakari: username")?,
-                password: SecretFile::open(cfg.password_file.as_deref().ok_or("masakari: password_file")?)?,
-                user_domain: cfg.user_domain_name.clone().unwrap_or_else(|| "Default".into()),
-                project: cfg.project_name.clone().ok_or("masakari: project_name")?,
-                project_domain: cfg.project_domain_name.clone().unwrap_or_else(|| "Default".into()),
-            }),
+            Some(url) => Some(Keystone::new(
+                url,
+                cfg.username.as_deref().ok_or("masakari: username")?,
+                cfg.password_file.as_deref().ok_or("masakari: password_file")?,
+                (
+                    cfg.user_domain_name.as_deref().unwrap_or("Default"),
+                    cfg.project_name.as_deref().ok_or("masakari: project_name")?,
+                    cfg.project_domain_name.as_deref().unwrap_or("Default"),
+                ),
+                http.clone(),
+            )?),
         };
         Ok(Masakari {
             url: format!("{}/v1/notifications", cfg.url.trim_end_matches('/')),
             ctx,
             http,
             keystone,
-            token: None,
             all_losses: cfg.all_losses,
         })
     }
@@ -84,41 +74,10 @@ impl Masakari {
     }
 
     async fn token(&mut self) -> Result<Option<String>, Delivery> {
-        let Some(k) = &mut self.keystone else { return Ok(None) };
-        let (password, rotated) = k.password.get();
-        let password = password.to_string();
-        if rotated {
-            self.token = None; // a new password: a new token
+        match &mut self.keystone {
+            None => Ok(None),
+            Some(k) => k.token().await.map(Some).map_err(|e| Delivery::Retry(e.0)),
         }
-        if let Some((t, exp)) = &self.token {
-            if SystemTime::now() + Duration::from_secs(60) < *exp {
-                return Ok(Some(t.clone()));
-            }
-        }
-        let body = json!({ "auth": {
-            "identity": { "methods": ["password"], "password": { "user": {
-                "name": k.username, "domain": { "name": k.user_domain }, "password": password } } },
-            "scope": { "project": { "name": k.project, "domain": { "name": k.project_domain } } }
-        }});
-        let r =
-            self.http.post(format!("{}/v3/auth/tokens", k.url)).json(&body).send().await.map_err(|e| by_error(&e))?;
-        let code = r.status().as_u16();
-        if !(200..300).contains(&code) {
-            return Err(Delivery::Retry(format!("keystone: HTTP {code}")));
-        }
-        let token = r
-            .headers()
-            .get("X-Subject-Token")
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_string)
-            .ok_or_else(|| Delivery::Retry("keystone: no X-Subject-Token".into()))?;
-        let v: Value = r.json().await.unwrap_or(Value::Null);
-        let expires = v["token"]["expires_at"]
-            .as_str()
-            .and_then(|s| humantime::parse_rfc3339_weak(s.trim_end_matches('Z').split('.').next().unwrap_or(s)).ok())
-            .unwrap_or_else(|| SystemTime::now() + Duration::from_secs(600));
-        self.token = Some((token.clone(), expires));
-        Ok(Some(token))
     }
 
     /// Sends one notification, if the record calls for it.
@@ -138,7 +97,11 @@ impl Masakari {
                     // a duplicate (our earlier attempt got through) or the host in maintenance: not a failure,
                     // not a delivery either
                     409 => return Delivery::Conflict(format!("HTTP 409: {}", r.text().await.unwrap_or_default())),
-                    401 if attempt == 0 => self.token = None,
+                    401 if attempt == 0 => {
+                        if let Some(k) = &mut self.keystone {
+                            k.expire();
+                        }
+                    }
                     code => return by_status(code, &r.text().await.unwrap_or_default()),
                 },
                 Err(e) => return by_error(&e),

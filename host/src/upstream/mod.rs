@@ -14,6 +14,7 @@
 
 pub mod alertmanager;
 pub mod delivery;
+pub mod keystone;
 pub mod masakari;
 pub mod secret;
 pub mod sink_config;
