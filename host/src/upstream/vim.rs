@@ -159,3 +159,47 @@ impl Vim {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rec(v: Value) -> Value {
+        let mut r = json!({ "guest": "g", "host": "compute-0", "id": "x" });
+        if let (Value::Object(m), Value::Object(e)) = (&mut r, v) {
+            m.extend(e);
+        }
+        r
+    }
+
+    #[test]
+    fn an_unhealthy_report_raises_an_alarm_only_when_the_guest_asked_for_an_action() {
+        // the reference raises no alarm for an unhealthy guest whose corrective action is none (or unknown)
+        let ctx = Context::default();
+        for action in ["none", "unknown"] {
+            let r = rec(json!({ "kind": "unhealthy", "corrective_action": action }));
+            assert!(Vim::bodies(&ctx, &r).is_empty(), "{action}");
+        }
+        let r = rec(json!({ "kind": "unhealthy", "corrective_action": "stop" }));
+        let b = Vim::bodies(&ctx, &r);
+        assert_eq!(b.len(), 1);
+        assert_eq!(b[0]["event-type"], "alarm");
+        assert_eq!(b[0]["event-data"]["services"][0]["state"], "unhealthy");
+        assert_eq!(b[0]["event-data"]["services"][0]["repair-action"], "stop");
+    }
+
+    #[test]
+    fn the_guest_response_follows_the_notification_type() {
+        let ctx = Context::default();
+        let response = |nt: &str, result: &str| {
+            let r =
+                rec(json!({ "kind": "vote_result", "event_type": "stop", "notification_type": nt, "result": result }));
+            Vim::bodies(&ctx, &r)[0]["event-data"]["guest-response"].as_str().unwrap_or("").to_string()
+        };
+        assert_eq!(response("revocable", "accept"), "allow");
+        assert_eq!(response("revocable", "reject"), "reject");
+        assert_eq!(response("revocable", "timeout"), "reject", "a vote nobody answered is not consent");
+        assert_eq!(response("irrevocable", "accept"), "proceed", "a notice goes ahead");
+        assert_eq!(response("irrevocable", "timeout"), "proceed");
+    }
+}
