@@ -45,7 +45,8 @@ pub use verdicts::action_event;
 
 struct Guest {
     id: Arc<str>,
-    path: PathBuf,
+    /// Shared with `by_path`: one copy of each socket path.
+    path: Arc<Path>,
     origin: Origin,
     monitor: GuestMonitor,
     policy: Arc<Policy>,
@@ -92,7 +93,7 @@ pub struct Fleet {
     file: FileConfig,
     defaults: Arc<Policy>,
     guests: Slab<Guest>,
-    by_path: HashMap<PathBuf, GuestKey>,
+    by_path: HashMap<Arc<Path>, GuestKey>,
     /// Guests by id (the first one added, where two sockets give one id).
     by_id: HashMap<Arc<str>, GuestKey>,
     wheel: TimerWheel,
@@ -178,7 +179,7 @@ impl Fleet {
     pub fn watched_not_in(&self, present: &std::collections::HashSet<&Path>) -> Vec<GuestKey> {
         self.guests
             .iter()
-            .filter(|(_, g)| g.origin == Origin::Watched && !present.contains(g.path.as_path()))
+            .filter(|(_, g)| g.origin == Origin::Watched && !present.contains(&*g.path))
             .map(|(k, _)| k)
             .collect()
     }
@@ -226,9 +227,10 @@ impl Fleet {
         seed: u32,
         now: Instant,
     ) -> Option<GuestKey> {
-        if self.by_path.contains_key(&path) {
+        if self.by_path.contains_key(path.as_path()) {
             return None;
         }
+        let path: Arc<Path> = Arc::from(path.into_boxed_path());
         let policy = match settings {
             Some(s) => Arc::new(Policy::resolve(&self.file.defaults, Some(s))),
             None => Arc::clone(&self.defaults),
@@ -236,7 +238,7 @@ impl Fleet {
         let budget = ByteBudget::new(&policy.budget, Duration::from_secs(1), now);
         let key = self.guests.insert(Guest {
             id: id.into(),
-            path: path.clone(),
+            path: Arc::clone(&path),
             origin,
             monitor: Monitor::with_line_storage(policy.monitor, XorShift32::new(seed), LineOnDemand::default()),
             policy,
@@ -266,7 +268,7 @@ impl Fleet {
             not_established_reported: false,
             requested: vigil_core::CorrectiveAction::None,
         });
-        self.by_path.insert(path.clone(), key);
+        self.by_path.insert(Arc::clone(&path), key);
         let id = Arc::clone(&self.guests[key].id);
         self.by_id.entry(id).or_insert(key);
         self.guests[key].link = Link::Connecting;
@@ -349,7 +351,7 @@ impl Fleet {
             match g.link {
                 Link::Backoff if g.reconnect_at <= now => {
                     g.link = Link::Connecting;
-                    self.io.push_back(Io::Connect { key, path: g.path.clone() });
+                    self.io.push_back(Io::Connect { key, path: Arc::clone(&g.path) });
                 }
                 Link::Backoff | Link::Connecting => self.reschedule(key),
                 Link::Connected => {
@@ -390,14 +392,14 @@ impl Fleet {
         let stale: Vec<GuestKey> = self
             .guests
             .iter()
-            .filter(|(_, g)| g.origin == Origin::Configured && !configured.contains_key(&g.path))
+            .filter(|(_, g)| g.origin == Origin::Configured && !configured.contains_key(&*g.path))
             .map(|(k, _)| k)
             .collect();
         for key in stale {
             self.remove_guest(key, "removed from configuration", now);
         }
         for (_, g) in self.guests.iter_mut() {
-            let policy = match configured.get(&g.path) {
+            let policy = match configured.get(&*g.path) {
                 Some(s) => Arc::new(Policy::resolve(&self.file.defaults, Some(s))),
                 None => Arc::clone(&self.defaults),
             };

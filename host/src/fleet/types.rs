@@ -1,6 +1,5 @@
 //! The fleet's public types: keys, link states, tunables, and what it asks of the I/O layer.
 
-use std::path::PathBuf;
 use std::sync::Arc;
 
 use vigil_core::{CorrectiveAction, Duration};
@@ -57,7 +56,7 @@ pub enum Io {
         /// The guest.
         key: GuestKey,
         /// Its socket.
-        path: PathBuf,
+        path: std::sync::Arc<std::path::Path>,
     },
     /// Close the guest's connection (the fleet has already done its bookkeeping).
     Close {
