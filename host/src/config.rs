@@ -43,6 +43,10 @@ pub struct GuestSettings {
     pub budget_burst_bytes: Option<u64>,
     /// Spread challenge phases after a registration (default true; see `MonitorConfig::spread_phase`).
     pub spread_phase: Option<bool>,
+    /// Challenge deadlines fall on a grid of at most this many milliseconds (and at most 1 % of the interval), so
+    /// that one wake-up of the loop serves every guest due in the same step; only the phase moves, never the
+    /// period or a verdict (default 10; 0 for exact phases; see `MonitorConfig::coalesce`).
+    pub coalesce_ms: Option<u32>,
     /// The longest a vote or a notice waits for the guest, whatever its `init` asks (`vote_secs`,
     /// `*_notice_secs`; default 60 s: the reference guest asks 9 to 14 s).
     pub max_notice_secs: Option<u32>,
@@ -51,6 +55,8 @@ pub struct GuestSettings {
     pub max_restart_secs: Option<u32>,
 }
 
+/// Default of [`GuestSettings::coalesce_ms`].
+pub const DEFAULT_COALESCE_MS: u64 = 10;
 /// Default of [`GuestSettings::max_notice_secs`].
 pub const MAX_NOTICE_SECS: u32 = 60;
 /// The largest `max_notice_secs` a configuration may set (the admin API waits at most this for a vote).
@@ -203,6 +209,8 @@ impl Policy {
         if let Some(b) = own.and_then(|s| s.spread_phase).or(defaults.spread_phase) {
             monitor.spread_phase = b;
         }
+        let coalesce = pick(|s| s.coalesce_ms.map(u64::from)).unwrap_or(DEFAULT_COALESCE_MS);
+        monitor.coalesce = Duration::from_millis(coalesce);
         if let Some(ms) = pick(|s| s.interval_ms.map(u64::from)) {
             let d = Duration::from_millis(ms.max(u64::from(MIN_INTERVAL_MS)));
             monitor.min_interval = d;

@@ -22,6 +22,21 @@ pub struct MonitorConfig {
     /// Within the protocol: a guest expects a challenge within max(2 x interval, 5 s). Default off (exact
     /// timing); the host daemon turns it on.
     pub spread_phase: bool,
+    /// Coalescing of challenge deadlines (default zero: off). When set, every challenge deadline of a guest falls
+    /// on a multiple of a *step*: the largest whole number of milliseconds that is at most this, at most 1 % of
+    /// the interval, and divides the interval. Only the phase moves (the first deadline is rounded up, by less than
+    /// one step); the period and every verdict stay exact. A host with thousands of guests sets it (vigild: 10 ms)
+    /// so that one wake-up serves every challenge due in the same step instead of one wake-up per guest.
+    pub coalesce: Duration,
+}
+
+impl MonitorConfig {
+    /// The coalescing step for `interval` (zero when [`coalesce`](Self::coalesce) is off).
+    pub fn coalesce_step(&self, interval: Duration) -> Duration {
+        let interval = interval.as_millis();
+        let cap = self.coalesce.as_millis().min(interval / 100);
+        (1..=cap).rev().find(|d| interval % d == 0).map_or(Duration::ZERO, Duration::from_millis)
+    }
 }
 
 impl Default for MonitorConfig {
@@ -33,6 +48,7 @@ impl Default for MonitorConfig {
             registration_timeout: Duration::from_secs(120),
             nack_interval: Duration::from_secs(1),
             spread_phase: false,
+            coalesce: Duration::ZERO,
         }
     }
 }

@@ -238,7 +238,8 @@ impl<R: IdSource, S: LineStorage> Monitor<R, S> {
         self.misses = 0;
         self.loss_reported = false;
         let interval = self.registration.as_ref().map_or(self.config.min_interval, |r| r.interval);
-        self.challenge(now, now + interval);
+        let deadline = self.on_grid(now + interval, interval);
+        self.challenge(now, deadline);
     }
 
     /// Sends `action_notify` and waits `timeout` (exactly the value sent) for the answer, which arrives as
@@ -352,7 +353,8 @@ impl<R: IdSource, S: LineStorage> Monitor<R, S> {
         } else {
             Duration::ZERO
         };
-        self.challenge(now, now + interval + spread);
+        let first = self.on_grid(now + interval + spread, interval);
+        self.challenge(now, first);
         self.push(MonitorEvent::Registered(registration));
     }
 
@@ -472,9 +474,18 @@ impl<R: IdSource, S: LineStorage> Monitor<R, S> {
                 });
             }
         }
-        // Keep the cadence unless we are already a whole interval late.
-        let next = if due + interval > now { due + interval } else { now + interval };
+        // Keep the cadence unless we are already a whole interval late (then start a new phase, on the grid).
+        let next = if due + interval > now { due + interval } else { self.on_grid(now + interval, interval) };
         self.challenge(now, next);
+    }
+
+    /// `at`, rounded up to the coalescing grid of `interval` (see [`MonitorConfig::coalesce`]).
+    fn on_grid(&self, at: Instant, interval: Duration) -> Instant {
+        let step = self.config.coalesce_step(interval).as_millis();
+        if step <= 1 {
+            return at;
+        }
+        Instant::from_millis(at.as_millis().div_ceil(step).saturating_mul(step))
     }
 
     fn challenge(&mut self, now: Instant, deadline: Instant) {

@@ -295,6 +295,50 @@ fn spread_phase_delays_the_second_challenge_by_at_most_half_an_interval() {
 }
 
 #[test]
+fn the_coalescing_step_divides_the_interval_and_is_at_most_one_percent_of_it() {
+    let c = MonitorConfig { coalesce: Duration::from_millis(10), ..MonitorConfig::default() };
+    let step = |ms| c.coalesce_step(Duration::from_millis(ms)).as_millis();
+    assert_eq!([step(1000), step(100), step(1500), step(1234), step(1009), step(250), step(60_000)], [10, 1, 10, 2, 1, 2, 10]);
+    assert_eq!(MonitorConfig::default().coalesce_step(Duration::from_millis(1000)), Duration::ZERO, "off by default");
+}
+
+#[test]
+fn coalesced_deadlines_fall_on_the_grid_and_keep_the_period_and_the_verdict_exact() {
+    let mut s = Script::new(MonitorConfig { coalesce: Duration::from_millis(10), ..MonitorConfig::default() });
+    let n = s.register(1003, 1000);
+    // the first deadline is rounded up to the 10 ms grid: the phase moves by less than one step
+    assert_eq!(s.m.poll_timeout(), Some(at(2010)));
+    s.feed(1010, &ok(n));
+    let mut deadlines = Vec::new();
+    let mut lost_at = None;
+    for _ in 0..4 {
+        let d = s.m.poll_timeout().unwrap();
+        deadlines.push(d.as_millis());
+        if !s.advance(d.as_millis()).is_empty() {
+            lost_at = Some(d.as_millis());
+        }
+        s.sent(d.as_millis());
+    }
+    assert_eq!(deadlines, [2010, 3010, 4010, 5010], "the period is exactly the interval");
+    // the challenge of 2010 and the one of 3010 go unanswered: loss at the second miss, at 4010, as without coalescing
+    assert_eq!(lost_at, Some(4010));
+    // a resume starts a new phase, on the grid
+    s.m.rechallenge(at(5017));
+    assert_eq!(s.m.poll_timeout(), Some(at(6020)));
+}
+
+#[test]
+fn a_late_timer_with_coalescing_restarts_on_the_grid() {
+    let mut s = Script::new(MonitorConfig { coalesce: Duration::from_millis(10), ..MonitorConfig::default() });
+    let n = s.register(0, 1000);
+    s.feed(1, &ok(n));
+    // the caller slept through a whole interval (a stopped host process)
+    s.m.handle_timeout(at(2503));
+    s.sent(2503);
+    assert_eq!(s.m.poll_timeout(), Some(at(3510)));
+}
+
+#[test]
 fn rechallenge_starts_counting_over() {
     let mut s = Script::new(MonitorConfig::default());
     let n = s.register(0, 1000);

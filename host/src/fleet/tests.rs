@@ -27,6 +27,7 @@ impl Harness {
     fn new(mut settings: GuestSettings) -> Self {
         // exact timing in these tests (the phase spread has its own test in the core)
         settings.spread_phase.get_or_insert(false);
+        settings.coalesce_ms.get_or_insert(0);
         let file = FileConfig { defaults: settings, ..FileConfig::default() };
         Harness {
             f: Fleet::new(FleetConfig::default(), file, 7, at(0)),
@@ -582,4 +583,65 @@ fn a_guest_whose_socket_goes_away_while_lost_is_removed_with_its_open_fault() {
         _ => None,
     });
     assert_eq!(removed, Some(Some("heartbeat_lost".to_string())), "upstream can close the alert: {:?}", h.kinds());
+}
+
+/// Wake-ups of a loop that sleeps until the fleet's next deadline, over `from..to` ms, answering every challenge.
+fn wakeups(h: &mut Harness, keys: &[GuestKey], from: u64, to: u64) -> usize {
+    let mut wakes = 0;
+    let mut t = from;
+    while let Some(d) = h.f.next_timeout().filter(|&d| d <= at(to)) {
+        t = t.max(d.as_millis());
+        wakes += 1;
+        h.f.handle_timeouts(at(t));
+        h.pump(t);
+        for &k in keys {
+            if h.sent.get(&k).is_some_and(|s| matches!(s.last(), Some(Body::Challenge { .. }))) {
+                let n = h.last_challenge(k);
+                h.sent.get_mut(&k).map(Vec::clear);
+                h.feed(k, t, &answer(n, "healthy"));
+            }
+        }
+    }
+    wakes
+}
+
+#[test]
+fn coalesced_deadlines_serve_many_guests_per_wake_up_and_no_verdict_changes() {
+    // 1,000 guests registering at every millisecond of a second, 1 s interval, spread phases (as vigild runs)
+    let mut settings = GuestSettings { coalesce_ms: Some(10), spread_phase: Some(true), ..GuestSettings::default() };
+    let mut h = Harness::new(settings.clone());
+    let keys: Vec<GuestKey> = (0..1000).map(|i| h.add(&format!("g{i}"), i)).collect();
+    for (i, &k) in keys.iter().enumerate() {
+        h.feed(k, i as u64, &init(1000, "reboot"));
+    }
+    let coalesced = wakeups(&mut h, &keys, 1000, 11_000);
+    assert_eq!(h.count("heartbeat_lost"), 0, "{:?}", h.kinds());
+    // at most one wake-up per 10 ms step (plus the few deadlines of the registration second)
+    assert!(coalesced <= 10 * 100 + 100, "{coalesced} wake-ups in 10 s");
+
+    // the same without coalescing: a wake-up per distinct millisecond phase
+    settings.coalesce_ms = Some(0);
+    let mut h = Harness::new(settings);
+    let keys: Vec<GuestKey> = (0..1000).map(|i| h.add(&format!("g{i}"), i)).collect();
+    for (i, &k) in keys.iter().enumerate() {
+        h.feed(k, i as u64, &init(1000, "reboot"));
+    }
+    let exact = wakeups(&mut h, &keys, 1000, 11_000);
+    println!("wake-ups over 10 s of 1,000 guests: exact {exact}, coalesced {coalesced}");
+    assert!(exact >= 4 * coalesced, "exact {exact}, coalesced {coalesced}");
+}
+
+#[test]
+fn with_coalescing_a_hung_guest_is_lost_exactly_two_intervals_after_its_last_answered_deadline() {
+    let mut h = Harness::new(GuestSettings { coalesce_ms: Some(10), ..GuestSettings::default() });
+    let k = h.add("hang", 0);
+    h.feed(k, 3, &init(1000, "reboot"));
+    let n = h.last_challenge(k);
+    h.feed(k, 4, &answer(n, "healthy"));
+    // deadlines at 1010, 2010, 3010: the challenges of 1010 and 2010 go unanswered; loss at 3010
+    h.advance(3009);
+    assert_eq!(h.count("heartbeat_lost"), 0);
+    h.advance(3010);
+    let lost: Vec<u64> = h.events.iter().filter(|(_, e)| e.kind() == "heartbeat_lost").map(|(t, _)| *t).collect();
+    assert_eq!(lost, [3010]);
 }

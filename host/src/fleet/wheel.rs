@@ -143,7 +143,19 @@ impl TimerWheel {
             if word != 0 {
                 let slot = word_idx * 64 + word.trailing_zeros() as usize;
                 let ahead = (slot + SLOTS - start) & (SLOTS - 1);
-                let at = (self.swept + ahead as u64) * TICK_MS;
+                let tick = self.swept + ahead as u64;
+                // Its exact earliest deadline when that falls in this revolution (so a loop does not wake at the
+                // tick's start and then again at the deadline); else the tick's start (entries of a later one).
+                let mut at = (tick + 1) * TICK_MS;
+                let mut k = self.heads[slot];
+                while k != NIL {
+                    let n = self.nodes[k as usize];
+                    at = at.min(n.deadline);
+                    k = n.next;
+                }
+                if at >= (tick + 1) * TICK_MS {
+                    at = tick * TICK_MS;
+                }
                 best = Some(best.map_or(at, |b| b.min(at)));
                 break;
             }
