@@ -30,6 +30,7 @@ extern crate std;
 mod agent;
 mod codec;
 mod error;
+mod fast;
 mod framer;
 mod monitor;
 mod msg;
@@ -38,7 +39,7 @@ mod time;
 mod timers;
 
 pub use agent::{Agent, AgentConfig, AgentEvent, AgentState, AgentStats};
-pub use codec::{decode, decode_without_precheck, precheck, DecodeError, Field, MAX_DEPTH};
+pub use codec::{decode, decode_general, decode_without_precheck, precheck, DecodeError, Field, MAX_DEPTH};
 pub use error::ProtocolError;
 pub use framer::{FrameError, LineFramer, LineStorage, LINE_BUF, MAX_LINE};
 pub use monitor::{

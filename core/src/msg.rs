@@ -382,7 +382,20 @@ impl Message {
         self.encode_into(buf)
     }
 
+    /// [`encode`](Self::encode) without the fast path (see [`crate::fast`]): for the tests that compare the two.
+    #[doc(hidden)]
+    pub fn encode_general(&self, buf: &mut [u8; MAX_WIRE]) -> Result<usize, EncodeError> {
+        self.encode_serde(buf)
+    }
+
     fn encode_into(&self, buf: &mut [u8]) -> Result<usize, EncodeError> {
+        match crate::fast::encode(self, buf) {
+            Some(n) => Ok(n),
+            None => self.encode_serde(buf),
+        }
+    }
+
+    fn encode_serde(&self, buf: &mut [u8]) -> Result<usize, EncodeError> {
         let Some((first, rest)) = buf.split_first_mut() else {
             return Err(EncodeError::BufferTooSmall { needed: MAX_WIRE });
         };

@@ -29,6 +29,7 @@ pub mod fleet;
 pub mod glob;
 pub mod metrics;
 pub mod node;
+pub mod queue;
 pub mod relay;
 pub mod sys;
 pub mod upstream;

@@ -43,6 +43,10 @@ struct Cli {
     /// Run vigild only (no floor row): for the rate search.
     #[arg(long)]
     vigild_only: bool,
+    /// Pin the host (vigild, or this process for the floor) to CPU 0 and the simulators to CPU 1 (`taskset`), so
+    /// that the guests do not steal the host's core.
+    #[arg(long)]
+    pin: bool,
 }
 
 struct Proc(Child);
@@ -76,14 +80,14 @@ fn rss_kib(pid: u32) -> u64 {
 }
 
 /// Simulators for `n` guests (5,000 per process: two descriptors each under a 20,000 fd limit).
-fn sims(dir: &Path, n: usize, hang: usize, interval: u32, fail_after: u64) -> Vec<Proc> {
+fn sims(dir: &Path, n: usize, hang: usize, interval: u32, fail_after: u64, pin: bool) -> Vec<Proc> {
     let mut out = Vec::new();
     let mut left = n;
     let mut shard = 0;
     while left > 0 {
         let k = left.min(5000);
         let h = if shard == 0 { hang.min(k) } else { 0 };
-        let child = Command::new(bin("vigil-sim"))
+        let child = pinned(pin, "1", bin("vigil-sim"))
             .arg("--dir")
             .arg(dir)
             .args(["--guests", &k.to_string(), "--interval-ms", &interval.to_string(), "--hang", &h.to_string()])
@@ -97,6 +101,21 @@ fn sims(dir: &Path, n: usize, hang: usize, interval: u32, fail_after: u64) -> Ve
         shard += 1;
     }
     out
+}
+
+/// `program`, under `taskset -c cpu` when `pin`.
+fn pinned(pin: bool, cpu: &str, program: PathBuf) -> Command {
+    if !pin {
+        return Command::new(program);
+    }
+    let mut c = Command::new("taskset");
+    c.args(["-c", cpu]).arg(program);
+    c
+}
+
+/// The CPU seconds of all of `procs`.
+fn cpu_of(procs: &[Proc]) -> f64 {
+    procs.iter().map(|p| cpu_secs(p.0.id())).sum()
 }
 
 fn wait_sockets(dir: &Path, n: usize) {
@@ -124,6 +143,9 @@ struct Row {
     hb_per_sec: f64,
     cpu_us_per_hb: f64,
     syscalls_per_hb: Option<f64>,
+    wakes_per_sec: f64,
+    /// The simulators' CPU per heartbeat (a slow simulator makes every host look good).
+    sim_us_per_hb: f64,
     rss_kib: u64,
     rtt: (f64, f64, f64),
     detect: Option<(f64, f64)>,
@@ -161,12 +183,12 @@ fn run_vigild(cli: &Cli, n: usize, work: &Path) -> Row {
     let dir = work.join(format!("vigild-{n}"));
     std::fs::create_dir_all(&dir).unwrap();
     let warm = 5 + n as u64 / 2000;
-    let _sims = sims(&dir, n, cli.hang, cli.interval_ms, warm + 3);
+    let sims = sims(&dir, n, cli.hang, cli.interval_ms, warm + 3, cli.pin);
     wait_sockets(&dir, n);
     let events = work.join(format!("events-{n}.jsonl"));
     let admin_sock = work.join(format!("admin-{n}.sock"));
     let d = Proc(
-        Command::new(bin("vigild"))
+        pinned(cli.pin, "0", bin("vigild"))
             .args(["run", "--log", "error", "--watch"])
             .arg(&dir)
             .arg("--events")
@@ -181,11 +203,13 @@ fn run_vigild(cli: &Cli, n: usize, work: &Path) -> Row {
     let pid = d.0.id();
     std::thread::sleep(Duration::from_secs(warm));
     let m0 = admin(&admin_sock, "/metrics").unwrap_or_default();
-    let (c0, t0) = (cpu_secs(pid), Instant::now());
+    let (c0, s0, t0) = (cpu_secs(pid), cpu_of(&sims), Instant::now());
     std::thread::sleep(Duration::from_secs(cli.secs));
     let m1 = admin(&admin_sock, "/metrics").unwrap_or_default();
-    let (c1, t1) = (cpu_secs(pid), t0.elapsed().as_secs_f64());
+    let (c1, s1, t1) = (cpu_secs(pid), cpu_of(&sims), t0.elapsed().as_secs_f64());
     let hb = metric(&m1, "vigil_heartbeats_total ") - metric(&m0, "vigil_heartbeats_total ");
+    let passes = "vigil_loop_pass_seconds_count ";
+    let wakes = metric(&m1, passes) - metric(&m0, passes);
     // system calls over their own window (strace slows the process: heartbeats are counted over the same window)
     let sys = if cli.syscalls {
         let before = metric(&admin(&admin_sock, "/metrics").unwrap_or_default(), "vigil_heartbeats_total ");
@@ -229,6 +253,8 @@ fn run_vigild(cli: &Cli, n: usize, work: &Path) -> Row {
         hb_per_sec: hb / t1,
         cpu_us_per_hb: (c1 - c0) / hb.max(1.0) * 1e6,
         syscalls_per_hb: sys,
+        wakes_per_sec: wakes / t1,
+        sim_us_per_hb: (s1 - s0) / hb.max(1.0) * 1e6,
         rss_kib: rss,
         rtt,
         detect: (!detect.is_empty()).then(|| (pct(&detect, 0.5), pct(&detect, 0.99))),
@@ -240,9 +266,13 @@ fn run_vigild(cli: &Cli, n: usize, work: &Path) -> Row {
 fn run_floor(cli: &Cli, n: usize, work: &Path) -> Row {
     let dir = work.join(format!("floor-{n}"));
     std::fs::create_dir_all(&dir).unwrap();
-    let _sims = sims(&dir, n, 0, cli.interval_ms, 3600);
+    let sims = sims(&dir, n, 0, cli.interval_ms, 3600, cli.pin);
     wait_sockets(&dir, n);
     let _ = vigil_host::sys::raise_fd_limit();
+    let me = std::process::id();
+    if cli.pin {
+        let _ = Command::new("taskset").args(["-p", "-c", "0", &me.to_string()]).stdout(Stdio::null()).status();
+    }
     let mut poll = Poll::new().unwrap();
     let mut conns: Vec<UnixStream> = Vec::new();
     for e in std::fs::read_dir(&dir).unwrap().flatten() {
@@ -263,8 +293,10 @@ fn run_floor(cli: &Cli, n: usize, work: &Path) -> Row {
     let warm = Duration::from_secs(5 + n as u64 / 2000);
     let end = start + warm + Duration::from_secs(cli.secs);
     let mut lines = 0u64;
-    let mut measuring: Option<(f64, Instant, u64)> = None;
-    let me = std::process::id();
+    let mut measuring: Option<(f64, f64, Instant, u64)> = None;
+    // system calls over 5 s of the window, counted by strace from a thread, with the answers of that span
+    let mut strace: Option<(std::thread::JoinHandle<Option<f64>>, u64)> = None;
+    let mut sys = None;
     let mut cursor = 0usize;
     let mut order: Vec<usize> = (0..conns.len()).collect();
     order.sort_by_key(|&i| next[i]);
@@ -276,8 +308,16 @@ fn run_floor(cli: &Cli, n: usize, work: &Path) -> Row {
     while Instant::now() < end {
         let now = Instant::now();
         if measuring.is_none() && now >= start + warm {
-            measuring = Some((cpu_secs(me), now, lines));
+            measuring = Some((cpu_secs(me), cpu_of(&sims), now, lines));
             wakes_at_start = wakes;
+            if cli.syscalls {
+                strace = Some((std::thread::spawn(move || syscalls_per_sec(me, 5).map(|s| s * 5.0)), lines));
+            }
+        }
+        if strace.as_ref().is_some_and(|(h, _)| h.is_finished()) {
+            if let Some((h, l0)) = strace.take() {
+                sys = h.join().ok().flatten().map(|calls| calls / (lines - l0).max(1) as f64);
+            }
         }
         // at each tick: every challenge due by the end of it, in phase order (each guest's deadline moves by one
         // interval: the order never changes)
@@ -321,16 +361,24 @@ fn run_floor(cli: &Cli, n: usize, work: &Path) -> Row {
             }
         }
     }
-    let (c0, t0, l0) = measuring.unwrap_or((0.0, start, 0));
+    let (c0, s0, t0, l0) = measuring.unwrap_or((0.0, 0.0, start, 0));
     let secs = t0.elapsed().as_secs_f64();
     let hb = (lines - l0) as f64;
-    println!("floor: {:.0} wake-ups per second (N = {n})", (wakes - wakes_at_start) as f64 / secs.max(1e-9));
+    let (c1, s1) = (cpu_secs(me), cpu_of(&sims));
+    if let Some((h, l0)) = strace.take() {
+        sys = h.join().ok().flatten().map(|calls| calls / (lines - l0).max(1) as f64);
+    }
+    if cli.pin {
+        let _ = Command::new("taskset").args(["-p", "-c", "0-1", &me.to_string()]).stdout(Stdio::null()).status();
+    }
     Row {
         who: "floor",
         guests: n,
         hb_per_sec: hb / secs,
-        cpu_us_per_hb: (cpu_secs(me) - c0) / hb.max(1.0) * 1e6,
-        syscalls_per_hb: None,
+        cpu_us_per_hb: (c1 - c0) / hb.max(1.0) * 1e6,
+        syscalls_per_hb: sys,
+        wakes_per_sec: (wakes - wakes_at_start) as f64 / secs.max(1e-9),
+        sim_us_per_hb: (s1 - s0) / hb.max(1.0) * 1e6,
         rss_kib: 0,
         rtt: (0.0, 0.0, 0.0),
         detect: None,
@@ -353,9 +401,9 @@ fn main() {
     let _ = std::fs::remove_dir_all(&work);
     std::fs::create_dir_all(&work).unwrap();
     println!(
-        "| host | guests | interval | heartbeats/s | CPU per heartbeat | syscalls per heartbeat | RSS | RSS per guest | RTT p50 / p99 / max | detection p50 / p99 (beyond the bound) | false faults |"
+        "| host | guests | interval | heartbeats/s | CPU per heartbeat | wake-ups/s | syscalls per heartbeat | RSS | RSS per guest | RTT p50 / p99 / max | detection p50 / p99 (beyond the bound) | false faults | simulators' CPU per heartbeat |"
     );
-    println!("|---|---|---|---|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|");
     for &n in &cli.guests.clone() {
         let floor = (!cli.vigild_only).then(|| run_floor(&cli, n, &work));
         let v = run_vigild(&cli, n, &work);
@@ -373,8 +421,19 @@ fn main() {
             let det = r.detect.map_or("-".into(), |(a, b)| format!("{a:.0} / {b:.0} ms"));
             let sys = r.syscalls_per_hb.map_or("-".into(), |s| format!("{s:.2}"));
             println!(
-                "| {} | {} | {} ms | {:.0} | {:.2} µs | {} | {} | {} | {} | {} |",
-                r.who, r.guests, cli.interval_ms, r.hb_per_sec, r.cpu_us_per_hb, sys, rss, rtt, det, r.false_faults
+                "| {} | {} | {} ms | {:.0} | {:.2} µs | {:.0} | {} | {} | {} | {} | {} | {:.2} µs |",
+                r.who,
+                r.guests,
+                cli.interval_ms,
+                r.hb_per_sec,
+                r.cpu_us_per_hb,
+                r.wakes_per_sec,
+                sys,
+                rss,
+                rtt,
+                det,
+                r.false_faults,
+                r.sim_us_per_hb
             );
         }
         if let Some(floor) = &floor {

@@ -35,7 +35,7 @@ impl MonitorConfig {
     pub fn coalesce_step(&self, interval: Duration) -> Duration {
         let interval = interval.as_millis();
         let cap = self.coalesce.as_millis().min(interval / 100);
-        (1..=cap).rev().find(|d| interval % d == 0).map_or(Duration::ZERO, Duration::from_millis)
+        (1..=cap).rev().find(|&d| interval.is_multiple_of(d)).map_or(Duration::ZERO, Duration::from_millis)
     }
 }
 

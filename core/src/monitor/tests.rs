@@ -298,7 +298,10 @@ fn spread_phase_delays_the_second_challenge_by_at_most_half_an_interval() {
 fn the_coalescing_step_divides_the_interval_and_is_at_most_one_percent_of_it() {
     let c = MonitorConfig { coalesce: Duration::from_millis(10), ..MonitorConfig::default() };
     let step = |ms| c.coalesce_step(Duration::from_millis(ms)).as_millis();
-    assert_eq!([step(1000), step(100), step(1500), step(1234), step(1009), step(250), step(60_000)], [10, 1, 10, 2, 1, 2, 10]);
+    assert_eq!(
+        [step(1000), step(100), step(1500), step(1234), step(1009), step(250), step(60_000)],
+        [10, 1, 10, 2, 1, 2, 10]
+    );
     assert_eq!(MonitorConfig::default().coalesce_step(Duration::from_millis(1000)), Duration::ZERO, "off by default");
 }
 

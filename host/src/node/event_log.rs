@@ -8,7 +8,7 @@ use std::io::Write;
 use std::os::unix::fs::MetadataExt;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::mpsc::{sync_channel, Receiver, RecvTimeoutError, SyncSender, TrySendError};
+use std::sync::mpsc::{RecvTimeoutError, TrySendError};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, SystemTime};
@@ -16,6 +16,7 @@ use std::time::{Duration, SystemTime};
 use serde_json::{json, Map, Value};
 
 use crate::events::{rfc3339, Event};
+use crate::queue::{bounded, QueueRx, QueueTx};
 
 /// Where events go.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -28,7 +29,8 @@ pub enum EventsTarget {
     Discard,
 }
 
-/// Queue depth between the loop and the writer: room for every guest of a large node changing state at once.
+/// Queue depth between the loop and the writer: room for every guest of a large node changing state at once (memory
+/// is taken only for what is queued: see [`crate::queue`]).
 const QUEUE: usize = 65_536;
 /// The writer gives up on what is left this long after `close` (a stalled disk must not hold up a stop).
 const CLOSE_LIMIT: Duration = Duration::from_secs(2);
@@ -44,7 +46,7 @@ struct Shared {
 pub struct EventSink {
     host: String,
     seq: u64,
-    tx: Option<SyncSender<String>>,
+    tx: Option<QueueTx<String>>,
     writer: Option<JoinHandle<()>>,
     shared: Arc<Shared>,
     epoch: std::time::Instant,
@@ -53,7 +55,7 @@ pub struct EventSink {
 impl EventSink {
     /// Starts the writer thread.
     pub fn start(target: EventsTarget, host: String) -> std::io::Result<Self> {
-        let (tx, rx) = sync_channel::<String>(QUEUE);
+        let (tx, rx) = bounded::<String>(QUEUE);
         let out = Output::open(&target)?;
         let shared = Arc::new(Shared {
             dropped: AtomicU64::new(0),
@@ -180,7 +182,7 @@ impl Output {
     }
 }
 
-fn write_loop(rx: Receiver<String>, mut out: Output, target: EventsTarget, shared: &Shared, epoch: std::time::Instant) {
+fn write_loop(rx: QueueRx<String>, mut out: Output, target: EventsTarget, shared: &Shared, epoch: std::time::Instant) {
     let mut last_check = std::time::Instant::now();
     let past_deadline = || epoch.elapsed().as_millis() as u64 > shared.stop_by.load(Ordering::Relaxed);
     loop {

@@ -1,0 +1,235 @@
+//! The fast path for the two messages of every heartbeat: `challenge` and `challenge_response`.
+//!
+//! A heartbeat is one `challenge` out and one `challenge_response` back; everything else is rare. Both sides of
+//! every implementation we know (the reference guest and host, and ours) write them with the keys in one order,
+//! no white space and no escapes: then a message is a fixed sequence of literals and values, read in one pass with
+//! no scratch buffer, no visitor and one UTF-8 check of the only free text (`log_msg`), and written in place.
+//!
+//! The rule that keeps it honest: the fast path either returns exactly what the general codec returns for the
+//! same bytes, or declines (`None`) and the general codec decides. It declines anything unusual: another key order,
+//! white space, an escape, a leading zero, an unknown enumerated word, a version below ours (whose refusal the
+//! general codec words). The fuzz target `decode` checks the rule on arbitrary bytes, and the unit tests below on
+//! the reference guest's recorded bytes.
+
+use crate::msg::*;
+
+/// A cursor over one line.
+struct Cur<'a> {
+    b: &'a [u8],
+    i: usize,
+}
+
+impl<'a> Cur<'a> {
+    fn lit(&mut self, s: &[u8]) -> Option<()> {
+        let end = self.i.checked_add(s.len())?;
+        (self.b.get(self.i..end)? == s).then(|| self.i = end)
+    }
+
+    /// A JSON unsigned integer that fits 32 bits, without a leading zero.
+    fn uint(&mut self) -> Option<u32> {
+        let start = self.i;
+        let mut v: u32 = 0;
+        while let Some(&c) = self.b.get(self.i).filter(|c| c.is_ascii_digit()) {
+            v = v.checked_mul(10)?.checked_add(u32::from(c - b'0'))?;
+            self.i += 1;
+        }
+        let n = self.i - start;
+        (n > 0 && !(n > 1 && self.b[start] == b'0')).then_some(v)
+    }
+
+    /// The rest of a string whose opening quote was read: no escapes, no control bytes, valid UTF-8.
+    fn plain_str(&mut self) -> Option<&'a str> {
+        let start = self.i;
+        let len = self.b.get(start..)?.iter().position(|&c| c == b'"' || c == b'\\' || c < 0x20)?;
+        if self.b[start + len] != b'"' {
+            return None;
+        }
+        self.i = start + len + 1;
+        core::str::from_utf8(&self.b[start..start + len]).ok()
+    }
+
+    fn end(&self) -> Option<()> {
+        (self.i == self.b.len()).then_some(())
+    }
+}
+
+/// Decodes `line` if it is a `challenge` or `challenge_response` in the common form; `None` leaves it to the
+/// general codec.
+pub(crate) fn decode(line: &[u8]) -> Option<Message> {
+    let mut c = Cur { b: line, i: 0 };
+    c.lit(b"{\"version\":")?;
+    let version = c.uint().filter(|&v| v >= VERSION)?;
+    c.lit(b",\"revision\":")?;
+    let revision = c.uint()?;
+    c.lit(b",\"msg_type\":\"")?;
+    let body = if c.lit(b"challenge\",\"sequence\":").is_some() {
+        let sequence = c.uint()?;
+        c.lit(b",\"heartbeat_challenge\":")?;
+        (sequence, Body::Challenge { heartbeat_challenge: c.uint()? })
+    } else {
+        c.lit(b"challenge_response\",\"sequence\":")?;
+        let sequence = c.uint()?;
+        c.lit(b",\"heartbeat_response\":")?;
+        let heartbeat_response = c.uint()?;
+        c.lit(b",\"heartbeat_health\":\"")?;
+        let heartbeat_health = Health::from_wire(c.plain_str()?)?;
+        c.lit(b",\"corrective_action\":\"")?;
+        let corrective_action = CorrectiveAction::from_wire(c.plain_str()?)?;
+        c.lit(b",\"log_msg\":\"")?;
+        let log_msg = LogMsg::try_from(c.plain_str()?).ok()?;
+        let r = ChallengeResponse { heartbeat_response, heartbeat_health, corrective_action, log_msg };
+        (sequence, Body::ChallengeResponse(r))
+    };
+    c.lit(b"}")?;
+    c.end()?;
+    let (sequence, body) = body;
+    Some(Message { version, revision, sequence, body })
+}
+
+/// Writes `msg` (framed: `\n{...}\n`) into `buf` if it is a `challenge`, or a `challenge_response` whose `log_msg`
+/// needs no escape; returns the length, or `None` to leave it to the general encoder. `buf` holds at least
+/// [`MAX_WIRE`] bytes.
+pub(crate) fn encode(msg: &Message, buf: &mut [u8]) -> Option<usize> {
+    let mut w = Out { buf, n: 0 };
+    w.put(b"\n{\"version\":")?;
+    w.uint(msg.version)?;
+    w.put(b",\"revision\":")?;
+    w.uint(msg.revision)?;
+    match &msg.body {
+        Body::Challenge { heartbeat_challenge } => {
+            w.put(b",\"msg_type\":\"challenge\",\"sequence\":")?;
+            w.uint(msg.sequence)?;
+            w.put(b",\"heartbeat_challenge\":")?;
+            w.uint(*heartbeat_challenge)?;
+        }
+        Body::ChallengeResponse(r) => {
+            let text = r.log_msg.as_bytes();
+            if text.iter().any(|&c| c == b'"' || c == b'\\' || c < 0x20 || c == 0x7f) {
+                return None;
+            }
+            w.put(b",\"msg_type\":\"challenge_response\",\"sequence\":")?;
+            w.uint(msg.sequence)?;
+            w.put(b",\"heartbeat_response\":")?;
+            w.uint(r.heartbeat_response)?;
+            w.put(b",\"heartbeat_health\":\"")?;
+            w.put(r.heartbeat_health.as_str().as_bytes())?;
+            w.put(b"\",\"corrective_action\":\"")?;
+            w.put(r.corrective_action.as_str().as_bytes())?;
+            w.put(b"\",\"log_msg\":\"")?;
+            w.put(text)?;
+            w.put(b"\"")?;
+        }
+        _ => return None,
+    }
+    w.put(b"}\n")?;
+    Some(w.n)
+}
+
+struct Out<'a> {
+    buf: &'a mut [u8],
+    n: usize,
+}
+
+impl Out<'_> {
+    fn put(&mut self, s: &[u8]) -> Option<()> {
+        let end = self.n.checked_add(s.len())?;
+        self.buf.get_mut(self.n..end)?.copy_from_slice(s);
+        self.n = end;
+        Some(())
+    }
+
+    fn uint(&mut self, mut v: u32) -> Option<()> {
+        let mut digits = [0u8; 10];
+        let mut i = digits.len();
+        loop {
+            i -= 1;
+            digits[i] = b'0' + (v % 10) as u8;
+            v /= 10;
+            if v == 0 {
+                break;
+            }
+        }
+        self.put(&digits[i..])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    extern crate std;
+    use super::*;
+    use std::string::String;
+    use std::vec::Vec;
+
+    fn general(line: &[u8]) -> Result<Message, crate::DecodeError> {
+        crate::codec::decode_general(line)
+    }
+
+    /// The reference guest's recorded lines (`../shared/testdata`, copied into the core's tests).
+    const REFERENCE: [&str; 3] = [
+        r#"{"version":3,"revision":1,"msg_type":"challenge_response","sequence":2,"heartbeat_response":2147483647,"heartbeat_health":"healthy","corrective_action":"reboot","log_msg":""}"#,
+        r#"{"version":3,"revision":1,"msg_type":"challenge_response","sequence":9,"heartbeat_response":0,"heartbeat_health":"unhealthy","corrective_action":"stop","log_msg":"db down: état dégradé"}"#,
+        r#"{"version":3,"revision":1,"msg_type":"challenge","sequence":8,"heartbeat_challenge":846930886}"#,
+    ];
+
+    #[test]
+    fn the_common_form_is_decoded_as_the_general_codec_decodes_it() {
+        for line in REFERENCE {
+            let fast = decode(line.as_bytes()).expect("common form");
+            assert_eq!(Ok(fast), general(line.as_bytes()), "{line}");
+        }
+    }
+
+    #[test]
+    fn anything_unusual_is_left_to_the_general_codec() {
+        let base = REFERENCE[0];
+        let variants: Vec<String> = [
+            base.replace(":3,", ":2,"), // old version: the general codec words the refusal
+            base.replace("\"sequence\":2", "\"sequence\":02"), // leading zero
+            base.replace("2147483647", "4294967296"), // over 32 bits
+            base.replace("healthy", "fine"), // unknown health: the general codec maps it
+            base.replace("\"\"}", "\"a\\\"b\"}"), // an escape
+            base.replace(",\"revision\"", ", \"revision\""), // white space
+            base.replace("}", "} "),    // trailing bytes
+            base.replace("\"log_msg\":\"\"", "\"log_msg\":\"\",\"x\":1"), // an extra key
+            base.replace("\"log_msg\":\"\"", &std::format!("\"log_msg\":\"{}\"", "x".repeat(300))), // too long
+        ]
+        .into();
+        for v in &variants {
+            assert_eq!(decode(v.as_bytes()), None, "{v}");
+        }
+    }
+
+    #[test]
+    fn the_fast_encoder_writes_what_the_general_encoder_writes() {
+        let messages = [
+            Message::new(0, Body::Challenge { heartbeat_challenge: 0 }),
+            Message::new(u32::MAX, Body::Challenge { heartbeat_challenge: MAX_NONCE }),
+            Message::new(
+                7,
+                Body::ChallengeResponse(ChallengeResponse {
+                    heartbeat_response: 123,
+                    heartbeat_health: Health::Unhealthy,
+                    corrective_action: CorrectiveAction::Reboot,
+                    log_msg: bounded("état dégradé"),
+                }),
+            ),
+        ];
+        for m in messages {
+            let (mut a, mut b) = ([0u8; MAX_WIRE], [0u8; MAX_WIRE]);
+            let n = encode(&m, &mut a).expect("fast");
+            let k = m.encode_general(&mut b).expect("general");
+            assert_eq!(&a[..n], &b[..k]);
+            assert_eq!(decode(&a[1..n - 1]), Some(m));
+        }
+        let quote = Message::new(
+            1,
+            Body::ChallengeResponse(ChallengeResponse {
+                heartbeat_response: 1,
+                heartbeat_health: Health::Healthy,
+                corrective_action: CorrectiveAction::None,
+                log_msg: bounded("say \"hi\""),
+            }),
+        );
+        assert_eq!(encode(&quote, &mut [0u8; MAX_WIRE]), None, "escapes are the general encoder's");
+    }
+}
