@@ -46,7 +46,9 @@ enum Timer {
     Registration = 2,
 }
 const TIMERS: usize = 3;
-const EVENTS: usize = 2;
+/// One event waits at a time (input stops until it is polled); a vote that a new session or an `exit` ends has
+/// its own slot ([`Monitor::vote_ended`]), so no step needs more.
+const EVENTS: usize = 1;
 
 #[derive(Clone, Copy, Debug)]
 struct Vote {
@@ -97,6 +99,9 @@ pub struct Monitor<R, S = [u8; LINE_BUF]> {
     last_nack: Option<Instant>,
     sequence: u32,
     events: EventQueue<MonitorEvent, EVENTS>,
+    /// A vote ended without an answer (the session ended, the guest registered anew or exited), and why: polled
+    /// before the queued event, which it precedes.
+    vote_ended: Option<(Vote, &'static str)>,
     stats: MonitorStats,
 }
 
@@ -135,6 +140,7 @@ impl<R: IdSource, S: LineStorage> Monitor<R, S> {
             last_nack: None,
             sequence: 1,
             events: EventQueue::new(),
+            vote_ended: None,
             stats: MonitorStats::default(),
         }
     }
@@ -190,7 +196,7 @@ impl<R: IdSource, S: LineStorage> Monitor<R, S> {
             return input.len();
         }
         let mut used = 0;
-        while used < input.len() && self.events.is_empty() {
+        while used < input.len() && self.room() {
             let (n, parsed) = next_message(&mut self.framer, &input[used..]);
             used += n;
             match parsed {
@@ -206,16 +212,16 @@ impl<R: IdSource, S: LineStorage> Monitor<R, S> {
     /// Lets timers that are due fire. Call it when [`poll_timeout`](Self::poll_timeout) has passed; it fires what
     /// fits in the event queue, so call it again (after draining events) while `poll_timeout() <= now`.
     pub fn handle_timeout(&mut self, now: Instant) {
-        if self.due(Timer::Vote, now) && self.events.len() < EVENTS {
+        if self.due(Timer::Vote, now) && self.room() {
             self.set_timer(Timer::Vote, None);
             if let Some(vote) = self.vote.take() {
                 self.push_vote_result(vote, VoteResult::Timeout, LogMsg::new());
             }
         }
-        if self.due(Timer::Challenge, now) && self.events.len() < EVENTS {
+        if self.due(Timer::Challenge, now) && self.room() {
             self.on_interval_end(now);
         }
-        if self.due(Timer::Registration, now) && self.events.len() < EVENTS {
+        if self.due(Timer::Registration, now) && self.room() {
             self.set_timer(Timer::Registration, None);
             self.push(MonitorEvent::RegistrationTimeout);
         }
@@ -275,6 +281,9 @@ impl<R: IdSource, S: LineStorage> Monitor<R, S> {
     /// The next event, if any.
     #[must_use]
     pub fn poll_event(&mut self) -> Option<MonitorEvent> {
+        if let Some((vote, why)) = self.vote_ended.take() {
+            return Some(vote_result(vote, VoteResult::Error, bounded(why)));
+        }
         self.events.pop_front()
     }
 
@@ -328,10 +337,7 @@ impl<R: IdSource, S: LineStorage> Monitor<R, S> {
     }
 
     fn on_init(&mut self, now: Instant, init: Init) {
-        if let Some(vote) = self.vote.take() {
-            self.set_timer(Timer::Vote, None);
-            self.push_vote_result(vote, VoteResult::Error, bounded("guest registered anew"));
-        }
+        self.end_vote("guest registered anew");
         if init.corrective_action == CorrectiveAction::Unknown {
             self.stats.unknown_values += 1;
         }
@@ -441,9 +447,7 @@ impl<R: IdSource, S: LineStorage> Monitor<R, S> {
     }
 
     fn on_exit(&mut self, log_msg: LogMsg) {
-        if let Some(vote) = self.vote.take() {
-            self.push_vote_result(vote, VoteResult::Error, bounded("guest agent exited before answering"));
-        }
+        self.end_vote("guest agent exited before answering");
         self.timers.clear();
         self.tx_challenge = false;
         self.state = MonitorState::Exited;
@@ -526,16 +530,24 @@ impl<R: IdSource, S: LineStorage> Monitor<R, S> {
     }
 
     fn push_vote_result(&mut self, vote: Vote, result: VoteResult, log_msg: LogMsg) {
-        self.push(MonitorEvent::VoteResult {
-            event_type: vote.notify.event_type,
-            notification_type: vote.notify.notification_type,
-            result,
-            log_msg,
-        });
+        self.push(vote_result(vote, result, log_msg));
+    }
+
+    /// The open vote, if any, ends with `error` for `why` (reported from its own slot, before any queued event).
+    fn end_vote(&mut self, why: &'static str) {
+        if let Some(vote) = self.vote.take() {
+            self.set_timer(Timer::Vote, None);
+            self.vote_ended = Some((vote, why));
+        }
+    }
+
+    /// Input and timers may go on: no event waits to be polled.
+    fn room(&self) -> bool {
+        self.events.is_empty() && self.vote_ended.is_none()
     }
 
     fn push(&mut self, e: MonitorEvent) {
-        // Input stops while an event waits and each step pushes at most EVENTS, so this never overflows; if it
+        // Input stops while an event waits and each step pushes at most one, so this never overflows; if it
         // ever did, the oldest event would be kept and this one counted as an error rather than panicking.
         if self.events.push_back(e).is_err() {
             self.stats.protocol_errors += 1;
@@ -543,9 +555,7 @@ impl<R: IdSource, S: LineStorage> Monitor<R, S> {
     }
 
     fn end_session(&mut self) {
-        if let Some(vote) = self.vote.take() {
-            self.push_vote_result(vote, VoteResult::Error, bounded("connection to guest lost"));
-        }
+        self.end_vote("connection to guest lost");
         self.framer.reset();
         self.timers.clear();
         self.registration = None;
@@ -569,6 +579,15 @@ impl<R: IdSource, S: LineStorage> Monitor<R, S> {
             Some(at) => self.timers.set(t as usize, at),
             None => self.timers.stop(t as usize),
         }
+    }
+}
+
+fn vote_result(vote: Vote, result: VoteResult, log_msg: LogMsg) -> MonitorEvent {
+    MonitorEvent::VoteResult {
+        event_type: vote.notify.event_type,
+        notification_type: vote.notify.notification_type,
+        result,
+        log_msg,
     }
 }
 
