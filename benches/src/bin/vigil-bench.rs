@@ -291,7 +291,11 @@ fn run_floor(cli: &Cli, n: usize, work: &Path) -> Row {
     let mut events = Events::with_capacity(1024);
     let mut buf = [0u8; 4096];
     let warm = Duration::from_secs(5 + n as u64 / 2000);
-    let end = start + warm + Duration::from_secs(cli.secs);
+    // the CPU window, then (with --syscalls) strace over its own window after it, as for vigild: strace slows
+    // the process it traces
+    let window_end = start + warm + Duration::from_secs(cli.secs);
+    let end = window_end + if cli.syscalls { Duration::from_secs(7) } else { Duration::ZERO };
+    let mut measured: Option<(f64, f64, f64, u64, u64)> = None;
     let mut lines = 0u64;
     let mut measuring: Option<(f64, f64, Instant, u64)> = None;
     // system calls over 5 s of the window, counted by strace from a thread, with the answers of that span
@@ -310,8 +314,13 @@ fn run_floor(cli: &Cli, n: usize, work: &Path) -> Row {
         if measuring.is_none() && now >= start + warm {
             measuring = Some((cpu_secs(me), cpu_of(&sims), now, lines));
             wakes_at_start = wakes;
-            if cli.syscalls {
-                strace = Some((std::thread::spawn(move || syscalls_per_sec(me, 5).map(|s| s * 5.0)), lines));
+        }
+        if let (None, Some((_, _, t0, _))) = (&measured, &measuring) {
+            if now >= window_end {
+                measured = Some((cpu_secs(me), cpu_of(&sims), t0.elapsed().as_secs_f64(), lines, wakes));
+                if cli.syscalls {
+                    strace = Some((std::thread::spawn(move || syscalls_per_sec(me, 5).map(|s| s * 5.0)), lines));
+                }
             }
         }
         if strace.as_ref().is_some_and(|(h, _)| h.is_finished()) {
@@ -362,9 +371,9 @@ fn run_floor(cli: &Cli, n: usize, work: &Path) -> Row {
         }
     }
     let (c0, s0, t0, l0) = measuring.unwrap_or((0.0, 0.0, start, 0));
-    let secs = t0.elapsed().as_secs_f64();
-    let hb = (lines - l0) as f64;
-    let (c1, s1) = (cpu_secs(me), cpu_of(&sims));
+    let (c1, s1, secs, l1, w1) =
+        measured.unwrap_or_else(|| (cpu_secs(me), cpu_of(&sims), t0.elapsed().as_secs_f64(), lines, wakes));
+    let hb = (l1 - l0) as f64;
     if let Some((h, l0)) = strace.take() {
         sys = h.join().ok().flatten().map(|calls| calls / (lines - l0).max(1) as f64);
     }
@@ -377,7 +386,7 @@ fn run_floor(cli: &Cli, n: usize, work: &Path) -> Row {
         hb_per_sec: hb / secs,
         cpu_us_per_hb: (c1 - c0) / hb.max(1.0) * 1e6,
         syscalls_per_hb: sys,
-        wakes_per_sec: (wakes - wakes_at_start) as f64 / secs.max(1e-9),
+        wakes_per_sec: (w1 - wakes_at_start) as f64 / secs.max(1e-9),
         sim_us_per_hb: (s1 - s0) / hb.max(1.0) * 1e6,
         rss_kib: 0,
         rtt: (0.0, 0.0, 0.0),
