@@ -459,7 +459,12 @@ impl<R: IdSource, S: LineStorage> Monitor<R, S> {
     fn on_interval_end(&mut self, now: Instant) {
         let due = self.timers.get(Timer::Challenge as usize).unwrap_or(now);
         let interval = self.registration.as_ref().map_or(self.config.min_interval, |r| r.interval);
-        if !self.heard {
+        // A guest can only be blamed for an interval in which it had time to answer: a challenge that left less
+        // than half an interval before this verdict was the host's lateness, not the guest's.
+        let fair = due.saturating_duration_since(self.challenged_at).as_millis() * 2 >= interval.as_millis();
+        if !self.heard && !fair {
+            self.stats.host_late += 1;
+        } else if !self.heard {
             self.misses = self.misses.saturating_add(1);
             self.stats.misses += 1;
             // past the threshold and not yet reported: a threshold lowered meanwhile (a reload) still reports

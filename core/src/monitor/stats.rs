@@ -20,6 +20,10 @@ pub struct MonitorStats {
     pub unknown_values: u64,
     /// Intervals that ended unanswered.
     pub misses: u64,
+    /// Intervals that ended unanswered but were not counted as misses because the challenge left too late (less
+    /// than half an interval before the verdict): the host, not the guest, was behind (an overloaded host, a host
+    /// process stopped and resumed). Counted so that an operator sees it; never a fault.
+    pub host_late: u64,
     /// Losses declared.
     pub losses: u64,
     /// Registrations (`init`s accepted).

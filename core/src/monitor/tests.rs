@@ -578,3 +578,23 @@ fn sizes_fit_the_budget() {
     std::println!("size_of::<Monitor<XorShift32>>() = {size}");
     assert!(size < 2048, "Monitor is {size} bytes");
 }
+
+#[test]
+fn an_interval_whose_challenge_left_late_is_the_hosts_fault_not_a_miss() {
+    let mut s = Script::new(MonitorConfig::default());
+    let n = s.register(0, 1000);
+    s.feed(5, &ok(n));
+    // the host is behind: the interval ends at 1000 but the challenge only leaves at 1600 (an overloaded loop)
+    assert!(s.advance(1000).is_empty());
+    assert_eq!(s.sent(1600).len(), 1);
+    // unanswered by 2000, but the guest had 400 ms of a 1000 ms interval: not counted
+    assert!(s.advance(2000).is_empty());
+    assert_eq!((s.m.stats().misses, s.m.stats().host_late), (0, 1));
+    // on time again: the guest is blamed for what it misses from now on, and lost at the second miss
+    s.sent(2000);
+    assert!(s.advance(3000).is_empty());
+    s.sent(3000);
+    let ev = s.advance(4000);
+    assert!(matches!(ev.as_slice(), [MonitorEvent::HeartbeatLost { consecutive_misses: 2, .. }]), "{ev:?}");
+    assert_eq!(s.m.stats().host_late, 1);
+}

@@ -131,6 +131,11 @@ pub fn openmetrics(
     r.register("messages_sent", "Messages sent to guests (challenges, acks, notices, nacks)", counter(t.messages_out));
     r.register("heartbeats", "Valid heartbeat answers", counter(t.heartbeats));
     r.register("missed_intervals", "Intervals that ended without a valid answer", counter(t.misses));
+    r.register(
+        "host_late_intervals",
+        "Unanswered intervals not counted as misses: the challenge left less than half an interval before the verdict (vigild was behind)",
+        counter(t.host_late),
+    );
     r.register("heartbeat_losses", "Heartbeat losses declared", counter(t.losses));
     r.register("registrations", "Guest registrations (init)", counter(t.registrations));
     r.register_with_unit("received", "Bytes read from guests", Unit::Bytes, counter(t.bytes_in));

@@ -64,6 +64,8 @@ pub struct Totals {
     pub heartbeats: u64,
     /// Intervals that ended unanswered.
     pub misses: u64,
+    /// Unanswered intervals not counted because the challenge left late (the host was behind).
+    pub host_late: u64,
     /// Losses declared.
     pub losses: u64,
     /// Registrations.
@@ -78,6 +80,7 @@ impl Totals {
         self.messages_out += s.messages_out;
         self.heartbeats += s.heartbeats;
         self.misses += s.misses;
+        self.host_late += s.host_late;
         self.losses += s.losses;
         self.registrations += s.registrations;
         self.bytes_in += s.bytes_in;
