@@ -26,3 +26,31 @@ pub fn raise_fd_limit() -> (u64, u64) {
     }
     (soft, getrlimit(Resource::Nofile).current.unwrap_or(u64::MAX))
 }
+
+/// The nice value of vigild's background threads (control plane, event writer, spool, status, actions).
+pub const BACKGROUND_NICE: i32 = 10;
+
+/// Lowers the calling thread's CPU priority to [`BACKGROUND_NICE`]: when the node's CPU is scarce (vigild pinned
+/// to one core, a busy host), rendering the status of 10,000 guests for an API client or writing a burst of events
+/// must not take the core from the data plane, whose lateness would become its guests' misses. Threads the
+/// calling thread creates inherit it (tokio's blocking pool of the control plane). Best effort: a refusal only
+/// leaves the thread at its priority.
+pub fn background_thread() {
+    let _ = rustix::process::setpriority_process(Some(rustix::thread::gettid()), BACKGROUND_NICE);
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_background_thread_runs_below_the_data_plane() {
+        let nice = std::thread::spawn(|| {
+            super::background_thread();
+            rustix::process::getpriority_process(Some(rustix::thread::gettid()))
+        })
+        .join()
+        .unwrap()
+        .unwrap();
+        let own = rustix::process::getpriority_process(Some(rustix::thread::gettid())).unwrap();
+        assert_eq!(nice, (own + super::BACKGROUND_NICE).min(19), "the calling thread alone is lowered");
+    }
+}

@@ -47,6 +47,9 @@ struct Cli {
     /// that the guests do not steal the host's core.
     #[arg(long)]
     pin: bool,
+    /// A configuration file for vigild (`vigild run --config`), to compare settings.
+    #[arg(long)]
+    config: Option<PathBuf>,
 }
 
 struct Proc(Child);
@@ -164,19 +167,24 @@ fn metric(text: &str, name: &str) -> f64 {
         .unwrap_or(0.0)
 }
 
-/// p-th percentile (upper bucket bound, seconds) of a Prometheus histogram in `text`.
-fn quantile(text: &str, name: &str, p: f64) -> f64 {
-    let buckets: Vec<(f64, f64)> = text
-        .lines()
-        .filter(|l| l.starts_with(&format!("{name}_bucket{{le=\"")))
-        .filter_map(|l| {
-            let le = l.split('"').nth(1)?;
-            let le = if le == "+Inf" { f64::INFINITY } else { le.parse().ok()? };
-            Some((le, l.rsplit(' ').next()?.parse().ok()?))
-        })
-        .collect();
-    let total = buckets.last().map_or(0.0, |b| b.1);
-    buckets.iter().find(|(_, c)| *c >= p * total).map_or(0.0, |b| b.0)
+/// p-th percentile (upper bucket bound, seconds) of a Prometheus histogram over the window between two scrapes
+/// (`before`, `after`): the buckets are cumulative since start, and the registration storm is not the window.
+fn quantile(before: &str, after: &str, name: &str, p: f64) -> f64 {
+    let buckets = |text: &str| -> Vec<(f64, f64)> {
+        text.lines()
+            .filter(|l| l.starts_with(&format!("{name}_bucket{{le=\"")))
+            .filter_map(|l| {
+                let le = l.split('"').nth(1)?;
+                let le = if le == "+Inf" { f64::INFINITY } else { le.parse().ok()? };
+                Some((le, l.rsplit(' ').next()?.parse().ok()?))
+            })
+            .collect()
+    };
+    let (b0, b1) = (buckets(before), buckets(after));
+    let window: Vec<(f64, f64)> =
+        b1.iter().map(|&(le, c)| (le, c - b0.iter().find(|b| b.0 == le).map_or(0.0, |b| b.1))).collect();
+    let total = window.last().map_or(0.0, |b| b.1);
+    window.iter().find(|(_, c)| *c >= p * total).map_or(0.0, |b| b.0)
 }
 
 fn run_vigild(cli: &Cli, n: usize, work: &Path) -> Row {
@@ -191,6 +199,7 @@ fn run_vigild(cli: &Cli, n: usize, work: &Path) -> Row {
         pinned(cli.pin, "0", bin("vigild"))
             .args(["run", "--log", "error", "--watch"])
             .arg(&dir)
+            .args(cli.config.iter().flat_map(|c| [std::ffi::OsStr::new("--config"), c.as_os_str()]))
             .arg("--events")
             .arg(&events)
             .arg("--admin-socket")
@@ -204,12 +213,21 @@ fn run_vigild(cli: &Cli, n: usize, work: &Path) -> Row {
     std::thread::sleep(Duration::from_secs(warm));
     let m0 = admin(&admin_sock, "/metrics").unwrap_or_default();
     let (c0, s0, t0) = (cpu_secs(pid), cpu_of(&sims), Instant::now());
+    let window_start = std::time::SystemTime::now();
     std::thread::sleep(Duration::from_secs(cli.secs));
     let m1 = admin(&admin_sock, "/metrics").unwrap_or_default();
     let (c1, s1, t1) = (cpu_secs(pid), cpu_of(&sims), t0.elapsed().as_secs_f64());
+    let window_end = std::time::SystemTime::now();
     let hb = metric(&m1, "vigil_heartbeats_total ") - metric(&m0, "vigil_heartbeats_total ");
     let passes = "vigil_loop_pass_seconds_count ";
     let wakes = metric(&m1, passes) - metric(&m0, passes);
+    let late = "vigil_host_late_intervals_total ";
+    let misses = "vigil_missed_intervals_total ";
+    eprintln!(
+        "window (N = {n}): missed intervals {}, not counted because vigild was late {}",
+        metric(&m1, misses) - metric(&m0, misses),
+        metric(&m1, late) - metric(&m0, late)
+    );
     // system calls over their own window (strace slows the process: heartbeats are counted over the same window)
     let sys = if cli.syscalls {
         let before = metric(&admin(&admin_sock, "/metrics").unwrap_or_default(), "vigil_heartbeats_total ");
@@ -224,8 +242,21 @@ fn run_vigild(cli: &Cli, n: usize, work: &Path) -> Row {
         admin(&admin_sock, "/v1/guests").and_then(|b| serde_json::from_str(&b).ok()).unwrap_or(Value::Null);
     let max_rtt =
         guests["guests"].as_array().map_or(0, |g| g.iter().filter_map(|g| g["max_rtt_ms"].as_u64()).max().unwrap_or(0));
+    if std::env::var_os("VIGIL_BENCH_RTT").is_some() {
+        // where the slow round trips are: guests whose worst round trip passed 100 ms, by simulator process
+        let mut slow = std::collections::BTreeMap::<String, (usize, usize)>::new();
+        for g in guests["guests"].as_array().into_iter().flatten() {
+            let shard = g["id"].as_str().unwrap_or("").split('-').next().unwrap_or("").to_string();
+            let e = slow.entry(shard).or_default();
+            e.1 += 1;
+            if g["max_rtt_ms"].as_u64().unwrap_or(0) > 100 {
+                e.0 += 1;
+            }
+        }
+        eprintln!("guests with a round trip over 100 ms, by simulator (slow, all): {slow:?}");
+    }
     let name = "vigil_heartbeat_round_trip_seconds";
-    let rtt = (quantile(&m1, name, 0.5) * 1000.0, quantile(&m1, name, 0.99) * 1000.0, max_rtt as f64);
+    let rtt = (quantile(&m0, &m1, name, 0.5) * 1000.0, quantile(&m0, &m1, name, 0.99) * 1000.0, max_rtt as f64);
     // detection: a hung guest's loss, minus the bound (3 intervals after its last answer, threshold 1)
     let text = std::fs::read_to_string(&events).unwrap_or_default();
     let ev: Vec<Value> = text.lines().filter_map(|l| serde_json::from_str(l).ok()).collect();
@@ -241,11 +272,38 @@ fn run_vigild(cli: &Cli, n: usize, work: &Path) -> Row {
         .collect();
     detect.sort_by(f64::total_cmp);
     let pct = |v: &[f64], p: f64| v.get(((v.len() as f64 - 1.0) * p).round() as usize).copied().unwrap_or(0.0);
+    // false faults over the whole run: the registration storm of the warm-up included (printed apart)
     let false_faults = ev
         .iter()
         .filter(|e| matches!(e["kind"].as_str(), Some("heartbeat_lost" | "protocol_error")))
         .filter(|e| !e["guest"].as_str().unwrap_or("").contains("-hang-"))
         .count();
+    let in_warm_up = ev
+        .iter()
+        .filter(|e| matches!(e["kind"].as_str(), Some("heartbeat_lost" | "protocol_error")))
+        .filter(|e| !e["guest"].as_str().unwrap_or("").contains("-hang-"))
+        .filter(|e| ms(&e["time"]).is_some_and(|t| t < window_start))
+        .count();
+    let after = ev
+        .iter()
+        .filter(|e| matches!(e["kind"].as_str(), Some("heartbeat_lost" | "protocol_error")))
+        .filter(|e| !e["guest"].as_str().unwrap_or("").contains("-hang-"))
+        .filter(|e| ms(&e["time"]).is_some_and(|t| t > window_end))
+        .count();
+    eprintln!(
+        "false faults (N = {n}): {false_faults}, of which during the warm-up (registration storm): {in_warm_up}, \
+         after the window (strace, the status of every guest): {after}"
+    );
+    if false_faults > 0 {
+        let mut kinds = std::collections::BTreeMap::<String, usize>::new();
+        for e in ev.iter().filter(|e| !e["guest"].as_str().unwrap_or("").contains("-hang-")) {
+            if matches!(e["kind"].as_str(), Some("heartbeat_lost" | "protocol_error")) {
+                let what = format!("{} {}", e["kind"].as_str().unwrap_or(""), e["error"].as_str().unwrap_or(""));
+                *kinds.entry(what).or_default() += 1;
+            }
+        }
+        eprintln!("false faults by kind (N = {n}): {kinds:?}");
+    }
     drop(d);
     Row {
         who: "vigild",
@@ -410,7 +468,7 @@ fn main() {
     let _ = std::fs::remove_dir_all(&work);
     std::fs::create_dir_all(&work).unwrap();
     println!(
-        "| host | guests | interval | heartbeats/s | CPU per heartbeat | wake-ups/s | syscalls per heartbeat | RSS | RSS per guest | RTT p50 / p99 / max | detection p50 / p99 (beyond the bound) | false faults | simulators' CPU per heartbeat |"
+        "| host | guests | interval | heartbeats/s | CPU per heartbeat | wake-ups/s | syscalls per heartbeat | RSS | RSS per guest | RTT p50 / p99 / max (whole run) | detection p50 / p99 (beyond the bound) | false faults | simulators' CPU per heartbeat |"
     );
     println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|");
     for &n in &cli.guests.clone() {

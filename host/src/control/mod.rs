@@ -248,6 +248,7 @@ impl Control {
         let lc = cfg.lifecycle.clone();
         let lc_shared = Arc::clone(&shared);
         let thread = std::thread::Builder::new().name("vigild-control".into()).spawn(move || {
+            crate::sys::background_thread();
             rt.block_on(async move {
                 if let Err(e) = lifecycle::start(&lc, lc_shared) {
                     tracing::warn!(error = %e, "lifecycle sources not started");

@@ -83,6 +83,7 @@ pub fn start(
         .map(|n| record(&host, "", &Event::Spool { state: "reset", dropped: 0, detail: n }))
         .collect();
     std::thread::Builder::new().name("vigild-spool".into()).spawn(move || {
+        crate::sys::background_thread();
         let mut failing: Option<Failing> = None;
         loop {
             // while the spool fails, keep taking what arrives (bounded), so the loop's queue does not overflow

@@ -69,7 +69,10 @@ impl ActionRunner {
                 let stopping = Arc::clone(&stopping);
                 std::thread::Builder::new()
                     .name(format!("vigild-action-{i}"))
-                    .spawn(move || worker(&rx, &done, &*wake, &stopping, fd_soft_limit))
+                    .spawn(move || {
+                        crate::sys::background_thread();
+                        worker(&rx, &done, &*wake, &stopping, fd_soft_limit)
+                    })
                     .ok()
             })
             .collect();

@@ -65,9 +65,10 @@ impl EventSink {
         });
         let epoch = std::time::Instant::now();
         let sh = Arc::clone(&shared);
-        let writer = std::thread::Builder::new()
-            .name("vigild-events".into())
-            .spawn(move || write_loop(rx, out, target, &sh, epoch))?;
+        let writer = std::thread::Builder::new().name("vigild-events".into()).spawn(move || {
+            crate::sys::background_thread();
+            write_loop(rx, out, target, &sh, epoch)
+        })?;
         Ok(EventSink { host, seq: 0, tx: Some(tx), writer: Some(writer), shared, epoch })
     }
 

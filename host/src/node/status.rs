@@ -154,6 +154,7 @@ impl StatusWriter {
         }
         let (tx, rx) = sync_channel::<Snapshot>(1);
         let thread = std::thread::Builder::new().name("vigild-status".into()).spawn(move || {
+            crate::sys::background_thread();
             while let Ok(snap) = rx.recv() {
                 let tmp = path.with_extension("tmp");
                 let ok = serde_json::to_vec(&snap).ok().and_then(|bytes| std::fs::write(&tmp, bytes).ok()).is_some();
