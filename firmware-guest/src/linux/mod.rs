@@ -115,6 +115,10 @@ struct Vote {
 /// Where the reference guest daemon serves its binary application API.
 pub const REFERENCE_API_SOCKET: &str = "/var/run/.guest_heartbeat_api";
 
+/// How often the agent looks for a port that is not there (yet): a channel hot-plugged by the host is found
+/// within this, and the agent registers at once.
+pub const PORT_RETRY: StdDuration = StdDuration::from_millis(500);
+
 /// Runs the agent until SIGTERM/SIGINT; then sends `exit`.
 pub fn run(cfg: GuestConfig) -> std::io::Result<()> {
     let action = |s: &str| {
@@ -168,6 +172,7 @@ pub fn run(cfg: GuestConfig) -> std::io::Result<()> {
     let mut vote_seq = 0u64;
     let mut next_open = StdInstant::now();
     let mut port_open = false;
+    let mut waiting_said = false;
     let mut events = Events::with_capacity(64);
     let mut stopping = false;
     let mut stop_deadline = None;
@@ -188,7 +193,14 @@ pub fn run(cfg: GuestConfig) -> std::io::Result<()> {
                         path.as_deref().map(|p| p.display().to_string()).unwrap_or_default()
                     );
                 }
-                _ => next_open = StdInstant::now() + StdDuration::from_secs(1),
+                _ => {
+                    // the port may appear later (hot-plugged by the host: issue #21): look again, quietly
+                    if !waiting_said {
+                        eprintln!("vigil-guest: no heartbeat port yet; looking every {} ms", PORT_RETRY.as_millis());
+                        waiting_said = true;
+                    }
+                    next_open = StdInstant::now() + PORT_RETRY;
+                }
             }
         }
 
@@ -229,7 +241,7 @@ pub fn run(cfg: GuestConfig) -> std::io::Result<()> {
                 }
                 driver.replace_io(Port::Closed);
                 port_open = false;
-                next_open = StdInstant::now() + StdDuration::from_secs(1);
+                next_open = StdInstant::now() + PORT_RETRY;
                 None
             }
         };
