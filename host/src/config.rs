@@ -107,6 +107,56 @@ pub struct FileConfig {
     /// Guest id -> instance UUID, for layouts where the socket's id is not the instance UUID (plain QEMU).
     #[serde(default)]
     pub instance_uuids: BTreeMap<String, String>,
+    /// Plug the heartbeat channel into running domains that a policy selects (needs `--libvirt`; see
+    /// `docs/hotplug.md`). Absent: vigild never changes a domain.
+    pub hotplug: Option<HotplugSettings>,
+}
+
+/// `[hotplug]`: which running domains get the heartbeat channel, plugged in by vigild through libvirt. A domain is
+/// selected if any selector says so.
+#[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct HotplugSettings {
+    /// Domain-name globs (`*`, `?`); `--enable-domains` adds to them.
+    #[serde(default)]
+    pub domains: Vec<String>,
+    /// Nova flavor-name globs, matched against the flavor Nova writes into the domain's metadata.
+    #[serde(default)]
+    pub flavors: Vec<String>,
+    /// Honour `<vigil:heartbeat enabled="yes"/>` in the domain's metadata (default true), for non-Nova users.
+    pub metadata: Option<bool>,
+    /// Ask Nova's compute API for the flavor's extra spec `vigil:heartbeat` (`true` selects).
+    pub compute: Option<ComputeSettings>,
+    /// Where the channels' host sockets go (default: the first watched directory); named
+    /// `cgcs.heartbeat.<domain uuid>.sock`, which discovery's default pattern finds.
+    pub socket_dir: Option<PathBuf>,
+    /// Unplug channels vigild attached from running domains the policy no longer selects (default false).
+    #[serde(default)]
+    pub detach: bool,
+}
+
+/// How to reach Nova's compute API (microversion 2.47 or later: the server's flavor with its extra specs).
+#[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct ComputeSettings {
+    /// The compute endpoint, e.g. `https://nova.example:8774/v2.1`.
+    pub url: String,
+    /// Keystone v3; without it no token is sent (a noauth deployment).
+    pub auth_url: Option<String>,
+    /// Keystone user (with a role that may read servers of every project, e.g. admin or reader).
+    pub username: Option<String>,
+    /// A file holding the password (re-read when it changes).
+    pub password_file: Option<PathBuf>,
+    /// The user's domain (default `Default`).
+    pub user_domain_name: Option<String>,
+    /// The project.
+    pub project_name: Option<String>,
+    /// The project's domain (default `Default`).
+    pub project_domain_name: Option<String>,
+    /// Extra CA certificates (PEM) to trust, for Nova and Keystone.
+    pub ca_file: Option<PathBuf>,
+    /// Per request (default 10 s).
+    pub timeout_secs: Option<u64>,
 }
 
 impl FileConfig {
@@ -127,6 +177,18 @@ impl FileConfig {
         }
         for sink in &self.sinks {
             sink.validate()?;
+        }
+        if let Some(h) = &self.hotplug {
+            for g in h.domains.iter().chain(&h.flavors) {
+                crate::glob::Pattern::new(g).map_err(|e| format!("hotplug: {e}"))?;
+            }
+            if let Some(c) = &h.compute {
+                if c.auth_url.is_some()
+                    && (c.username.is_none() || c.password_file.is_none() || c.project_name.is_none())
+                {
+                    return Err("hotplug.compute: auth_url needs username, password_file and project_name".into());
+                }
+            }
         }
         for s in std::iter::once(&self.defaults).chain(self.guests.iter().map(|g| &g.settings)) {
             for (action, argv) in s.commands.iter().flatten() {

@@ -175,6 +175,31 @@ pub enum Event {
         #[serde(skip_serializing_if = "Option::is_none")]
         skipped: Option<&'static str>,
     },
+    /// vigild plugged the heartbeat channel into a running domain that its hot-plug policy selects (issue #21).
+    ChannelAttached {
+        /// The libvirt domain.
+        domain: String,
+        /// The host socket of the channel.
+        socket: String,
+        /// What selected it: `domain`, `flavor`, `metadata` or `extra_spec`.
+        selected_by: &'static str,
+    },
+    /// The policy selects the domain, but the channel could not be attached.
+    ChannelRefused {
+        /// The libvirt domain.
+        domain: String,
+        /// libvirt's reason, as it said it.
+        reason: String,
+        /// What would make it work.
+        fix: String,
+    },
+    /// vigild unplugged a channel it had attached, from a domain the policy no longer selects (opt-in).
+    ChannelDetached {
+        /// The libvirt domain.
+        domain: String,
+        /// The host socket the channel had.
+        socket: String,
+    },
 }
 
 impl Event {
@@ -199,6 +224,9 @@ impl Event {
         "maintenance",
         "spool",
         "action",
+        "channel_attached",
+        "channel_refused",
+        "channel_detached",
     ];
 
     /// The `kind` of this record.
@@ -223,6 +251,9 @@ impl Event {
             Event::NotEstablished { .. } => "not_established",
             Event::Spool { .. } => "spool",
             Event::Action { .. } => "action",
+            Event::ChannelAttached { .. } => "channel_attached",
+            Event::ChannelRefused { .. } => "channel_refused",
+            Event::ChannelDetached { .. } => "channel_detached",
         }
     }
 }

@@ -22,6 +22,13 @@ impl Pattern {
         &self.text
     }
 
+    /// Whether `name` matches (a `*` may match nothing).
+    pub fn is_match(&self, name: &str) -> bool {
+        let p: Vec<char> = self.text.chars().collect();
+        let n: Vec<char> = name.chars().collect();
+        matches(&p, &n, &mut None, false)
+    }
+
     /// If `name` matches, the guest id it names (never empty).
     pub fn guest_id(&self, name: &str) -> Option<String> {
         let p: Vec<char> = self.text.chars().collect();

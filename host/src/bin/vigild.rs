@@ -78,6 +78,11 @@ enum Command {
         /// stopped VMs are then never declared lost.
         #[arg(long, value_name = "URI")]
         libvirt: Option<String>,
+        /// Plug the heartbeat channel into running libvirt domains whose name matches (`*`, `?`; repeatable;
+        /// needs --libvirt): at vigild's start, and on each domain's start and resume. The config file's
+        /// `[hotplug]` adds selection by Nova flavor, flavor extra spec and metadata (docs/hotplug.md).
+        #[arg(long, value_name = "GLOB")]
+        enable_domains: Vec<String>,
         /// QMP sockets in the watched directories to read lifecycle events from, for plain QEMU; the guest id is
         /// what `*` matches (e.g. 'qmp.*.sock').
         #[arg(long, value_name = "GLOB")]
@@ -170,6 +175,7 @@ fn main() -> ExitCode {
             masakari,
             starlingx_vim,
             libvirt,
+            enable_domains,
             qmp_pattern,
             status_file,
             rescan_secs,
@@ -257,11 +263,24 @@ fn main() -> ExitCode {
                         qmp_pattern,
                         dirs: Vec::new(),
                         libvirt,
+                        hotplug: None,
                     },
                 },
             };
             match cfg.discovery(&file) {
                 Ok((dirs, _)) => cfg.control.lifecycle.dirs = dirs,
+                Err(e) => {
+                    eprintln!("vigild: {e}");
+                    return ExitCode::from(2);
+                }
+            }
+            match hotplug_config(file.hotplug.as_ref(), &enable_domains, &cfg.control.lifecycle.dirs) {
+                Ok(None) => {}
+                Ok(Some(_)) if cfg.control.lifecycle.libvirt.is_none() => {
+                    eprintln!("vigild: hot-plug (--enable-domains, [hotplug]) needs --libvirt URI");
+                    return ExitCode::from(2);
+                }
+                Ok(h) => cfg.control.lifecycle.hotplug = h,
                 Err(e) => {
                     eprintln!("vigild: {e}");
                     return ExitCode::from(2);
@@ -388,4 +407,32 @@ fn status(admin_socket: &std::path::Path, status_file: Option<PathBuf>, raw: boo
             ExitCode::FAILURE
         }
     }
+}
+
+/// The hot-plug policy of `[hotplug]` and `--enable-domains`; `None` when neither asks for it. Sockets go to
+/// `socket_dir`, else the first watched directory.
+fn hotplug_config(
+    file: Option<&vigil_host::config::HotplugSettings>,
+    cli: &[String],
+    watched: &[PathBuf],
+) -> Result<Option<vigil_host::control::hotplug::HotplugConfig>, String> {
+    use vigil_host::glob::Pattern;
+    if file.is_none() && cli.is_empty() {
+        return Ok(None);
+    }
+    let file = file.cloned().unwrap_or_default();
+    let globs = |v: &[String]| v.iter().map(|g| Pattern::new(g)).collect::<Result<Vec<_>, _>>();
+    let socket_dir = file
+        .socket_dir
+        .clone()
+        .or_else(|| watched.first().cloned())
+        .ok_or("hot-plug: no socket directory ([hotplug] socket_dir, or a watched directory)")?;
+    Ok(Some(vigil_host::control::hotplug::HotplugConfig {
+        domains: globs(&[file.domains.as_slice(), cli].concat()).map_err(|e| format!("--enable-domains: {e}"))?,
+        flavors: globs(&file.flavors).map_err(|e| format!("hotplug.flavors: {e}"))?,
+        metadata: file.metadata.unwrap_or(true),
+        compute: file.compute.clone(),
+        socket_dir,
+        detach: file.detach,
+    }))
 }

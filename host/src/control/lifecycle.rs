@@ -19,6 +19,7 @@ use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tracing::{info, warn};
 use vigil_core::qmp::{self, QmpLifecycle, QmpLine};
 
+use super::hotplug::Hotplug;
 use super::Shared;
 use crate::backoff::Backoff;
 use crate::fleet::Lifecycle;
@@ -33,6 +34,8 @@ pub struct LifecycleConfig {
     pub dirs: Vec<PathBuf>,
     /// A libvirt URI to subscribe to.
     pub libvirt: Option<String>,
+    /// Plug the heartbeat channel into the libvirt domains this policy selects.
+    pub hotplug: Option<super::hotplug::HotplugConfig>,
 }
 
 /// Longest QMP line kept (longer ones are dropped to the next newline).
@@ -95,7 +98,13 @@ pub fn start(cfg: &LifecycleConfig, shared: Arc<Shared>) -> Result<(), String> {
         tokio::spawn(qmp_scanner(pattern, cfg.dirs.clone(), Arc::clone(&shared)));
     }
     if let Some(uri) = &cfg.libvirt {
-        tokio::spawn(libvirt(uri.clone(), shared));
+        let hotplug = match &cfg.hotplug {
+            Some(h) => Some(Hotplug::start(h.clone(), uri.clone(), Arc::clone(&shared))?),
+            None => None,
+        };
+        tokio::spawn(libvirt(uri.clone(), shared, hotplug));
+    } else if cfg.hotplug.is_some() {
+        return Err("hot-plug needs a libvirt connection (--libvirt URI)".into());
     }
     Ok(())
 }
@@ -191,7 +200,7 @@ async fn domuuid(uri: &str, name: &str) -> Option<String> {
     (out.status.success() && !uuid.is_empty()).then_some(uuid)
 }
 
-async fn libvirt(uri: String, shared: Arc<Shared>) {
+async fn libvirt(uri: String, shared: Arc<Shared>, hotplug: Option<Arc<Hotplug>>) {
     let (min, max) = (vigil_core::Duration::from_secs(1), vigil_core::Duration::from_secs(30));
     let mut backoff = Backoff::starting_at(min);
     let mut uuids: HashMap<String, String> = HashMap::new();
@@ -205,6 +214,13 @@ async fn libvirt(uri: String, shared: Arc<Shared>) {
         match child {
             Ok(mut child) => {
                 info!(uri = %uri, "subscribed to libvirt events");
+                if let Some(hp) = &hotplug {
+                    // domains already running (vigild's own start, or libvirtd back after a restart)
+                    match super::hotplug::virsh(&uri, &["list", "--name"]).await {
+                        Ok(names) => names.lines().map(str::trim).filter(|n| !n.is_empty()).for_each(|n| hp.check(n)),
+                        Err(e) => warn!(uri = %uri, error = %e, "hot-plug: cannot list the running domains"),
+                    }
+                }
                 if let Some(out) = child.stdout.take() {
                     let mut out = BufReader::new(out);
                     let mut bytes = Vec::new();
@@ -217,6 +233,9 @@ async fn libvirt(uri: String, shared: Arc<Shared>) {
                         backoff.reset(min);
                         let line = String::from_utf8_lossy(&bytes);
                         let Some((name, event)) = parse_virsh_event(&line) else { continue };
+                        if let (Some(hp), Lifecycle::Started | Lifecycle::Resumed) = (&hotplug, event) {
+                            hp.check(&name);
+                        }
                         if !uuids.contains_key(&name) {
                             if let Some(u) = domuuid(&uri, &name).await {
                                 uuids.insert(name.clone(), u);

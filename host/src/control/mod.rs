@@ -7,6 +7,7 @@
 
 pub mod api;
 pub mod client;
+pub mod hotplug;
 pub mod lifecycle;
 pub mod render;
 pub mod serve;
@@ -37,6 +38,14 @@ pub const EVENT_QUEUE: usize = 65_536;
 /// What the control plane asks of the data plane.
 #[derive(Debug)]
 pub enum Command {
+    /// An event the control plane observed (hot-plug of a guest's channel): written, numbered and delivered
+    /// upstream like the loop's own.
+    Report {
+        /// Guest id.
+        guest: String,
+        /// What happened.
+        event: Event,
+    },
     /// Start a vote or notice and answer at once with its timeout (the StarlingX VIM's way); the result is a
     /// `vote_result` event, delivered upstream like any other.
     VoteAsync {

@@ -224,6 +224,17 @@ impl Daemon {
         (next - now).into()
     }
 
+    /// Logs, writes and hands upstream one event.
+    pub(super) fn publish(&mut self, guest: Arc<str>, event: Event) {
+        crate::events::log_event(&guest, &event);
+        self.sink.emit(&guest, &event);
+        if let Some(tx) = &self.links.events {
+            if tx.try_send((guest, event)).is_err() {
+                self.control_dropped += 1;
+            }
+        }
+    }
+
     /// Carries out what the fleet asks: connections, closes, resumed reads, bytes to send, events, actions.
     fn drive(&mut self, now: Instant) {
         for _ in 0..64 {
@@ -243,13 +254,7 @@ impl Daemon {
                 self.conns.transmit(&mut self.fleet, key, now);
             }
             while let Some((guest, event)) = self.fleet.poll_event() {
-                crate::events::log_event(&guest, &event);
-                self.sink.emit(&guest, &event);
-                if let Some(tx) = &self.links.events {
-                    if tx.try_send((guest, event)).is_err() {
-                        self.control_dropped += 1;
-                    }
-                }
+                self.publish(guest, event);
             }
             while let Some(done) = self.fleet.poll_vote_done() {
                 if let Some(reply) = self.votes.remove(&done.ticket) {

@@ -21,6 +21,7 @@ impl Daemon {
         for _ in 0..crate::control::COMMAND_QUEUE {
             let Ok(cmd) = self.links.commands.try_recv() else { break };
             match cmd {
+                Command::Report { guest, event } => self.publish(guest.into(), event),
                 Command::Vote { guest, event_type, notification_type, reply } => {
                     match self.fleet.start_vote(&guest, event_type, notification_type, now) {
                         Ok(started) => {
