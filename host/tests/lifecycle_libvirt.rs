@@ -9,90 +9,14 @@ mod common;
 
 use std::io::Write;
 use std::os::unix::net::UnixStream;
-use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::{Duration, Instant};
 
+use common::libvirt::{vm_files, Libvirtd};
 use common::vm::*;
 use common::*;
 
 const UUID: &str = "0c0ffee0-1111-4222-8333-444455556666";
 const NAME: &str = "vigil-lifecycle-test";
-
-/// A private libvirtd and its virtlogd; stopped (and the domain destroyed) on drop.
-struct Libvirtd {
-    dir: PathBuf,
-    uri: String,
-}
-
-impl Libvirtd {
-    fn start(dir: &Path) -> Libvirtd {
-        let libvirtd = need(
-            "libvirtd",
-            which("libvirtd").or_else(|| Some(PathBuf::from("/usr/sbin/libvirtd")).filter(|p| p.exists())),
-            "libvirt-daemon-system",
-        );
-        let virtlogd = need(
-            "virtlogd",
-            which("virtlogd").or_else(|| Some(PathBuf::from("/usr/sbin/virtlogd")).filter(|p| p.exists())),
-            "libvirt-daemon-system",
-        );
-        need("virsh", which("virsh"), "libvirt-clients");
-        std::fs::create_dir_all(dir).unwrap();
-        let conf = dir.join("libvirtd.conf");
-        std::fs::write(
-            &conf,
-            format!("unix_sock_dir = \"{}\"\nauth_unix_rw = \"none\"\nauth_unix_ro = \"none\"\n", dir.display()),
-        )
-        .unwrap();
-        let lv = Libvirtd {
-            dir: dir.to_path_buf(),
-            uri: format!("qemu+unix:///system?socket={}/libvirt-sock", dir.display()),
-        };
-        assert!(Command::new(virtlogd).args(["-d", "-p"]).arg(dir.join("virtlogd.pid")).status().unwrap().success());
-        assert!(Command::new(libvirtd)
-            .args(["-d", "-f"])
-            .arg(&conf)
-            .arg("-p")
-            .arg(dir.join("libvirtd.pid"))
-            .status()
-            .unwrap()
-            .success());
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while !lv.virsh(&["list"]).0 {
-            assert!(Instant::now() < deadline, "the private libvirtd did not answer in 60 s");
-            std::thread::sleep(Duration::from_millis(200));
-        }
-        lv
-    }
-
-    fn virsh(&self, args: &[&str]) -> (bool, String) {
-        let out = Command::new("virsh").args(["-c", &self.uri]).args(args).output().unwrap();
-        (
-            out.status.success(),
-            format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)),
-        )
-    }
-
-    fn must(&self, args: &[&str]) {
-        let (ok, out) = self.virsh(args);
-        assert!(ok, "virsh {args:?}: {out}");
-    }
-}
-
-impl Drop for Libvirtd {
-    fn drop(&mut self) {
-        let _ = self.virsh(&["destroy", NAME]);
-        for pidfile in ["libvirtd.pid", "virtlogd.pid"] {
-            if let Ok(pid) = std::fs::read_to_string(self.dir.join(pidfile)) {
-                if let Some(pid) = pid.trim().parse().ok().and_then(rustix::process::Pid::from_raw) {
-                    let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
-                }
-            }
-        }
-        std::thread::sleep(Duration::from_millis(300));
-    }
-}
 
 fn qemu_pid() -> Option<rustix::process::Pid> {
     let s = std::fs::read_to_string(format!("/run/libvirt/qemu/{NAME}.pid")).ok()?;
@@ -103,20 +27,9 @@ fn qemu_pid() -> Option<rustix::process::Pid> {
 fn libvirt_pauses_reboots_and_shutdowns_are_not_hangs_and_a_real_hang_still_is() {
     let _serial = heavy();
     need("qemu-system-x86_64", which("qemu-system-x86_64"), "qemu-system-x86");
-    let (kernel, kver) = kernel();
     let work = TempDir::new("lv");
     let dir = work.path().join("qemu");
-    std::fs::create_dir_all(&dir).unwrap();
-    use std::os::unix::fs::PermissionsExt;
-    // QEMU runs as libvirt's unprivileged user: it must reach the kernel, the initramfs and the socket directory
-    for p in [work.path(), dir.as_path()] {
-        std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o777)).unwrap();
-    }
-    let k = work.path().join("vmlinuz");
-    std::fs::copy(&kernel, &k).unwrap();
-    std::fs::set_permissions(&k, std::fs::Permissions::from_mode(0o644)).unwrap();
-    let initramfs = build_initramfs(work.path(), &build_agent(), &kver, AGENT_AND_SHELL);
-    std::fs::set_permissions(&initramfs, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let (k, initramfs) = vm_files(work.path(), &dir, AGENT_AND_SHELL);
     let lv = Libvirtd::start(&work.path().join("libvirt"));
     let (cfg, marker) = marker_policy(work.path());
     let d = Vigild::start(&dir, work.path(), &["--config", cfg.to_str().unwrap(), "--libvirt", &lv.uri]);

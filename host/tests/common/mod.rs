@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
+pub mod libvirt;
 pub mod vm;
 use vigil_core::{bounded, Agent, AgentConfig, CorrectiveAction, Health, Instant as CoreInstant, XorShift32, MAX_WIRE};
 
