@@ -374,6 +374,14 @@ mod tests {
         let cfg: FileConfig =
             toml::from_str("[defaults]\ncommands = { reboot = [\"virsh\", \"reboot\", \"{name}\"] }").unwrap();
         assert!(cfg.validate().unwrap_err().contains("{name}"));
+        // hot-plug: globs are file-name patterns; Keystone needs its user
+        let cfg: FileConfig = toml::from_str("[hotplug]\ndomains = [\"a/b\"]").unwrap();
+        assert!(cfg.validate().unwrap_err().contains("hotplug"));
+        let cfg: FileConfig = toml::from_str("[hotplug.compute]\nurl = \"http://n\"\nauth_url = \"http://k\"").unwrap();
+        assert!(cfg.validate().unwrap_err().contains("username"));
+        assert!(toml::from_str::<FileConfig>("[hotplug]\ndomain = [\"x\"]").is_err(), "unknown option");
+        let cfg: FileConfig = toml::from_str("[hotplug]\nflavors = [\"*.hb\"]\ndetach = true").unwrap();
+        assert!(cfg.validate().is_ok() && cfg.hotplug.is_some_and(|h| h.detach && h.metadata.is_none()));
         // the interval floor holds for a forced interval too (0 used to bypass it)
         let cfg: FileConfig = toml::from_str("[defaults]\ninterval_ms = 0").unwrap();
         assert!(cfg.validate().unwrap_err().contains("at least 100"));
