@@ -200,12 +200,12 @@ async fn ask_within<T>(
     }
 }
 
-async fn view(shared: &Shared) -> Result<Arc<FleetView>, ApiError> {
-    ask(shared, |reply| Command::Snapshot { reply }).await
+async fn view(shared: &Shared, guests: bool) -> Result<Arc<FleetView>, ApiError> {
+    ask(shared, |reply| Command::Snapshot { guests, reply }).await
 }
 
 async fn guests(State(shared): State<Arc<Shared>>) -> Response {
-    match view(&shared).await {
+    match view(&shared, true).await {
         Ok(v) => {
             // each guest with its instance UUID (the relay routes by it)
             let guests: Vec<serde_json::Value> = v
@@ -244,7 +244,7 @@ async fn metrics(State(shared): State<Arc<Shared>>, headers: axum::http::HeaderM
         .get(header::ACCEPT)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|a| a.contains("application/openmetrics-text"));
-    match view(&shared).await {
+    match view(&shared, false).await {
         Ok(v) => {
             let by_kind = shared.events_by_kind.lock().map(|m| m.clone()).unwrap_or_default();
             let refused = shared.commands_refused.load(std::sync::atomic::Ordering::Relaxed);

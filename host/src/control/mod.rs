@@ -91,6 +91,9 @@ pub enum Command {
     },
     /// What the data plane sees now (one view is built per pass and shared by every request in it).
     Snapshot {
+        /// With every guest's status line (`GET /v1/guests`); without (`/metrics`: counts by state only, no
+        /// allocation per guest).
+        guests: bool,
         /// The view.
         reply: oneshot::Sender<Arc<FleetView>>,
     },
@@ -106,8 +109,12 @@ pub enum Command {
 /// The data plane's state as the control plane sees it (for `GET /v1/guests` and `/metrics`).
 #[derive(Clone, Debug)]
 pub struct FleetView {
-    /// Every guest.
+    /// Every guest (empty in a view asked for without them).
     pub guests: Vec<GuestStatus>,
+    /// Guests by state word.
+    pub by_state: Vec<(&'static str, u64)>,
+    /// Guests with a maintenance window open.
+    pub in_maintenance: u64,
     /// Fleet-wide counters.
     pub counters: Counters,
     /// Monotonic totals of per-guest counters.
@@ -336,7 +343,7 @@ mod tests {
         loop {
             let (tx, rx) = oneshot::channel();
             replies.push(rx);
-            if !shared.send(Command::Snapshot { reply: tx }) {
+            if !shared.send(Command::Snapshot { guests: true, reply: tx }) {
                 break;
             }
         }

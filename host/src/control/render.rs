@@ -117,15 +117,15 @@ pub fn openmetrics(
 ) -> String {
     let mut r = Registry::with_prefix("vigil");
     let states = Family::<Labels, Gauge>::default();
-    for &s in crate::fleet::GUEST_STATES {
-        states.get_or_create(&vec![("state".into(), s.into())]).set(0);
-    }
-    for g in &v.guests {
-        states.get_or_create(&vec![("state".into(), g.state.clone())]).inc();
+    for &(s, n) in &v.by_state {
+        states.get_or_create(&vec![("state".into(), s.into())]).set(n as i64);
     }
     r.register("guests", "Guests by state", states);
-    let maint = v.guests.iter().filter(|g| g.maintenance_reason.is_some()).count();
-    r.register("guests_in_maintenance", "Guests with an open maintenance window", ConstGauge::new(maint as i64));
+    r.register(
+        "guests_in_maintenance",
+        "Guests with an open maintenance window",
+        ConstGauge::new(v.in_maintenance as i64),
+    );
     r.register("reporting", "1 when faults are reported for the whole host", ConstGauge::new(i64::from(v.reporting)));
     let t = &v.totals;
     r.register("messages_sent", "Messages sent to guests (challenges, acks, notices, nacks)", counter(t.messages_out));

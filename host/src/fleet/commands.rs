@@ -269,6 +269,22 @@ impl Fleet {
         }
     }
 
+    /// Guests by state word (every word of [`GUEST_STATES`](super::GUEST_STATES), zeros included), and how many
+    /// have a maintenance window open: what the metrics need, without a status line per guest.
+    pub fn state_counts(&self) -> (Vec<(&'static str, u64)>, u64) {
+        let mut by_state: Vec<(&'static str, u64)> = super::GUEST_STATES.iter().map(|&s| (s, 0)).collect();
+        let mut in_maintenance = 0;
+        for (_, g) in self.guests.iter() {
+            let word = g.state_word();
+            match by_state.iter_mut().find(|(s, _)| *s == word) {
+                Some(e) => e.1 += 1,
+                None => by_state.push((word, 1)),
+            }
+            in_maintenance += u64::from(g.maintenance.is_some());
+        }
+        (by_state, in_maintenance)
+    }
+
     /// Fleet-wide counters and monotonic totals.
     pub fn counters(&self) -> (Counters, Totals) {
         let mut totals = self.retired;

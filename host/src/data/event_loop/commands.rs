@@ -15,8 +15,9 @@ impl Daemon {
             let Ok((guest, event)) = self.links.lifecycle.try_recv() else { break };
             self.fleet.handle_lifecycle(&guest, event, now);
         }
-        // at most one view of the whole fleet per pass, shared by every request that asks for it
-        let mut view: Option<Arc<FleetView>> = None;
+        // at most one view of the whole fleet per pass (one with status lines, one without), shared by every
+        // request that asks for it
+        let mut views: [Option<Arc<FleetView>>; 2] = [None, None];
         // bounded per wake-up: the control plane's queue is bounded, and what is left wakes us again
         for _ in 0..crate::control::COMMAND_QUEUE {
             let Ok(cmd) = self.links.commands.try_recv() else { break };
@@ -49,8 +50,8 @@ impl Daemon {
                 Command::Guest { id, reply } => {
                     let _ = reply.send(self.fleet.status(&id, now));
                 }
-                Command::Snapshot { reply } => {
-                    let v = view.get_or_insert_with(|| Arc::new(self.view(now)));
+                Command::Snapshot { guests, reply } => {
+                    let v = views[usize::from(guests)].get_or_insert_with(|| Arc::new(self.view(now, guests)));
                     let _ = reply.send(Arc::clone(v));
                 }
             }
@@ -59,10 +60,13 @@ impl Daemon {
     }
 
     /// The whole fleet as the control plane sees it.
-    fn view(&self, now: Instant) -> FleetView {
+    fn view(&self, now: Instant, guests: bool) -> FleetView {
         let (counters, totals) = self.fleet.counters();
+        let (by_state, in_maintenance) = self.fleet.state_counts();
         FleetView {
-            guests: self.fleet.snapshot(now),
+            guests: if guests { self.fleet.snapshot(now) } else { Vec::new() },
+            by_state,
+            in_maintenance,
             counters,
             totals,
             pass: self.pass.clone(),
