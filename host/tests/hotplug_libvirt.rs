@@ -8,6 +8,7 @@
 //! - A running domain whose owner adds Vigil's metadata element gets the channel at its next resume; its agent,
 //!   already up and waiting for a port, registers within 2 s of the attach.
 //! - vigild restarted: the channel is reused (still exactly one), no second attach, no false fault.
+//! - vigild restarted with a policy that no longer selects A and `detach = true`: A's channel is unplugged.
 //!
 //! The compute stand-in applies Nova's rules as its API reference and api-samples state them: `GET
 //! /servers/{server_id}` answers the 2.47 shape (`server.flavor` embedded with `original_name` and `extra_specs`;
@@ -238,4 +239,23 @@ fn channels_are_plugged_into_running_domains_by_policy_once_and_refused_with_the
     assert!(by_guest(&ev, UUID_A, "heartbeat_lost").is_empty(), "a false fault after the restart");
     assert_eq!(channels(&lv, NAME_A), 1, "exactly one channel");
     assert_eq!(by_guest(&ev, UUID_B, "channel_refused").len(), 1, "the refusal is said again, once");
+
+    // a policy that no longer selects A (no compute API), with detach on: the channel vigild attached goes away
+    drop(d);
+    let config3 = work.path().join("vigild-detach.toml");
+    std::fs::write(&config3, "[hotplug]\ndetach = true\n").unwrap();
+    let run3 = work.path().join("run3");
+    std::fs::create_dir_all(&run3).unwrap();
+    let d = Vigild::start(&dir, &run3, &["--config", config3.to_str().unwrap(), "--libvirt", &lv.uri]);
+    d.wait_until(60, "channel_detached for A", |ev| !by_guest(ev, UUID_A, "channel_detached").is_empty());
+    let ev = d.events();
+    assert_eq!(by_guest(&ev, UUID_A, "channel_detached")[0]["socket"], socket.display().to_string());
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while channels(&lv, NAME_A) != 0 {
+        assert!(Instant::now() < deadline, "A's channel still in its live XML");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    // C is still selected by its metadata: kept
+    assert!(by_guest(&ev, UUID_C, "channel_detached").is_empty());
+    assert_eq!(channels(&lv, NAME_C), 1);
 }
