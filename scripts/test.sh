@@ -31,6 +31,7 @@ declare -A pkg_for=(
   [/usr/bin/prometheus-alertmanager]=prometheus-alertmanager
   [/usr/sbin/libvirtd]=libvirt-daemon-system
   [/usr/bin/virsh]=libvirt-clients
+  [/usr/sbin/qemu-ga]=qemu-guest-agent
 )
 missing=()
 for f in "${!pkg_for[@]}"; do

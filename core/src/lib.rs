@@ -34,6 +34,7 @@ mod fast;
 mod framer;
 mod monitor;
 mod msg;
+pub mod qga;
 pub mod qmp;
 mod time;
 mod timers;
