@@ -9,11 +9,13 @@
 //! - [`Monitor`]: the host side of one guest — registration, challenges, misses, loss, health, votes;
 //! - [`Agent`]: the guest side — registration with retries, answers, re-registration, votes, exit;
 //! - [`ProtocolError`]: how a peer broke the protocol (shared by both state machines);
-//! - [`qmp`]: a bounded parser of QEMU's QMP events (the hypervisor's word on pauses, resets and panics).
+//! - [`qmp`]: a bounded parser of QEMU's QMP events (the hypervisor's word on pauses, resets and panics);
+//! - [`qga`]: liveness of a guest that runs only the stock QEMU guest agent (`guest-ping`, `0xFF` resync).
 //!
-//! Modules: `framer` (lines), `msg` (the messages), `codec` (decode/encode), `monitor/` (the state machine in
+//! Modules: `framer` (lines), `msg` (the messages), `codec` (decode/encode), `fast` (the heartbeat's two messages
+//! in one pass, held to the codec's answers), `monitor/` (the state machine in
 //! `mod.rs`; its `config`, `event`, `stats` and `nonces` beside it), `agent/` (likewise: `config`, `event`), `error`, `timers` (a fixed array of
-//! deadlines), `time` (`Instant`, `Duration`), `qmp`.
+//! deadlines), `time` (`Instant`, `Duration`), `qmp`, `qga`.
 //!
 //! It never reads a clock (every entry point takes an [`Instant`]), never does I/O (the caller feeds bytes in and
 //! polls bytes out), never allocates, and never panics on input: hostile bytes become typed errors and counters.
