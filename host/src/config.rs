@@ -168,7 +168,8 @@ impl FileConfig {
         Ok(cfg)
     }
 
-    fn validate(&self) -> Result<(), String> {
+    /// Checks what the types cannot: ids, commands, intervals, sinks, hot-plug patterns.
+    pub fn validate(&self) -> Result<(), String> {
         let mut seen = std::collections::BTreeSet::new();
         for g in &self.guests {
             if g.id.is_empty() || !seen.insert(&g.id) {

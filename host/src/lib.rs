@@ -21,6 +21,7 @@
 #![forbid(unsafe_code)]
 
 pub mod backoff;
+pub mod check;
 pub mod config;
 pub mod control;
 pub mod data;

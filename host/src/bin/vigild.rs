@@ -103,6 +103,12 @@ enum Command {
         #[arg(long, value_name = "FILTER", default_value = "info")]
         log: String,
     },
+    /// Check a configuration file: every problem with its file, line and option, what is wrong and what would
+    /// be right; exit status 0 when vigild would start with it, 2 when not.
+    CheckConfig {
+        /// The file (`vigild run --config FILE`).
+        file: PathBuf,
+    },
     /// Show what a running daemon sees.
     Status {
         /// The daemon's admin socket.
@@ -298,6 +304,18 @@ fn main() -> ExitCode {
                     eprintln!("vigild: {e}");
                     ExitCode::FAILURE
                 }
+            }
+        }
+        Command::CheckConfig { file } => {
+            let findings = vigil_host::check::check_file(&file);
+            for f in &findings {
+                eprintln!("{}", f.render(&file));
+            }
+            if findings.is_empty() {
+                println!("{}: OK", file.display());
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(2)
             }
         }
         Command::Status { admin_socket, status_file, json } => status(&admin_socket, status_file, json),

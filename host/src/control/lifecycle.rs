@@ -168,6 +168,14 @@ async fn qmp_session(path: &std::path::Path, id: &str, shared: &Shared) -> std::
     }
 }
 
+/// The domain of a `metadata-change` line of `virsh event --loop` (`event 'metadata-change' for domain 'NAME':
+/// type element, uri URI`): hot-plug looks at it again (its owner may have just enabled it).
+pub fn metadata_changed(line: &str) -> Option<&str> {
+    let rest = line.strip_prefix("event 'metadata-change' for domain ")?;
+    let name = rest.split_once(": ").map_or(rest, |(n, _)| n);
+    Some(name.trim().trim_end_matches(':').trim_matches('\''))
+}
+
 /// One line of `virsh event --loop`: the domain's name and what happened to it.
 pub fn parse_virsh_event(line: &str) -> Option<(String, Lifecycle)> {
     let rest = line.strip_prefix("event ")?;
@@ -232,6 +240,9 @@ async fn libvirt(uri: String, shared: Arc<Shared>, hotplug: Option<Arc<Hotplug>>
                         }
                         backoff.reset(min);
                         let line = String::from_utf8_lossy(&bytes);
+                        if let (Some(hp), Some(name)) = (&hotplug, metadata_changed(&line)) {
+                            hp.check(name);
+                        }
                         let Some((name, event)) = parse_virsh_event(&line) else { continue };
                         if let (Some(hp), Lifecycle::Started | Lifecycle::Resumed) = (&hotplug, event) {
                             hp.check(&name);
@@ -270,6 +281,13 @@ mod tests {
         assert_eq!(read_line_bounded(&mut r, &mut line, 1000).await.unwrap(), Line::Complete);
         assert_eq!(line, b"{\"event\":\"STOP\"}");
         assert_eq!(read_line_bounded(&mut r, &mut line, 1000).await.unwrap(), Line::Eof, "a partial last line");
+    }
+
+    #[test]
+    fn a_metadata_change_names_its_domain() {
+        let l = "event 'metadata-change' for domain 'plain-c': type element, uri https://vigil.dev/xmlns/heartbeat/1";
+        assert_eq!(metadata_changed(l), Some("plain-c"));
+        assert_eq!(metadata_changed("event 'lifecycle' for domain 'x': Started Booted"), None);
     }
 
     #[test]
