@@ -32,6 +32,7 @@ declare -A pkg_for=(
   [/usr/sbin/libvirtd]=libvirt-daemon-system
   [/usr/bin/virsh]=libvirt-clients
   [/usr/sbin/qemu-ga]=qemu-guest-agent
+  [/usr/bin/chromium]=chromium
 )
 missing=()
 for f in "${!pkg_for[@]}"; do

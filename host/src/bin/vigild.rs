@@ -102,6 +102,10 @@ enum Command {
         /// Log filter (tracing env-filter syntax), e.g. `info`, `vigil_host=debug`.
         #[arg(long, value_name = "FILTER", default_value = "info")]
         log: String,
+        /// Also serve, read-only and without a token, the status page (`/`), `/metrics` and `/healthz` on this TCP
+        /// address (e.g. 127.0.0.1:9870, or :9870 for a scraper on the network: it shows guest ids and faults).
+        #[arg(long, value_name = "ADDR")]
+        web_listen_address: Option<std::net::SocketAddr>,
     },
     /// Check a configuration file: every problem with its file, line and option, what is wrong and what would
     /// be right; exit status 0 when vigild would start with it, 2 when not.
@@ -188,6 +192,7 @@ fn main() -> ExitCode {
             backoff_min_ms,
             backoff_max_ms,
             log,
+            web_listen_address,
         } => {
             // logs go through a bounded, lossy queue to their own thread: a stalled journald or pipe can delay
             // only that thread, never the data plane
@@ -265,6 +270,7 @@ fn main() -> ExitCode {
                     admin_token_file,
                     admin_tcp_remote,
                     upstream: Some(upstream),
+                    web_listen: web_listen_address,
                     lifecycle: vigil_host::control::lifecycle::LifecycleConfig {
                         qmp_pattern,
                         dirs: Vec::new(),

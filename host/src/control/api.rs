@@ -34,6 +34,7 @@ use crate::fleet::VoteRefusal;
 pub struct Listeners {
     unix: Option<tokio::net::UnixListener>,
     tcp: Option<(tokio::net::TcpListener, Arc<str>)>,
+    web: Option<tokio::net::TcpListener>,
 }
 
 /// Binds the admin socket (stale socket files are replaced; mode 0660; group `admin_group`) and the optional TCP
@@ -70,7 +71,15 @@ pub async fn bind(cfg: &ControlConfig) -> std::io::Result<Listeners> {
         }
         None => None,
     };
-    Ok(Listeners { unix, tcp })
+    let web = match cfg.web_listen {
+        Some(addr) => Some(
+            tokio::net::TcpListener::bind(addr)
+                .await
+                .map_err(|e| std::io::Error::other(format!("--web-listen-address {addr}: {e}")))?,
+        ),
+        None => None,
+    };
+    Ok(Listeners { unix, tcp, web })
 }
 
 fn bind_unix(path: &Path, group: Option<&str>) -> std::io::Result<tokio::net::UnixListener> {
@@ -115,6 +124,10 @@ pub async fn serve(l: Listeners, shared: Arc<Shared>, stop: oneshot::Receiver<()
         let app = app.layer(middleware::from_fn_with_state(token, bearer));
         tasks.push(tokio::spawn(super::serve::serve(tcp, app, super::serve::TCP_LIMITS, rx.clone())));
     }
+    if let Some(web) = l.web {
+        let app = read_only_router(Arc::clone(&shared));
+        tasks.push(tokio::spawn(super::serve::serve(web, app, super::serve::TCP_LIMITS, rx.clone())));
+    }
     let mut rx = rx;
     let _ = rx.wait_for(|s| *s).await;
     for t in tasks {
@@ -140,9 +153,34 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
+/// The read-only routes of `--web-listen-address`: the status page, the metrics, the health check; no token.
+pub fn read_only_router(shared: Arc<Shared>) -> Router {
+    Router::new()
+        .route("/", get(status_page))
+        .route("/healthz", get(|| async { Json(json!({"status": "ok"})) }))
+        .route("/metrics", get(metrics))
+        .fallback(|| async { error(StatusCode::NOT_FOUND, "read-only listener: /, /metrics and /healthz only") })
+        .with_state(shared)
+}
+
+/// `GET /`: the status page (server-side HTML, no script, no external asset).
+async fn status_page(State(shared): State<Arc<Shared>>) -> Response {
+    match view(&shared, true).await {
+        Ok(v) => {
+            let up = super::render::UpstreamView::of(&shared);
+            let recent: Vec<super::Recent> =
+                shared.recent.lock().map(|q| q.iter().rev().cloned().collect()).unwrap_or_default();
+            let body = super::render::status_html(&v, &up, &recent, &shared.ctx.host);
+            ([(header::CONTENT_TYPE, "text/html; charset=utf-8")], body).into_response()
+        }
+        Err(e) => e.into_response(),
+    }
+}
+
 /// The routes.
 pub fn router(shared: Arc<Shared>) -> Router {
     Router::new()
+        .route("/", get(status_page))
         .route("/healthz", get(|| async { Json(json!({"status": "ok"})) }))
         .route("/metrics", get(metrics))
         .route("/v1/guests", get(guests))

@@ -159,6 +159,8 @@ pub struct ControlConfig {
     pub upstream: Option<Upstream>,
     /// Lifecycle sources (libvirt, QMP).
     pub lifecycle: lifecycle::LifecycleConfig,
+    /// A read-only listener (`/`, `/metrics`, `/healthz`) without a token, for scrapers and the status page.
+    pub web_listen: Option<std::net::SocketAddr>,
 }
 
 /// The spool and the sinks that read it.
@@ -191,6 +193,24 @@ pub struct Shared {
     pub sinks: Vec<(String, Arc<crate::upstream::SinkStats>)>,
     /// Host name and instance mapping (for the StarlingX API).
     pub ctx: crate::upstream::Context,
+    /// The latest events, for the status page (at most [`RECENT`]).
+    pub recent: Mutex<std::collections::VecDeque<Recent>>,
+}
+
+/// Events the status page shows.
+pub const RECENT: usize = 50;
+
+/// One recent event, as the status page shows it.
+#[derive(Clone, Debug)]
+pub struct Recent {
+    /// When the control plane saw it (RFC 3339).
+    pub time: String,
+    /// The guest.
+    pub guest: String,
+    /// Its kind.
+    pub kind: &'static str,
+    /// Its fields, as JSON, cut to 300 bytes.
+    pub detail: String,
 }
 
 impl Shared {
@@ -251,6 +271,7 @@ impl Control {
             spool: upstream.as_ref().map(|u| Arc::clone(&u.spool)),
             sinks: upstream.as_ref().map(|u| u.stats.clone()).unwrap_or_default(),
             ctx: cfg.upstream.as_ref().map(|u| u.ctx.clone()).unwrap_or_default(),
+            recent: Mutex::default(),
         });
         let (stop_tx, stop_rx) = oneshot::channel();
         let sh = Arc::clone(&shared);
@@ -306,12 +327,38 @@ impl Drop for Control {
 }
 
 async fn count_events(mut rx: mpsc::Receiver<(Arc<str>, Event)>, shared: Arc<Shared>) {
-    while let Some((_, e)) = rx.recv().await {
-        shared.count(e.kind());
+    while let Some((guest, e)) = rx.recv().await {
+        shared.seen(&guest, &e);
     }
 }
 
 impl Shared {
+    /// Counts an event by kind and keeps it among the recent ones.
+    pub fn seen(&self, guest: &str, e: &Event) {
+        self.count(e.kind());
+        let mut detail = serde_json::to_string(e).unwrap_or_default();
+        if detail.len() > 300 {
+            let mut cut = 300;
+            while !detail.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            detail.truncate(cut);
+            detail.push('…');
+        }
+        let r = Recent {
+            time: crate::events::rfc3339(std::time::SystemTime::now()),
+            guest: guest.to_string(),
+            kind: e.kind(),
+            detail,
+        };
+        if let Ok(mut q) = self.recent.lock() {
+            if q.len() >= RECENT {
+                q.pop_front();
+            }
+            q.push_back(r);
+        }
+    }
+
     /// Counts an event by kind.
     pub fn count(&self, kind: &'static str) {
         if let Ok(mut m) = self.events_by_kind.lock() {
@@ -337,6 +384,7 @@ mod tests {
             spool: None,
             sinks: Vec::new(),
             ctx: crate::upstream::Context::default(),
+            recent: Mutex::default(),
         };
         // API requests pile up faster than the loop takes them: the command queue is full
         let mut replies = Vec::new();

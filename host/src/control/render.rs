@@ -269,3 +269,114 @@ mod tests {
         );
     }
 }
+
+/// Text made safe for HTML (element content and quoted attributes).
+pub fn html_escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c if c.is_control() => out.push('\u{fffd}'),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// Guests listed on the status page at most (those not heartbeating first).
+pub const STATUS_PAGE_GUESTS: usize = 500;
+
+/// The status page: guests by state with their open fault, sinks with their counters and the spool's backlog, the
+/// latest events. Server-side HTML with inline style, no script and no external asset; every text is escaped
+/// (guest ids and event details carry guest-influenced text).
+pub fn status_html(v: &FleetView, up: &UpstreamView, recent: &[super::Recent], host: &str) -> String {
+    use std::fmt::Write as _;
+    let e = html_escape;
+    let mut h = String::new();
+    let _ = write!(
+        h,
+        "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>vigild on {0}</title>\
+         <style>body{{font:14px system-ui,sans-serif;margin:1.5em;color:#222}}table{{border-collapse:collapse;\
+         margin:.5em 0 1.5em}}td,th{{border:1px solid #ccc;padding:2px 8px;text-align:left}}\
+         th{{background:#f0f0f0}}.bad{{color:#b00;font-weight:bold}}.ok{{color:#070}}code{{font-size:12px}}</style>\
+         </head><body><h1>vigild on {0}</h1>",
+        e(host)
+    );
+    let total: u64 = v.by_state.iter().map(|(_, n)| n).sum();
+    let _ = write!(h, "<h2>Guests: {total}</h2><table><tr><th>state</th><th>guests</th></tr>");
+    for (state, n) in &v.by_state {
+        let class = if matches!(*state, "lost" | "crashed") && *n > 0 { " class=\"bad\"" } else { "" };
+        let _ = write!(h, "<tr><td>{}</td><td{class}>{n}</td></tr>", e(state));
+    }
+    h.push_str("</table>");
+    let mut guests: Vec<&crate::node::status::GuestStatus> = v.guests.iter().collect();
+    guests.sort_by_key(|g| (g.state == "heartbeating", g.fault.is_none(), g.id.clone()));
+    h.push_str(
+        "<table><tr><th>guest</th><th>state</th><th>open fault</th><th>heartbeats</th><th>missed</th>\
+         <th>last round trip</th><th>maintenance</th></tr>",
+    );
+    for g in guests.iter().take(STATUS_PAGE_GUESTS) {
+        let class = if g.fault.is_some() { "bad" } else { "ok" };
+        let _ = write!(
+            h,
+            "<tr><td><code>{}</code></td><td class=\"{class}\">{}</td><td>{}</td><td>{}</td><td>{}</td><td>{} ms</td>\
+             <td>{}</td></tr>",
+            e(&g.id),
+            e(&g.state),
+            e(g.fault.as_deref().unwrap_or("")),
+            g.heartbeats,
+            g.misses,
+            g.last_rtt_ms,
+            e(g.maintenance_reason.as_deref().unwrap_or(""))
+        );
+    }
+    h.push_str("</table>");
+    if guests.len() > STATUS_PAGE_GUESTS {
+        let _ = write!(
+            h,
+            "<p>{} more guests: <code>vigild status</code> lists them all.</p>",
+            guests.len() - STATUS_PAGE_GUESTS
+        );
+    }
+    h.push_str("<h2>Upstream</h2>");
+    match up.spool {
+        Some((waiting, dropped)) => {
+            let _ = write!(h, "<p>Spool: {waiting} events waiting, {dropped} dropped.</p>");
+        }
+        None => h.push_str("<p>No sink configured: events stay in the local event log.</p>"),
+    }
+    if !up.sinks.is_empty() {
+        h.push_str(
+            "<table><tr><th>sink</th><th>delivered</th><th>retries</th><th>refused</th><th>dead letters</th></tr>",
+        );
+        for s in &up.sinks {
+            let _ = write!(
+                h,
+                "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+                e(&s.name),
+                s.delivered,
+                s.retries,
+                s.refused,
+                s.dead_letters
+            );
+        }
+        h.push_str("</table>");
+    }
+    let _ = write!(h, "<h2>Latest events</h2><table><tr><th>time</th><th>guest</th><th>kind</th><th>detail</th></tr>");
+    for r in recent {
+        let _ = write!(
+            h,
+            "<tr><td>{}</td><td><code>{}</code></td><td>{}</td><td><code>{}</code></td></tr>",
+            e(&r.time),
+            e(&r.guest),
+            e(r.kind),
+            e(&r.detail)
+        );
+    }
+    h.push_str("</table></body></html>\n");
+    h
+}

@@ -91,7 +91,7 @@ pub fn start(
             if pending.is_empty() {
                 match rx.blocking_recv() {
                     Some((guest, e)) => {
-                        shared.count(e.kind());
+                        shared.seen(&guest, &e);
                         pending.push(record(&host, &guest, &e));
                     }
                     None => return,
@@ -100,7 +100,7 @@ pub fn start(
             while pending.len() < limit {
                 match rx.try_recv() {
                     Ok((guest, e)) => {
-                        shared.count(e.kind());
+                        shared.seen(&guest, &e);
                         pending.push(record(&host, &guest, &e));
                     }
                     Err(_) => break,
