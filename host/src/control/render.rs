@@ -256,20 +256,6 @@ fn to_classic(om: &str) -> String {
     out
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn classic_text_names_counters_with_total_and_drops_openmetrics_lines() {
-        let om = "# HELP x_hits Hits.\n# TYPE x_hits counter\nx_hits_total 3\n# HELP x_rtt_seconds R.\n# TYPE x_rtt_seconds histogram\n# UNIT x_rtt_seconds seconds\nx_rtt_seconds_count 1\n# EOF\n";
-        assert_eq!(
-            to_classic(om),
-            "# HELP x_hits_total Hits.\n# TYPE x_hits_total counter\nx_hits_total 3\n# HELP x_rtt_seconds R.\n# TYPE x_rtt_seconds histogram\nx_rtt_seconds_count 1\n"
-        );
-    }
-}
-
 /// Text made safe for HTML (element content and quoted attributes).
 pub fn html_escape(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
@@ -379,4 +365,23 @@ pub fn status_html(v: &FleetView, up: &UpstreamView, recent: &[super::Recent], h
     }
     h.push_str("</table></body></html>\n");
     h
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn classic_text_names_counters_with_total_and_drops_openmetrics_lines() {
+        let om = "# HELP x_hits Hits.\n# TYPE x_hits counter\nx_hits_total 3\n# HELP x_rtt_seconds R.\n# TYPE x_rtt_seconds histogram\n# UNIT x_rtt_seconds seconds\nx_rtt_seconds_count 1\n# EOF\n";
+        assert_eq!(
+            to_classic(om),
+            "# HELP x_hits_total Hits.\n# TYPE x_hits_total counter\nx_hits_total 3\n# HELP x_rtt_seconds R.\n# TYPE x_rtt_seconds histogram\nx_rtt_seconds_count 1\n"
+        );
+    }
+
+    #[test]
+    fn html_text_is_escaped() {
+        assert_eq!(html_escape("<b a='1'>&\"\u{7}"), "&lt;b a=&#39;1&#39;&gt;&amp;&quot;\u{fffd}");
+    }
 }
