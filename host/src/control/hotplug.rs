@@ -8,7 +8,7 @@
 //! metadata element. A selected domain without the channel gets it (`virsh attach-device --live`), its host socket
 //! in the documented layout `SOCKET_DIR/cgcs.heartbeat.<domain uuid>.sock`, which discovery's default pattern
 //! finds; an existing channel of that name is reused, never doubled. Every attach, refusal and (opt-in) detach is
-//! an event. One worker does the checks one after another (no two attaches race on one domain); a request for a
+//! an event. The device XML reaches virsh on its standard input (no file written). One worker does the checks one after another (no two attaches race on one domain); a request for a
 //! domain already queued is not queued twice. `virsh` runs as a child process with a timeout, as for the lifecycle
 //! events: no `unsafe` in vigild.
 
@@ -212,15 +212,29 @@ impl Hotplug {
 
 /// Runs `virsh -c URI args...` with a timeout: stdout, or libvirt's message.
 pub async fn virsh(uri: &str, args: &[&str]) -> Result<String, String> {
-    let run = tokio::process::Command::new("virsh")
+    virsh_with_input(uri, args, None).await
+}
+
+/// [`virsh`], with `input` on its standard input (a device's XML, given as the file `/dev/stdin`: no file is
+/// written anywhere, so nothing in a shared temporary directory can be raced or replaced).
+async fn virsh_with_input(uri: &str, args: &[&str], input: Option<&str>) -> Result<String, String> {
+    use tokio::io::AsyncWriteExt;
+    let spawned = tokio::process::Command::new("virsh")
         .args(["-q", "-c", uri])
         .args(args)
-        .stdin(std::process::Stdio::null())
+        .stdin(if input.is_some() { std::process::Stdio::piped() } else { std::process::Stdio::null() })
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
         .kill_on_drop(true)
-        .output();
+        .spawn();
+    let mut child = spawned.map_err(|e| format!("cannot run virsh: {e}"))?;
+    if let (Some(text), Some(mut stdin)) = (input, child.stdin.take()) {
+        let _ = stdin.write_all(text.as_bytes()).await;
+    }
+    let run = child.wait_with_output();
     match tokio::time::timeout(VIRSH_TIMEOUT, run).await {
         Err(_) => Err(format!("virsh {} timed out after {} s", args.first().unwrap_or(&""), VIRSH_TIMEOUT.as_secs())),
-        Ok(Err(e)) => Err(format!("cannot run virsh: {e}")),
+        Ok(Err(e)) => Err(format!("virsh: {e}")),
         Ok(Ok(out)) if out.status.success() => Ok(String::from_utf8_lossy(&out.stdout).into_owned()),
         Ok(Ok(out)) => {
             let err = String::from_utf8_lossy(&out.stderr);
@@ -299,13 +313,9 @@ impl Worker {
     async fn attach(&mut self, guest: &str, d: &DomainXml, by: &'static str) {
         let socket = socket_of(&self.cfg.socket_dir, &d.uuid);
         clear_stale_socket(&socket);
-        let file = std::env::temp_dir().join(format!("vigild-channel-{}-{}.xml", d.uuid, std::process::id()));
-        if let Err(e) = std::fs::write(&file, channel_xml(&socket)) {
-            return warn!(domain = %d.name, error = %e, "hot-plug: cannot write the channel's XML");
-        }
         let started = Instant::now();
-        let result = virsh(&self.uri, &["attach-device", &d.name, &file.to_string_lossy(), "--live"]).await;
-        let _ = std::fs::remove_file(&file);
+        let xml = channel_xml(&socket);
+        let result = virsh_with_input(&self.uri, &["attach-device", &d.name, "/dev/stdin", "--live"], Some(&xml)).await;
         match result {
             Ok(_) => {
                 info!(domain = %d.name, socket = %socket.display(), selected_by = by, ms = started.elapsed().as_millis() as u64, "channel attached");
@@ -334,12 +344,8 @@ impl Worker {
     }
 
     async fn detach(&mut self, guest: &str, d: &DomainXml, path: &str) {
-        let file = std::env::temp_dir().join(format!("vigild-channel-{}-{}.xml", d.uuid, std::process::id()));
-        if std::fs::write(&file, channel_xml(Path::new(path))).is_err() {
-            return;
-        }
-        let result = virsh(&self.uri, &["detach-device", &d.name, &file.to_string_lossy(), "--live"]).await;
-        let _ = std::fs::remove_file(&file);
+        let xml = channel_xml(Path::new(path));
+        let result = virsh_with_input(&self.uri, &["detach-device", &d.name, "/dev/stdin", "--live"], Some(&xml)).await;
         match result {
             Ok(_) => {
                 info!(domain = %d.name, socket = path, "channel detached");
