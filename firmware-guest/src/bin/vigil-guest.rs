@@ -13,6 +13,10 @@ use vigil_guest::linux::{run, GuestConfig};
 #[derive(Parser, Debug)]
 #[command(name = "vigil-guest", version)]
 struct Cli {
+    /// Write the manual page (vigil-guest.1) into this directory and exit (built with the `man` feature).
+    #[cfg(feature = "man")]
+    #[arg(long, value_name = "DIR", hide = true)]
+    write_man: Option<PathBuf>,
     /// TOML file with the same keys as these flags (flags win).
     #[arg(long, value_name = "FILE")]
     config: Option<PathBuf>,
@@ -60,6 +64,21 @@ struct Cli {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    #[cfg(feature = "man")]
+    if let Some(dir) = &cli.write_man {
+        use clap::CommandFactory;
+        let mut page = Vec::new();
+        let written = clap_mangen::Man::new(Cli::command())
+            .render(&mut page)
+            .and_then(|()| std::fs::write(dir.join("vigil-guest.1"), page));
+        return match written {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("vigil-guest: {}: {e}", dir.display());
+                ExitCode::FAILURE
+            }
+        };
+    }
     let mut cfg = match &cli.config {
         Some(p) => match std::fs::read_to_string(p)
             .map_err(|e| e.to_string())

@@ -107,6 +107,12 @@ enum Command {
         #[arg(long, value_name = "ADDR")]
         web_listen_address: Option<std::net::SocketAddr>,
     },
+    /// Write the manual pages (vigild.1 and one per subcommand) into DIR (for packaging).
+    #[command(hide = true)]
+    GenMan {
+        /// Where.
+        dir: PathBuf,
+    },
     /// Check a configuration file: every problem with its file, line and option, what is wrong and what would
     /// be right; exit status 0 when vigild would start with it, 2 when not.
     CheckConfig {
@@ -312,6 +318,13 @@ fn main() -> ExitCode {
                 }
             }
         }
+        Command::GenMan { dir } => match gen_man(&dir) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("vigild: {}: {e}", dir.display());
+                ExitCode::FAILURE
+            }
+        },
         Command::CheckConfig { file } => {
             let findings = vigil_host::check::check_file(&file);
             for f in &findings {
@@ -459,4 +472,21 @@ fn hotplug_config(
         socket_dir,
         detach: file.detach,
     }))
+}
+
+/// `vigild.1`, and `vigild-SUBCOMMAND.1` for each visible subcommand, from the clap definitions.
+fn gen_man(dir: &std::path::Path) -> std::io::Result<()> {
+    use clap::CommandFactory;
+    std::fs::create_dir_all(dir)?;
+    let cmd = Cli::command();
+    let mut page = Vec::new();
+    clap_mangen::Man::new(cmd.clone()).render(&mut page)?;
+    std::fs::write(dir.join("vigild.1"), page)?;
+    for sub in cmd.get_subcommands().filter(|s| !s.is_hide_set()) {
+        let name: &'static str = Box::leak(format!("vigild-{}", sub.get_name()).into_boxed_str());
+        let mut page = Vec::new();
+        clap_mangen::Man::new(sub.clone().name(name)).render(&mut page)?;
+        std::fs::write(dir.join(format!("{name}.1")), page)?;
+    }
+    Ok(())
 }
