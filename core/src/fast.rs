@@ -138,18 +138,22 @@ impl Out<'_> {
         Some(())
     }
 
-    fn uint(&mut self, mut v: u32) -> Option<()> {
+    fn uint(&mut self, v: u32) -> Option<()> {
         let mut digits = [0u8; 10];
-        let mut i = digits.len();
-        loop {
-            i -= 1;
-            digits[i] = b'0' + (v % 10) as u8;
-            v /= 10;
-            if v == 0 {
-                break;
-            }
+        self.put(u32_ascii(v, &mut digits))
+    }
+}
+
+/// The decimal digits of `v`, written at the end of `buf` (shared by every writer of the core).
+pub(crate) fn u32_ascii(mut v: u32, buf: &mut [u8; 10]) -> &[u8] {
+    let mut i = buf.len();
+    loop {
+        i -= 1;
+        buf[i] = b'0' + (v % 10) as u8;
+        v /= 10;
+        if v == 0 {
+            return &buf[i..];
         }
-        self.put(&digits[i..])
     }
 }
 

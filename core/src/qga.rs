@@ -415,18 +415,9 @@ impl Writer<'_> {
         self.n = end;
     }
 
-    fn uint(&mut self, mut v: u32) {
+    fn uint(&mut self, v: u32) {
         let mut d = [0u8; 10];
-        let mut i = d.len();
-        loop {
-            i -= 1;
-            d[i] = b'0' + (v % 10) as u8;
-            v /= 10;
-            if v == 0 {
-                break;
-            }
-        }
-        self.put(&d[i..]);
+        self.put(crate::fast::u32_ascii(v, &mut d));
     }
 }
 

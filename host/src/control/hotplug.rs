@@ -25,7 +25,7 @@ use super::{Command, Shared};
 use crate::config::ComputeSettings;
 use crate::events::Event;
 use crate::glob::Pattern;
-use crate::upstream::keystone::Keystone;
+use crate::upstream::keystone::{Keystone, KeystoneOptions};
 
 /// The channel's name, as the guest sees it (`/dev/virtio-ports/cgcs.heartbeat`).
 pub const CHANNEL_NAME: &str = "cgcs.heartbeat";
@@ -392,20 +392,15 @@ impl Compute {
             }
         }
         let http = b.build().map_err(|e| format!("http client: {e}"))?;
-        let keystone = match &c.auth_url {
-            None => None,
-            Some(url) => Some(Keystone::new(
-                url,
-                c.username.as_deref().ok_or("hotplug.compute: username")?,
-                c.password_file.as_deref().ok_or("hotplug.compute: password_file")?,
-                (
-                    c.user_domain_name.as_deref().unwrap_or("Default"),
-                    c.project_name.as_deref().ok_or("hotplug.compute: project_name")?,
-                    c.project_domain_name.as_deref().unwrap_or("Default"),
-                ),
-                http.clone(),
-            )?),
+        let options = KeystoneOptions {
+            auth_url: c.auth_url.as_deref(),
+            username: c.username.as_deref(),
+            password_file: c.password_file.as_deref(),
+            user_domain_name: c.user_domain_name.as_deref(),
+            project_name: c.project_name.as_deref(),
+            project_domain_name: c.project_domain_name.as_deref(),
         };
+        let keystone = Keystone::from_options("hotplug.compute", options, http.clone())?;
         Ok(Compute { url: c.url.trim_end_matches('/').to_string(), http, keystone, cache: HashMap::new() })
     }
 

@@ -22,6 +22,24 @@ pub struct Keystone {
     token: Option<(String, SystemTime)>,
 }
 
+/// The Keystone options of a client's configuration (a sink, the compute API), all optional: no `auth_url`, no
+/// Keystone (a noauth service).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct KeystoneOptions<'a> {
+    /// Keystone v3.
+    pub auth_url: Option<&'a str>,
+    /// The user.
+    pub username: Option<&'a str>,
+    /// A file holding the password.
+    pub password_file: Option<&'a Path>,
+    /// The user's domain (default `Default`).
+    pub user_domain_name: Option<&'a str>,
+    /// The project.
+    pub project_name: Option<&'a str>,
+    /// The project's domain (default `Default`).
+    pub project_domain_name: Option<&'a str>,
+}
+
 /// Why there is no answer from Keystone (worth a retry).
 #[derive(Debug)]
 pub struct KeystoneError(pub String);
@@ -47,6 +65,24 @@ impl Keystone {
             http,
             token: None,
         })
+    }
+
+    /// A client from a configuration's options (`None` without `auth_url`); `what` names the table in errors.
+    pub fn from_options(what: &str, o: KeystoneOptions<'_>, http: reqwest::Client) -> Result<Option<Self>, String> {
+        let Some(url) = o.auth_url else { return Ok(None) };
+        let missing = |name: &str| format!("{what}: auth_url needs {name}");
+        Keystone::new(
+            url,
+            o.username.ok_or_else(|| missing("username"))?,
+            o.password_file.ok_or_else(|| missing("password_file"))?,
+            (
+                o.user_domain_name.unwrap_or("Default"),
+                o.project_name.ok_or_else(|| missing("project_name"))?,
+                o.project_domain_name.unwrap_or("Default"),
+            ),
+            http,
+        )
+        .map(Some)
     }
 
     /// Forgets the token (a 401 said it is no good).

@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use serde_json::{json, Value};
 
-use super::keystone::Keystone;
+use super::keystone::{Keystone, KeystoneOptions};
 use super::sink_config::MasakariConfig;
 use super::{by_error, by_status, Context, Delivery};
 
@@ -26,20 +26,15 @@ pub struct Masakari {
 impl Masakari {
     /// A sink for the Masakari API at `cfg.url`; Keystone if `auth_url` is set (else no token: a noauth API).
     pub fn new(cfg: &MasakariConfig, ctx: Arc<Context>, http: reqwest::Client) -> Result<Self, String> {
-        let keystone = match &cfg.auth_url {
-            None => None,
-            Some(url) => Some(Keystone::new(
-                url,
-                cfg.username.as_deref().ok_or("masakari: username")?,
-                cfg.password_file.as_deref().ok_or("masakari: password_file")?,
-                (
-                    cfg.user_domain_name.as_deref().unwrap_or("Default"),
-                    cfg.project_name.as_deref().ok_or("masakari: project_name")?,
-                    cfg.project_domain_name.as_deref().unwrap_or("Default"),
-                ),
-                http.clone(),
-            )?),
+        let options = KeystoneOptions {
+            auth_url: cfg.auth_url.as_deref(),
+            username: cfg.username.as_deref(),
+            password_file: cfg.password_file.as_deref(),
+            user_domain_name: cfg.user_domain_name.as_deref(),
+            project_name: cfg.project_name.as_deref(),
+            project_domain_name: cfg.project_domain_name.as_deref(),
         };
+        let keystone = Keystone::from_options("masakari", options, http.clone())?;
         Ok(Masakari {
             url: format!("{}/v1/notifications", cfg.url.trim_end_matches('/')),
             ctx,
