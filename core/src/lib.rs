@@ -10,6 +10,7 @@
 //! - [`Agent`]: the guest side — registration with retries, answers, re-registration, votes, exit;
 //! - [`ProtocolError`]: how a peer broke the protocol (shared by both state machines);
 //! - [`qmp`]: a bounded parser of QEMU's QMP events (the hypervisor's word on pauses, resets and panics);
+//! - [`libvirt`]: bounded decoders of what libvirtd sends over its remote protocol (packets, errors, replies);
 //! - [`qga`]: liveness of a guest that runs only the stock QEMU guest agent (`guest-ping`, `0xFF` resync).
 //!
 //! Modules: `framer` (lines), `msg` (the messages), `codec` (decode/encode), `fast` (the heartbeat's two messages
@@ -34,6 +35,7 @@ mod codec;
 mod error;
 mod fast;
 mod framer;
+pub mod libvirt;
 mod monitor;
 mod msg;
 pub mod qga;

@@ -8,6 +8,7 @@
 pub mod api;
 pub mod client;
 pub mod hotplug;
+pub mod libvirt;
 pub mod lifecycle;
 pub mod render;
 pub mod serve;
