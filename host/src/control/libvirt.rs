@@ -182,25 +182,16 @@ impl Conn {
             let offset = body.len() - rest.len();
             body.drain(..offset);
             let Ok(mut m) = self.pending.lock() else { break };
-            match h.kind {
-                MsgType::Reply => match m.get(&h.serial) {
-                    Some(Pending::Call(_)) => {
-                        if let Some(Pending::Call(tx)) = m.remove(&h.serial) {
-                            let _ = tx.send((h, body));
-                        }
+            let is_call = matches!(m.get(&h.serial), Some(Pending::Call(_)));
+            match (h.kind, m.get(&h.serial)) {
+                (MsgType::Reply, Some(_)) if is_call => {
+                    if let Some(Pending::Call(tx)) = m.remove(&h.serial) {
+                        let _ = tx.send((h, body));
                     }
-                    Some(Pending::Stream(tx)) => {
-                        if tx.try_send((h, body)).is_err() {
-                            m.remove(&h.serial);
-                        }
-                    }
-                    None => {}
-                },
-                MsgType::Stream => {
-                    if let Some(Pending::Stream(tx)) = m.get(&h.serial) {
-                        if tx.try_send((h, body)).is_err() {
-                            m.remove(&h.serial);
-                        }
+                }
+                (MsgType::Reply | MsgType::Stream, Some(Pending::Stream(tx))) => {
+                    if tx.try_send((h, body)).is_err() {
+                        m.remove(&h.serial); // a consumer that does not keep up loses its stream, nobody else
                     }
                 }
                 _ => {} // events are not registered for; fds are never asked for
