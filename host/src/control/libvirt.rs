@@ -182,19 +182,21 @@ impl Conn {
             let offset = body.len() - rest.len();
             body.drain(..offset);
             let Ok(mut m) = self.pending.lock() else { break };
-            let is_call = matches!(m.get(&h.serial), Some(Pending::Call(_)));
-            match (h.kind, m.get(&h.serial)) {
-                (MsgType::Reply, Some(_)) if is_call => {
-                    if let Some(Pending::Call(tx)) = m.remove(&h.serial) {
+            // a reply ends a call; a stream's packets go to its consumer, and one that does not keep up loses its
+            // stream, nobody else's; anything else (events, never registered for; fds, never asked for) is ignored
+            let serial = h.serial;
+            let lost_stream = match (h.kind, m.get(&serial)) {
+                (MsgType::Reply, Some(Pending::Call(_))) => {
+                    if let Some(Pending::Call(tx)) = m.remove(&serial) {
                         let _ = tx.send((h, body));
                     }
+                    false
                 }
-                (MsgType::Reply | MsgType::Stream, Some(Pending::Stream(tx))) => {
-                    if tx.try_send((h, body)).is_err() {
-                        m.remove(&h.serial); // a consumer that does not keep up loses its stream, nobody else
-                    }
-                }
-                _ => {} // events are not registered for; fds are never asked for
+                (MsgType::Reply | MsgType::Stream, Some(Pending::Stream(tx))) => tx.try_send((h, body)).is_err(),
+                _ => false,
+            };
+            if lost_stream {
+                m.remove(&serial);
             }
         }
         self.closed.store(true, Ordering::Relaxed);
