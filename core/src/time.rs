@@ -142,13 +142,20 @@ impl fmt::Display for Duration {
 #[derive(Clone, Copy, Debug)]
 pub struct StdClock {
     origin: std::time::Instant,
+    past_ms: u64,
 }
 
 #[cfg(feature = "std")]
 impl StdClock {
     /// A clock whose epoch is now.
     pub fn new() -> Self {
-        StdClock { origin: std::time::Instant::now() }
+        StdClock { origin: std::time::Instant::now(), past_ms: 0 }
+    }
+
+    /// A clock whose epoch lies `past` before now, so that times remembered from before its creation (a previous
+    /// run's, restored from disk) up to `past` ago are still distinct instants.
+    pub fn with_past(past: Duration) -> Self {
+        StdClock { origin: std::time::Instant::now(), past_ms: past.as_millis() }
     }
 
     /// Now, as a core instant.
@@ -158,7 +165,8 @@ impl StdClock {
 
     /// An OS instant as a core instant (saturating at the epoch).
     pub fn instant(&self, t: std::time::Instant) -> Instant {
-        Instant::from_millis(u64::try_from(t.saturating_duration_since(self.origin).as_millis()).unwrap_or(u64::MAX))
+        let since = u64::try_from(t.saturating_duration_since(self.origin).as_millis()).unwrap_or(u64::MAX);
+        Instant::from_millis(since.saturating_add(self.past_ms))
     }
 }
 

@@ -19,6 +19,21 @@ pub enum ActionPolicy {
     Log,
     /// Also run the configured command for the action the guest asked for.
     Command,
+    /// Carry the action out through vigild's libvirt connection (`--libvirt`): `reboot` as a reset (or a
+    /// graceful reboot, `reboot_as`), `stop` as a destroy; with budgets, an optional second opinion from the
+    /// domain's counters, and evidence saved first.
+    Libvirt,
+}
+
+/// How `policy = "libvirt"` carries out a guest's `reboot`.
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum RebootAs {
+    /// `virDomainReset`, the reset button: works on a hung guest (default; what a hard reboot does).
+    #[default]
+    Reset,
+    /// `virDomainReboot`: ACPI or the guest agent, so only a guest that still listens reboots.
+    Reboot,
 }
 
 /// Settings that apply to a guest, from `[defaults]` or its own `[[guest]]` table.
@@ -37,6 +52,22 @@ pub struct GuestSettings {
     pub commands: Option<BTreeMap<String, Vec<String>>>,
     /// At most one command per guest per this many seconds.
     pub action_min_gap_secs: Option<u64>,
+    /// Corrective actions (command or libvirt) a guest may get per `action_window_secs` (default 3; 0: none);
+    /// counted across vigild restarts (kept in the state directory).
+    pub action_budget: Option<u32>,
+    /// The budget's window (default 3600 s: three an hour, vSphere HA's "high" preset).
+    pub action_window_secs: Option<u64>,
+    /// No action before the VM has run this long since its last start or its last corrective action (default
+    /// 120 s).
+    pub min_uptime_secs: Option<u64>,
+    /// `policy = "libvirt"`: before a destructive action, watch the domain's block and network counters this many
+    /// seconds; if they moved, the OS is alive: hold the action (default 0: off, the heartbeat alone decides).
+    pub second_opinion_secs: Option<u64>,
+    /// `policy = "libvirt"`: save the console screenshot and the serial log's tail before the action (default
+    /// true).
+    pub evidence: Option<bool>,
+    /// `policy = "libvirt"`: `reset` (default) or `reboot`.
+    pub reboot_as: Option<RebootAs>,
     /// Bytes a guest may send per heartbeat interval before it is no longer read (default 4096).
     pub budget_bytes_per_interval: Option<u64>,
     /// Bytes a guest may send at once (default 8192).
@@ -218,6 +249,9 @@ impl FileConfig {
             if s.max_notice_secs.is_some_and(|v| !(1..=MAX_NOTICE_CAP).contains(&v)) {
                 return Err(format!("max_notice_secs: 1 to {MAX_NOTICE_CAP}"));
             }
+            if s.second_opinion_secs.is_some_and(|v| v > 600) {
+                return Err("second_opinion_secs: at most 600 (the action waits for it)".into());
+            }
             if s.max_restart_secs == Some(0) {
                 return Err("max_restart_secs: at least 1".into());
             }
@@ -247,6 +281,45 @@ pub struct Policy {
     pub budget: crate::fleet::bucket::BudgetConfig,
     /// Caps on the waits a guest chooses in its `init`.
     pub caps: GuestCaps,
+    /// Budgets and the libvirt policy's options.
+    pub recovery: RecoveryPolicy,
+}
+
+/// Budgets of corrective actions and the libvirt policy's options, resolved.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RecoveryPolicy {
+    /// Actions per window.
+    pub budget: u32,
+    /// The window.
+    pub window: Duration,
+    /// Minimum uptime before an action.
+    pub min_uptime: Duration,
+    /// The second opinion's window, when on.
+    pub second_opinion: Option<Duration>,
+    /// Save evidence first.
+    pub evidence: bool,
+    /// How a `reboot` is done.
+    pub reboot_as: RebootAs,
+}
+
+/// Default of [`GuestSettings::action_budget`].
+pub const DEFAULT_ACTION_BUDGET: u32 = 3;
+/// Default of [`GuestSettings::action_window_secs`].
+pub const DEFAULT_ACTION_WINDOW_SECS: u64 = 3600;
+/// Default of [`GuestSettings::min_uptime_secs`].
+pub const DEFAULT_MIN_UPTIME_SECS: u64 = 120;
+
+impl Default for RecoveryPolicy {
+    fn default() -> Self {
+        RecoveryPolicy {
+            budget: DEFAULT_ACTION_BUDGET,
+            window: Duration::from_secs(DEFAULT_ACTION_WINDOW_SECS),
+            min_uptime: Duration::from_secs(DEFAULT_MIN_UPTIME_SECS),
+            second_opinion: None,
+            evidence: true,
+            reboot_as: RebootAs::Reset,
+        }
+    }
 }
 
 /// Caps on the waits a guest chooses (its `init` is guest input: a vote could otherwise hang for weeks).
@@ -299,7 +372,15 @@ impl Policy {
             notice_secs: pick(|s| s.max_notice_secs.map(u64::from)).map_or(MAX_NOTICE_SECS, |v| v.max(1) as u32),
             restart_secs: pick(|s| s.max_restart_secs.map(u64::from)).map_or(MAX_RESTART_SECS, |v| v.max(1) as u32),
         };
-        Policy { monitor, policy, commands, action_min_gap: Duration::from_secs(gap), budget, caps }
+        let recovery = RecoveryPolicy {
+            budget: pick(|s| s.action_budget.map(u64::from)).map_or(DEFAULT_ACTION_BUDGET, |v| v as u32),
+            window: Duration::from_secs(pick(|s| s.action_window_secs).unwrap_or(DEFAULT_ACTION_WINDOW_SECS).max(1)),
+            min_uptime: Duration::from_secs(pick(|s| s.min_uptime_secs).unwrap_or(DEFAULT_MIN_UPTIME_SECS)),
+            second_opinion: pick(|s| s.second_opinion_secs).filter(|&s| s > 0).map(Duration::from_secs),
+            evidence: own.and_then(|s| s.evidence).or(defaults.evidence).unwrap_or(true),
+            reboot_as: own.and_then(|s| s.reboot_as).or(defaults.reboot_as).unwrap_or_default(),
+        };
+        Policy { monitor, policy, commands, action_min_gap: Duration::from_secs(gap), budget, caps, recovery }
     }
 
     /// The argv to run for `action`, with placeholders filled in; `None` when the policy is `log` or no command

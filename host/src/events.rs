@@ -175,6 +175,48 @@ pub enum Event {
         #[serde(skip_serializing_if = "Option::is_none")]
         skipped: Option<&'static str>,
     },
+    /// A corrective action through libvirt ended (issue #23).
+    ActionResult {
+        /// `heartbeat_lost`, `unhealthy` or `crashed`.
+        trigger: &'static str,
+        /// The guest's corrective action.
+        corrective_action: &'static str,
+        /// What vigild did to the domain (`reset`, `reboot`, `stop`, `start`).
+        operation: &'static str,
+        /// `ok`, `failed`, `timed_out`, or `held` (the second opinion saw the OS alive).
+        result: &'static str,
+        /// libvirt's reason for a failure, or what was seen.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        reason: Option<String>,
+        /// From the verdict to libvirt's answer.
+        elapsed_ms: u64,
+        /// The second opinion: whether the domain's block or network counters moved.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        os_activity: Option<bool>,
+        /// The counters' movement over the second opinion's window.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        activity: Option<crate::events::Activity>,
+        /// Files saved before the action (screenshot, console tail).
+        #[serde(skip_serializing_if = "Vec::is_empty")]
+        evidence: Vec<String>,
+    },
+    /// A corrective action was not carried out: the guest's budget is spent or its VM has not run long enough
+    /// (reported once until an action is allowed again).
+    ActionSuppressed {
+        /// What caused it.
+        trigger: &'static str,
+        /// The guest's corrective action.
+        corrective_action: &'static str,
+        /// `budget` or `min_uptime`.
+        why: &'static str,
+        /// The budget (`3 per 3600 s`).
+        budget: String,
+        /// The minimum uptime.
+        min_uptime_secs: u64,
+        /// When an action is allowed again (none: a budget of 0).
+        #[serde(skip_serializing_if = "Option::is_none")]
+        allowed_in_secs: Option<u64>,
+    },
     /// vigild plugged the heartbeat channel into a running domain that its hot-plug policy selects (issue #21).
     ChannelAttached {
         /// The libvirt domain.
@@ -251,11 +293,28 @@ impl Event {
             Event::NotEstablished { .. } => "not_established",
             Event::Spool { .. } => "spool",
             Event::Action { .. } => "action",
+            Event::ActionResult { .. } => "action_result",
+            Event::ActionSuppressed { .. } => "action_suppressed",
             Event::ChannelAttached { .. } => "channel_attached",
             Event::ChannelRefused { .. } => "channel_refused",
             Event::ChannelDetached { .. } => "channel_detached",
         }
     }
+}
+
+/// How much a domain's counters moved over the second opinion's window.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Activity {
+    /// The window, milliseconds.
+    pub window_ms: u64,
+    /// vCPU time used, nanoseconds (reported, not decisive: a hung kernel may spin).
+    pub cpu_ns: u64,
+    /// Bytes read and written on every disk.
+    pub block_bytes: u64,
+    /// Block requests.
+    pub block_requests: u64,
+    /// Bytes received and sent on every interface.
+    pub net_bytes: u64,
 }
 
 /// Guest text made safe for a log line: control characters (and backslashes) escaped, so a guest cannot forge

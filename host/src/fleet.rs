@@ -32,6 +32,7 @@ mod budgets;
 mod commands;
 mod lifecycle;
 mod links;
+pub mod recovery;
 mod status;
 mod types;
 mod verdicts;
@@ -113,6 +114,8 @@ pub struct Fleet {
     retired: Totals,
     /// Guests removed lately (the hypervisor's word on them may come after their socket went away).
     removed: VecDeque<(Arc<str>, Instant)>,
+    /// Corrective actions by guest id, for their budgets.
+    ledger: recovery::Ledger,
 }
 
 impl Fleet {
@@ -140,6 +143,7 @@ impl Fleet {
             counters: Counters::default(),
             retired: Totals::default(),
             removed: VecDeque::new(),
+            ledger: recovery::Ledger::default(),
         }
     }
 
@@ -380,6 +384,21 @@ impl Fleet {
     /// A corrective command finished (or could not start).
     pub fn handle_action_outcome(&mut self, guest: Arc<str>, event: Event) {
         self.events.push_back((guest, event));
+    }
+
+    /// The result of a libvirt action; `refund`: it was held (the second opinion saw the OS alive), so it does not
+    /// count against the guest's budget.
+    pub fn handle_action_result(&mut self, guest: &str, event: Event, refund: bool) {
+        if refund {
+            self.ledger.refund(guest);
+        }
+        let id = self.find(guest).map_or_else(|| Arc::from(guest), |k| Arc::clone(&self.guests[k].id));
+        self.events.push_back((id, event));
+    }
+
+    /// The action ledger (budgets), for saving and restoring across restarts.
+    pub fn ledger(&mut self) -> &mut recovery::Ledger {
+        &mut self.ledger
     }
 
     /// A new configuration file: policies are re-resolved; configured guests no longer listed are removed, new

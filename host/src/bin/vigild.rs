@@ -277,6 +277,7 @@ fn main() -> ExitCode {
                     admin_tcp_remote,
                     upstream: Some(upstream),
                     web_listen: web_listen_address,
+                    recovery: None,
                     lifecycle: vigil_host::control::lifecycle::LifecycleConfig {
                         qmp_pattern,
                         dirs: Vec::new(),
@@ -303,6 +304,21 @@ fn main() -> ExitCode {
                     eprintln!("vigild: {e}");
                     return ExitCode::from(2);
                 }
+            }
+            let libvirt_policy = std::iter::once(&file.defaults)
+                .chain(file.guests.iter().map(|g| &g.settings))
+                .any(|s| s.policy == Some(vigil_host::config::ActionPolicy::Libvirt));
+            match (&cfg.control.lifecycle.libvirt, &cfg.control.upstream) {
+                (Some(uri), Some(up)) => {
+                    let mut r = vigil_host::control::recovery::RecoveryConfig::new(uri, &up.state_dir);
+                    r.instance_uuids = file.instance_uuids.clone();
+                    cfg.control.recovery = Some(r);
+                }
+                _ if libvirt_policy => {
+                    eprintln!("vigild: policy = \"libvirt\" needs --libvirt URI");
+                    return ExitCode::from(2);
+                }
+                _ => {}
             }
             if let Some(p) = &cfg.control.lifecycle.qmp_pattern {
                 if let Err(e) = vigil_host::glob::Pattern::new(p) {

@@ -10,6 +10,8 @@
 //! | `POST /v1/guests/{id}/notify` `{"event_type", "notification_type"?}` | a notice (default `irrevocable`) |
 //! | `POST /v1/guests/{id}/maintenance` `{"secs", "reason"?}`, `DELETE` the same | a maintenance window |
 //! | `PUT /v1/reporting`, `PUT /v1/guests/{id}/reporting` `{"enabled": bool}` | fault reporting on/off |
+//! | `GET /v1/guests/{id}/evidence` | what was saved before the guest's corrective actions, newest first |
+//! | `GET /v1/guests/{id}/evidence/{name}/{file}` | one of those files (`screen.png`, `console.txt`, `notes.txt`) |
 
 use std::path::Path;
 use std::sync::Arc;
@@ -189,6 +191,8 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route("/v1/guests/{id}/notify", post(notify))
         .route("/v1/guests/{id}/maintenance", post(maintenance_start).delete(maintenance_end))
         .route("/v1/guests/{id}/reporting", put(reporting_guest))
+        .route("/v1/guests/{id}/evidence", get(evidence_list))
+        .route("/v1/guests/{id}/evidence/{name}/{file}", get(evidence_file))
         .route("/v1/reporting", put(reporting_host))
         .route("/v1/instances/{uuid}/vote", post(starlingx_vote))
         .route("/v1/instances/{uuid}/notify", post(starlingx_notify))
@@ -274,6 +278,48 @@ async fn guest(State(shared): State<Arc<Shared>>, UrlPath(id): UrlPath<String>) 
         Ok(Some(g)) => Json(g).into_response(),
         Ok(None) => error(StatusCode::NOT_FOUND, &format!("no guest {id:?}")),
         Err(e) => e.into_response(),
+    }
+}
+
+async fn evidence_list(State(shared): State<Arc<Shared>>, UrlPath(id): UrlPath<String>) -> Response {
+    let Some(root) = shared.evidence_dir.clone() else {
+        return error(StatusCode::NOT_FOUND, "no evidence is kept: corrective actions through libvirt are off");
+    };
+    let key = shared.ctx.guest_of_instance(&id);
+    let list =
+        tokio::task::spawn_blocking(move || super::recovery::list_evidence(&root, &key)).await.unwrap_or_default();
+    let items: Vec<_> = list
+        .into_iter()
+        .map(|(name, files)| {
+            let files: Vec<_> = files
+                .into_iter()
+                .map(|(f, bytes)| json!({"name": f, "bytes": bytes, "href": format!("/v1/guests/{id}/evidence/{name}/{f}")}))
+                .collect();
+            json!({"name": name, "files": files})
+        })
+        .collect();
+    Json(json!({"guest": id, "evidence": items})).into_response()
+}
+
+async fn evidence_file(
+    State(shared): State<Arc<Shared>>,
+    UrlPath((id, name, file)): UrlPath<(String, String, String)>,
+) -> Response {
+    let Some(root) = shared.evidence_dir.clone() else {
+        return error(StatusCode::NOT_FOUND, "no evidence is kept");
+    };
+    let key = shared.ctx.guest_of_instance(&id);
+    let content_type = match file.rsplit('.').next() {
+        Some("png") => "image/png",
+        _ => "text/plain; charset=utf-8",
+    };
+    let read = tokio::task::spawn_blocking(move || {
+        super::recovery::evidence_file(&root, &key, &name, &file).map(std::fs::read)
+    })
+    .await;
+    match read {
+        Ok(Some(Ok(bytes))) => ([(header::CONTENT_TYPE, content_type)], bytes).into_response(),
+        _ => error(StatusCode::NOT_FOUND, "no such evidence file"),
     }
 }
 

@@ -10,6 +10,7 @@ pub mod client;
 pub mod hotplug;
 pub mod libvirt;
 pub mod lifecycle;
+pub mod recovery;
 pub mod render;
 pub mod serve;
 mod spooler;
@@ -98,6 +99,15 @@ pub enum Command {
         /// The view.
         reply: oneshot::Sender<Arc<FleetView>>,
     },
+    /// A libvirt corrective action ended (`refund`: it was held, so it does not count against the budget).
+    ActionResult {
+        /// Guest id.
+        guest: String,
+        /// The `action_result` event.
+        event: Event,
+        /// Give the action back to the guest's budget.
+        refund: bool,
+    },
     /// One guest's status, found by id.
     Guest {
         /// Guest id.
@@ -140,6 +150,8 @@ pub struct LoopSide {
     pub lifecycle: std::sync::mpsc::Receiver<(String, crate::fleet::Lifecycle)>,
     /// Events to the control plane (`None` once the loop has let go of it, at a stop).
     pub events: Option<mpsc::Sender<(Arc<str>, Event)>>,
+    /// Libvirt corrective actions to carry out (`None` without `--libvirt`).
+    pub recovery: Option<mpsc::Sender<recovery::RecoveryJob>>,
 }
 
 /// How the control plane listens.
@@ -162,6 +174,8 @@ pub struct ControlConfig {
     pub lifecycle: lifecycle::LifecycleConfig,
     /// A read-only listener (`/`, `/metrics`, `/healthz`) without a token, for scrapers and the status page.
     pub web_listen: Option<std::net::SocketAddr>,
+    /// Corrective actions through libvirt, and where their evidence goes.
+    pub recovery: Option<recovery::RecoveryConfig>,
 }
 
 /// The spool and the sinks that read it.
@@ -196,6 +210,8 @@ pub struct Shared {
     pub ctx: crate::upstream::Context,
     /// The latest events, for the status page (at most [`RECENT`]).
     pub recent: Mutex<std::collections::VecDeque<Recent>>,
+    /// Where evidence saved before corrective actions is (`GET /v1/guests/{id}/evidence`).
+    pub evidence_dir: Option<PathBuf>,
 }
 
 /// Events the status page shows.
@@ -273,6 +289,7 @@ impl Control {
             sinks: upstream.as_ref().map(|u| u.stats.clone()).unwrap_or_default(),
             ctx: cfg.upstream.as_ref().map(|u| u.ctx.clone()).unwrap_or_default(),
             recent: Mutex::default(),
+            evidence_dir: cfg.recovery.as_ref().map(|r| r.evidence_dir.clone()),
         });
         let (stop_tx, stop_rx) = oneshot::channel();
         let sh = Arc::clone(&shared);
@@ -283,6 +300,11 @@ impl Control {
                 None
             }
         };
+        let recovery_tx = cfg.recovery.clone().map(|rc| {
+            let (tx, rx) = mpsc::channel(recovery::RECOVERY_QUEUE);
+            rt.spawn(recovery::run(rc, Arc::clone(&shared), rx));
+            tx
+        });
         let lc = cfg.lifecycle.clone();
         let lc_shared = Arc::clone(&shared);
         let thread = std::thread::Builder::new().name("vigild-control".into()).spawn(move || {
@@ -296,7 +318,7 @@ impl Control {
         })?;
         Ok((
             Control { stop: Some(stop_tx), thread: Some(thread), writer },
-            LoopSide { commands: cmd_rx, lifecycle: lc_rx, events: Some(ev_tx) },
+            LoopSide { commands: cmd_rx, lifecycle: lc_rx, events: Some(ev_tx), recovery: recovery_tx },
         ))
     }
 
@@ -386,6 +408,7 @@ mod tests {
             sinks: Vec::new(),
             ctx: crate::upstream::Context::default(),
             recent: Mutex::default(),
+            evidence_dir: None,
         };
         // API requests pile up faster than the loop takes them: the command queue is full
         let mut replies = Vec::new();
@@ -399,7 +422,7 @@ mod tests {
         assert_eq!(shared.commands_refused.load(Ordering::Relaxed), 1);
         // the hypervisor pauses a VM meanwhile: that still gets through, and the loop reads it first
         assert!(shared.lifecycle("vm-1", crate::fleet::Lifecycle::Paused));
-        let side = LoopSide { commands: cmd_rx, lifecycle: lc_rx, events: None };
+        let side = LoopSide { commands: cmd_rx, lifecycle: lc_rx, events: None, recovery: None };
         assert_eq!(side.lifecycle.try_recv().ok(), Some(("vm-1".to_string(), crate::fleet::Lifecycle::Paused)));
         assert_eq!(side.commands.try_iter().count(), COMMAND_QUEUE);
     }

@@ -21,8 +21,11 @@ use tracing::{info, warn};
 use vigil_core::{Duration, Instant, StdClock};
 
 use crate::config::FileConfig;
+use crate::control::recovery::RecoveryJob;
 use crate::control::{Control, ControlConfig, LoopSide};
+use crate::fleet::Via;
 use crate::node::actions::{outcome_channel, ActionJob, ActionOutcome, ActionRunner};
+use crate::node::ledger_file;
 mod commands;
 
 use crate::data::conns::Conns;
@@ -108,7 +111,14 @@ pub struct Daemon {
     votes: std::collections::HashMap<Ticket, tokio::sync::oneshot::Sender<Result<VoteDone, VoteRefusal>>>,
     control_dropped: u64,
     pass: Buckets,
+    /// The action ledger's writer (with a state directory).
+    ledger: Option<ledger_file::LedgerWriter>,
+    /// The ledger changed and is not saved yet.
+    ledger_pending: bool,
 }
+
+/// How far back the action ledger is kept (longer than any budget's window should be).
+pub const LEDGER_KEEP: Duration = Duration::from_secs(30 * 86_400);
 
 impl Daemon {
     /// Sets everything up (no guest is contacted yet).
@@ -131,11 +141,23 @@ impl Daemon {
         poll.registry().register(&mut signals, SIGNALS, Interest::READABLE)?;
         let sink = EventSink::start(cfg.events.clone(), cfg.hostname.clone())?;
         let status = cfg.status_file.clone().map(StatusWriter::start).transpose()?;
-        let clock = StdClock::new();
+        // the epoch lies in the past, so that a previous run's actions (the ledger) are instants on this clock
+        let clock = StdClock::with_past(LEDGER_KEEP);
         let now = clock.now();
         let fleet_cfg = FleetConfig { backoff_min: cfg.backoff_min, backoff_max: cfg.backoff_max };
+        let mut fleet = Fleet::new(fleet_cfg, file, os_random(), now);
+        let ledger = match &cfg.control.upstream {
+            Some(up) => {
+                let path = up.state_dir.join(ledger_file::FILE);
+                fleet.ledger().import(ledger_file::load(&path, now, std::time::SystemTime::now()));
+                Some(ledger_file::LedgerWriter::start(path)?)
+            }
+            None => None,
+        };
         Ok(Daemon {
-            fleet: Fleet::new(fleet_cfg, file, os_random(), now),
+            fleet,
+            ledger,
+            ledger_pending: false,
             discovery: Discovery::new(dirs, pattern),
             cfg,
             poll,
@@ -262,17 +284,64 @@ impl Daemon {
                 }
             }
             while let Some(a) = self.fleet.poll_action() {
-                let job = ActionJob { guest: a.guest, trigger: a.trigger, action: a.action, argv: a.argv };
-                if let Err(job) = self.actions.submit(job) {
-                    let e = action_event(job.trigger, job.action, job.argv, None, Some("action queue full".into()));
-                    self.fleet.handle_action_outcome(job.guest, e);
-                    progress = true;
-                }
+                progress |= self.dispatch_action(a);
             }
             if !progress {
                 break;
             }
         }
+        self.ledger_pending |= self.fleet.ledger().take_dirty();
+        if self.ledger_pending {
+            self.ledger_pending = match &self.ledger {
+                Some(w) => {
+                    let entries = self.fleet.ledger().export(now, LEDGER_KEEP);
+                    !w.offer(ledger_file::encode(&entries, now, std::time::SystemTime::now()))
+                }
+                None => false,
+            };
+        }
+    }
+
+    /// Hands a corrective action to whoever carries it out, never waiting; `true` if it was refused at once
+    /// (reported, and a libvirt action given back to the budget).
+    fn dispatch_action(&mut self, a: crate::fleet::ActionRequest) -> bool {
+        match a.via {
+            Via::Command(argv) => {
+                let job = ActionJob { guest: a.guest, trigger: a.trigger, action: a.action, argv };
+                let Err(job) = self.actions.submit(job) else { return false };
+                let e = action_event(job.trigger, job.action, job.argv, None, Some("action queue full".into()));
+                self.fleet.handle_action_outcome(job.guest, e);
+            }
+            Via::Libvirt(how) => {
+                let job = RecoveryJob {
+                    guest: Arc::clone(&a.guest),
+                    trigger: a.trigger,
+                    action: a.action,
+                    how,
+                    decided: std::time::Instant::now(),
+                };
+                let refused = match &self.links.recovery {
+                    None => "no libvirt connection (policy = \"libvirt\" needs --libvirt)",
+                    Some(tx) => match tx.try_send(job) {
+                        Ok(()) => return false,
+                        Err(_) => "recovery queue full",
+                    },
+                };
+                let event = Event::ActionResult {
+                    trigger: a.trigger,
+                    corrective_action: a.action.as_str(),
+                    operation: how.op.as_str(),
+                    result: "failed",
+                    reason: Some(refused.into()),
+                    elapsed_ms: 0,
+                    os_activity: None,
+                    activity: None,
+                    evidence: Vec::new(),
+                };
+                self.fleet.handle_action_result(&a.guest, event, true);
+            }
+        }
+        true
     }
 
     fn on_outcomes(&mut self) {

@@ -63,6 +63,9 @@ pub const DEFAULT_RESTART: Duration = Duration::from_secs(601);
 impl Fleet {
     /// The hypervisor says `event` happened to guest `id`'s VM. `false` if no guest has that id.
     pub fn handle_lifecycle(&mut self, id: &str, event: Lifecycle, now: Instant) -> bool {
+        if event == Lifecycle::Started {
+            self.ledger.started(id, now); // minimum uptime counts from here, whether or not its socket is open yet
+        }
         let Some(key) = self.find(id) else {
             // a VM that stops takes its socket with it: its guest may be gone already; say what happened to it
             let recent = self.removed.iter().find(|(g, t)| &**g == id && now < *t + Duration::from_secs(60));

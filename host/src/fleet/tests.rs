@@ -154,7 +154,7 @@ fn loss_runs_the_guests_action_once_and_an_answer_recovers_it_without_init() {
     h.advance(3010);
     assert_eq!(h.count("heartbeat_lost"), 1);
     assert_eq!(h.actions.len(), 1);
-    assert_eq!(h.actions[0].argv, ["virsh", "reboot", "vm-1"]);
+    assert_eq!(argv(&h.actions[0]), ["virsh", "reboot", "vm-1"]);
     // challenges go on; the next answer recovers at once, no init
     h.advance(4010);
     let n = h.last_challenge(k);
@@ -172,7 +172,7 @@ fn unknown_action_is_acted_on_as_log() {
     h.advance(3010);
     assert_eq!(h.count("heartbeat_lost"), 1);
     assert_eq!(h.actions.len(), 1);
-    assert_eq!((h.actions[0].action, h.actions[0].argv[0].as_str()), (CorrectiveAction::Log, "logger"));
+    assert_eq!((h.actions[0].action, argv(&h.actions[0])[0].as_str()), (CorrectiveAction::Log, "logger"));
 }
 
 #[test]
@@ -514,7 +514,8 @@ fn waits_a_guest_chooses_are_capped_by_the_host_and_the_status_says_the_capped_v
 
 #[test]
 fn a_stopped_vm_is_never_lost_and_a_crash_is_reported_at_once() {
-    let mut h = Harness::new(command_policy());
+    // no minimum uptime here (its own test): the crash comes a second after the start
+    let mut h = Harness::new(GuestSettings { min_uptime_secs: Some(0), ..command_policy() });
     let k = h.add("s", 0);
     h.feed(k, 0, &init(1000, "reboot"));
     h.f.handle_lifecycle("s", Lifecycle::Stopped, at(100));
@@ -646,4 +647,95 @@ fn with_coalescing_a_hung_guest_is_lost_exactly_two_intervals_after_its_last_ans
     h.advance(3010);
     let lost: Vec<u64> = h.events.iter().filter(|(_, e)| e.kind() == "heartbeat_lost").map(|(t, _)| *t).collect();
     assert_eq!(lost, [3010]);
+}
+
+fn argv(a: &ActionRequest) -> &[String] {
+    match &a.via {
+        Via::Command(argv) => argv,
+        Via::Libvirt(l) => panic!("a libvirt action {l:?} where a command was expected"),
+    }
+}
+
+fn libvirt_policy(min_uptime_secs: u64) -> GuestSettings {
+    GuestSettings {
+        policy: Some(ActionPolicy::Libvirt),
+        min_uptime_secs: Some(min_uptime_secs),
+        second_opinion_secs: Some(5),
+        ..GuestSettings::default()
+    }
+}
+
+/// Answers the guest's latest challenge at `t`, then stays silent until `t + 4000` (a loss on a 1 s interval).
+fn hang_after_answer(h: &mut Harness, k: GuestKey, t: u64) {
+    h.advance(t);
+    let n = h.last_challenge(k);
+    h.feed(k, t + 10, &answer(n, "healthy"));
+    h.advance(t + 4000);
+}
+
+#[test]
+fn libvirt_actions_are_budgeted_three_per_window_suppressed_once_and_a_held_one_is_given_back() {
+    let mut h = Harness::new(libvirt_policy(0));
+    let k = h.add("vm-1", 0);
+    h.feed(k, 10, &init(1000, "reboot"));
+    for round in 0..5 {
+        hang_after_answer(&mut h, k, 1000 + round * 5000);
+    }
+    assert_eq!(h.count("heartbeat_lost"), 5);
+    assert_eq!(h.actions.len(), 3, "three an hour");
+    let Via::Libvirt(how) = h.actions[0].via else { panic!("{:?}", h.actions[0].via) };
+    assert_eq!(how.op, LibvirtOp::Reset, "a reboot is a reset by default: a hung guest ignores ACPI");
+    assert_eq!(how.second_opinion, Some(std::time::Duration::from_secs(5)));
+    assert!(how.evidence);
+    assert_eq!(h.count("action_suppressed"), 1, "said once, not at every loss");
+    let suppressed = h.events.iter().find(|(_, e)| e.kind() == "action_suppressed").unwrap();
+    match &suppressed.1 {
+        Event::ActionSuppressed { why, budget, allowed_in_secs, .. } => {
+            assert_eq!((*why, budget.as_str()), ("budget", "3 per 3600 s"));
+            // the first action (t ~ 4 s) leaves the window at ~3604 s; the refusal came at ~19 s
+            let s = allowed_in_secs.unwrap();
+            assert!((3580..=3590).contains(&s), "{s}");
+        }
+        e => panic!("{e:?}"),
+    }
+    // the second opinion held the last one: it is given back, and the next loss acts
+    let held = Event::ActionResult {
+        trigger: "heartbeat_lost",
+        corrective_action: "reboot",
+        operation: "reset",
+        result: "held",
+        reason: None,
+        elapsed_ms: 5000,
+        os_activity: Some(true),
+        activity: None,
+        evidence: Vec::new(),
+    };
+    h.f.handle_action_result("vm-1", held, true);
+    hang_after_answer(&mut h, k, 30_000);
+    assert_eq!(h.actions.len(), 4);
+}
+
+#[test]
+fn no_libvirt_action_before_the_minimum_uptime_after_a_start() {
+    let mut h = Harness::new(libvirt_policy(120));
+    h.f.handle_lifecycle("vm-1", Lifecycle::Started, at(0)); // before its socket exists
+    let k = h.add("vm-1", 0);
+    h.feed(k, 10, &init(1000, "stop"));
+    hang_after_answer(&mut h, k, 1000);
+    assert_eq!(h.count("heartbeat_lost"), 1);
+    assert!(h.actions.is_empty());
+    match &h.events.iter().find(|(_, e)| e.kind() == "action_suppressed").unwrap().1 {
+        Event::ActionSuppressed { why, allowed_in_secs, min_uptime_secs, .. } => {
+            assert_eq!((*why, *min_uptime_secs), ("min_uptime", 120));
+            assert!((110..=120).contains(&allowed_in_secs.unwrap()));
+        }
+        e => panic!("{e:?}"),
+    }
+    // silent so long that vigild reconnected: the guest registers again, then hangs after 120 s of uptime
+    h.advance(125_000);
+    h.feed(k, 125_000, &init(1000, "stop"));
+    hang_after_answer(&mut h, k, 126_000);
+    assert_eq!(h.actions.len(), 1, "{:?}", h.kinds());
+    let Via::Libvirt(how) = h.actions[0].via else { panic!() };
+    assert_eq!(how.op, LibvirtOp::Stop);
 }

@@ -81,8 +81,58 @@ pub struct ActionRequest {
     pub trigger: &'static str,
     /// The action (as effective: `unknown` never gets here).
     pub action: CorrectiveAction,
-    /// What to run.
-    pub argv: Vec<String>,
+    /// How it is carried out.
+    pub via: Via,
+}
+
+/// How a corrective action is carried out.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Via {
+    /// A command (`policy = "command"`).
+    Command(Vec<String>),
+    /// A libvirt call (`policy = "libvirt"`).
+    Libvirt(LibvirtAction),
+}
+
+/// A corrective action through libvirt.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LibvirtAction {
+    /// What to do to the domain.
+    pub op: LibvirtOp,
+    /// Watch the domain's counters this long first; hold the action if they move.
+    pub second_opinion: Option<std::time::Duration>,
+    /// Save the screenshot and the console's tail first.
+    pub evidence: bool,
+}
+
+/// A libvirt operation on a domain.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LibvirtOp {
+    /// `virDomainReset`.
+    Reset,
+    /// `virDomainReboot`.
+    Reboot,
+    /// `virDomainDestroy`.
+    Stop,
+    /// `virDomainCreate`.
+    Start,
+}
+
+impl LibvirtOp {
+    /// Its name in events.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LibvirtOp::Reset => "reset",
+            LibvirtOp::Reboot => "reboot",
+            LibvirtOp::Stop => "stop",
+            LibvirtOp::Start => "start",
+        }
+    }
+
+    /// Whether it ends what the guest is doing (evidence and the second opinion apply).
+    pub fn destructive(self) -> bool {
+        self != LibvirtOp::Start
+    }
 }
 
 /// A guest's line storage, made only while a line that arrived in parts waits for its end: most reads carry whole

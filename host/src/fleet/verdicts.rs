@@ -5,7 +5,9 @@ use std::sync::Arc;
 
 use vigil_core::{CorrectiveAction, Instant, MonitorEvent};
 
-use super::{ActionRequest, Fleet, GuestKey, VoteDone};
+use super::recovery::Refusal;
+use super::{ActionRequest, Fleet, GuestKey, LibvirtAction, LibvirtOp, Via, VoteDone};
+use crate::config::{ActionPolicy, RebootAs};
 use crate::events::{Ago, Event};
 
 impl Fleet {
@@ -133,30 +135,69 @@ impl Fleet {
 
     pub(super) fn act(&mut self, key: GuestKey, trigger: &'static str, action: CorrectiveAction, now: Instant) {
         let Some(g) = self.guests.get_mut(key) else { return };
-        let argv = match g.policy.command_for(action, &g.id, trigger) {
-            None => return,
-            Some(Ok(argv)) => argv,
-            Some(Err(e)) => {
-                let event = action_event(trigger, action, Vec::new(), None, Some(e));
+        let via = match g.policy.policy {
+            ActionPolicy::Log => return,
+            ActionPolicy::Command => match g.policy.command_for(action, &g.id, trigger) {
+                None => return,
+                Some(Ok(argv)) => Via::Command(argv),
+                Some(Err(e)) => {
+                    let event = action_event(trigger, action, Vec::new(), None, Some(e));
+                    self.events.push_back((Arc::clone(&g.id), event));
+                    return;
+                }
+            },
+            ActionPolicy::Libvirt => {
+                let r = g.policy.recovery;
+                let op = match action.effective() {
+                    CorrectiveAction::Reboot if r.reboot_as == RebootAs::Reboot => LibvirtOp::Reboot,
+                    CorrectiveAction::Reboot => LibvirtOp::Reset,
+                    CorrectiveAction::Stop => LibvirtOp::Stop,
+                    _ => return, // log, none: the fault event is all
+                };
+                Via::Libvirt(LibvirtAction {
+                    op,
+                    second_opinion: r.second_opinion.map(|d| std::time::Duration::from_millis(d.as_millis())),
+                    evidence: r.evidence,
+                })
+            }
+        };
+        if let Via::Command(argv) = &via {
+            if g.last_action.is_some_and(|t| now < t + g.policy.action_min_gap) {
+                let mut event = action_event(trigger, action, argv.clone(), None, None);
+                if let Event::Action { skipped, .. } = &mut event {
+                    *skipped = Some("rate limit");
+                }
                 self.events.push_back((Arc::clone(&g.id), event));
                 return;
             }
-        };
-        if g.last_action.is_some_and(|t| now < t + g.policy.action_min_gap) {
-            let mut event = action_event(trigger, action, argv, None, None);
-            if let Event::Action { skipped, .. } = &mut event {
-                *skipped = Some("rate limit");
+        }
+        let recovery = g.policy.recovery;
+        if let Err((refusal, first)) = self.ledger.check(&g.id, &recovery, now) {
+            if first {
+                let (why, until) = match refusal {
+                    Refusal::Budget { refills_at } => ("budget", refills_at),
+                    Refusal::Uptime { at } => ("min_uptime", Some(at)),
+                };
+                let event = Event::ActionSuppressed {
+                    trigger,
+                    corrective_action: action.effective().as_str(),
+                    why,
+                    budget: format!("{} per {} s", recovery.budget, recovery.window.as_millis() / 1000),
+                    min_uptime_secs: recovery.min_uptime.as_millis() / 1000,
+                    allowed_in_secs: until.map(|t| t.saturating_duration_since(now).as_millis().div_ceil(1000)),
+                };
+                self.events.push_back((Arc::clone(&g.id), event));
             }
-            self.events.push_back((Arc::clone(&g.id), event));
             return;
         }
+        self.ledger.record(&g.id, now);
         g.last_action = Some(now);
         self.actions.push_back(ActionRequest {
             key,
             guest: Arc::clone(&g.id),
             trigger,
             action: action.effective(),
-            argv,
+            via,
         });
     }
 }

@@ -23,6 +23,9 @@ impl Daemon {
             let Ok(cmd) = self.links.commands.try_recv() else { break };
             match cmd {
                 Command::Report { guest, event } => self.publish(guest.into(), event),
+                Command::ActionResult { guest, event, refund } => {
+                    self.fleet.handle_action_result(&guest, event, refund)
+                }
                 Command::Vote { guest, event_type, notification_type, reply } => {
                     match self.fleet.start_vote(&guest, event_type, notification_type, now) {
                         Ok(started) => {

@@ -1,0 +1,497 @@
+//! Corrective actions through libvirt (`policy = "libvirt"`, issue #23), on the control plane's runtime: the loop
+//! decides (budgets, minimum uptime: `fleet::recovery`) and hands a job over a bounded queue; here each job runs as
+//! its own task on vigild's libvirt connection, so a domain whose QEMU hangs delays no other:
+//!
+//! 1. the second opinion, when on: the domain's block and network counters read twice, the window apart (each read
+//!    bounded by the call timeout); if bytes moved, the OS is alive and the action is held (`result: "held"`,
+//!    `os_activity: true`) and refunded to the budget. vCPU time is reported, never decisive: a hung kernel may spin.
+//! 2. evidence, for a destructive action: the console screenshot (PNG; converted from PPM when libvirt gives one) and
+//!    the last lines of the serial console's log file, written by a blocking-pool thread under
+//!    `STATE_DIR/evidence/<guest>/<time>-<operation>/`, pruned by age and total size.
+//! 3. the action, with its own timeout; its result is an `action_result` event (ok, failed with libvirt's reason,
+//!    timed_out) delivered like any other.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use tokio::sync::mpsc;
+use tracing::{info, warn};
+use vigil_core::CorrectiveAction;
+
+use super::libvirt::{DomainRef, Error, Libvirt};
+use super::{Command, Shared};
+use crate::events::{Activity, Event};
+use crate::fleet::{LibvirtAction, LibvirtOp};
+
+/// Depth of the queue of jobs from the loop.
+pub const RECOVERY_QUEUE: usize = 256;
+/// The longest one libvirt action may take.
+pub const ACTION_TIMEOUT: Duration = Duration::from_secs(30);
+/// The longest a screenshot may take.
+pub const SCREENSHOT_TIMEOUT: Duration = Duration::from_secs(20);
+/// The largest screenshot kept.
+pub const MAX_SCREENSHOT: usize = 32 << 20;
+/// Console bytes kept (the end of the log).
+pub const CONSOLE_TAIL_BYTES: u64 = 64 * 1024;
+/// Console lines kept.
+pub const CONSOLE_TAIL_LINES: usize = 200;
+
+/// A corrective action for the control plane to carry out.
+#[derive(Clone, Debug)]
+pub struct RecoveryJob {
+    /// The guest.
+    pub guest: Arc<str>,
+    /// What caused it.
+    pub trigger: &'static str,
+    /// The guest's corrective action.
+    pub action: CorrectiveAction,
+    /// How.
+    pub how: LibvirtAction,
+    /// When the loop decided (for the time from verdict to action).
+    pub decided: Instant,
+}
+
+/// Where and how recovery runs.
+#[derive(Clone, Debug)]
+pub struct RecoveryConfig {
+    /// The libvirt URI.
+    pub libvirt: String,
+    /// `STATE_DIR/evidence`.
+    pub evidence_dir: PathBuf,
+    /// Evidence kept in all (default 256 MiB).
+    pub evidence_max_bytes: u64,
+    /// Evidence older than this is removed (default 30 days).
+    pub evidence_max_age: Duration,
+    /// Guest id -> instance UUID (plain layouts); otherwise the id is the domain's UUID or name.
+    pub instance_uuids: BTreeMap<String, String>,
+    /// Per libvirt action.
+    pub action_timeout: Duration,
+}
+
+impl RecoveryConfig {
+    /// Defaults for `uri`, evidence under `state_dir`.
+    pub fn new(uri: &str, state_dir: &Path) -> Self {
+        RecoveryConfig {
+            libvirt: uri.to_string(),
+            evidence_dir: state_dir.join("evidence"),
+            evidence_max_bytes: 256 << 20,
+            evidence_max_age: Duration::from_secs(30 * 86_400),
+            instance_uuids: BTreeMap::new(),
+            action_timeout: ACTION_TIMEOUT,
+        }
+    }
+}
+
+/// Runs jobs until the loop lets go of the queue.
+pub async fn run(cfg: RecoveryConfig, shared: Arc<Shared>, mut jobs: mpsc::Receiver<RecoveryJob>) {
+    let lv = match Libvirt::new(&cfg.libvirt) {
+        Ok(lv) => lv,
+        Err(e) => {
+            warn!(error = %e, "recovery: no libvirt client; libvirt actions fail");
+            while let Some(job) = jobs.recv().await {
+                report(&shared, &job, Outcome::failed(&e), Vec::new());
+            }
+            return;
+        }
+    };
+    let cfg = Arc::new(cfg);
+    while let Some(job) = jobs.recv().await {
+        let (lv, cfg, shared) = (lv.clone(), Arc::clone(&cfg), Arc::clone(&shared));
+        tokio::spawn(async move {
+            let (outcome, evidence) = execute(&lv, &cfg, &job).await;
+            report(&shared, &job, outcome, evidence);
+        });
+    }
+}
+
+/// How an action ended.
+struct Outcome {
+    result: &'static str,
+    reason: Option<String>,
+    os_activity: Option<bool>,
+    activity: Option<Activity>,
+}
+
+impl Outcome {
+    fn failed(e: &Error) -> Outcome {
+        let result = if matches!(e, Error::Timeout { .. }) { "timed_out" } else { "failed" };
+        Outcome { result, reason: Some(e.to_string()), os_activity: None, activity: None }
+    }
+}
+
+fn report(shared: &Shared, job: &RecoveryJob, o: Outcome, evidence: Vec<String>) {
+    let elapsed_ms = job.decided.elapsed().as_millis() as u64;
+    info!(guest = %job.guest, operation = job.how.op.as_str(), result = o.result, elapsed_ms, "libvirt action");
+    let refund = o.result == "held";
+    let event = Event::ActionResult {
+        trigger: job.trigger,
+        corrective_action: job.action.as_str(),
+        operation: job.how.op.as_str(),
+        result: o.result,
+        reason: o.reason,
+        elapsed_ms,
+        os_activity: o.os_activity,
+        activity: o.activity,
+        evidence,
+    };
+    if !shared.send(Command::ActionResult { guest: job.guest.to_string(), event, refund }) {
+        warn!(guest = %job.guest, "action result not delivered: the loop's command queue is full");
+    }
+}
+
+async fn execute(lv: &Libvirt, cfg: &RecoveryConfig, job: &RecoveryJob) -> (Outcome, Vec<String>) {
+    let id = cfg.instance_uuids.get(&*job.guest).map_or(&*job.guest, String::as_str);
+    let d = match lv.lookup(id).await {
+        Ok(d) => d,
+        Err(e) => return (Outcome::failed(&e), Vec::new()),
+    };
+    let destructive = job.how.op.destructive();
+    let xml = if destructive && (job.how.second_opinion.is_some() || job.how.evidence) {
+        lv.xml(&d, None).await.ok()
+    } else {
+        None
+    };
+    let devices = xml.as_deref().map(devices).unwrap_or_default();
+    let mut seen = None;
+    if let (Some(window), true) = (job.how.second_opinion, destructive) {
+        let activity = second_opinion(lv, &d, &devices, window).await;
+        let alive = activity.block_bytes > 0 || activity.block_requests > 0 || activity.net_bytes > 0;
+        if alive {
+            let reason = format!(
+                "domain counters moved over {} s (block {} B, network {} B): the OS is alive; not acting on the \
+                 heartbeat alone",
+                window.as_secs(),
+                activity.block_bytes,
+                activity.net_bytes
+            );
+            let o = Outcome { result: "held", reason: Some(reason), os_activity: Some(true), activity: Some(activity) };
+            return (o, Vec::new());
+        }
+        seen = Some(activity);
+    }
+    let evidence = if destructive && job.how.evidence {
+        collect_evidence(lv, cfg, job, &d, devices.console.clone()).await
+    } else {
+        Vec::new()
+    };
+    let t = Some(cfg.action_timeout);
+    let r = match job.how.op {
+        LibvirtOp::Reset => lv.reset(&d, t).await,
+        LibvirtOp::Reboot => lv.reboot(&d, t).await,
+        LibvirtOp::Stop => lv.destroy(&d, t).await,
+        LibvirtOp::Start => lv.start(&d, t).await,
+    };
+    let os_activity = seen.as_ref().map(|_| false);
+    let o = match r {
+        Ok(()) => Outcome { result: "ok", reason: None, os_activity, activity: seen },
+        Err(e) => Outcome { os_activity, activity: seen, ..Outcome::failed(&e) },
+    };
+    (o, evidence)
+}
+
+/// What the domain's XML names: disks and interfaces to read counters of, the console's log file.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Devices {
+    /// Disk targets (`vda`).
+    pub disks: Vec<String>,
+    /// Interface targets (`vnet0`).
+    pub interfaces: Vec<String>,
+    /// A file the serial console is written to.
+    pub console: Option<PathBuf>,
+}
+
+/// Reads the devices out of a domain's XML (anything unreadable is simply absent).
+pub fn devices(xml: &str) -> Devices {
+    let mut out = Devices::default();
+    let Ok(doc) = roxmltree::Document::parse(xml) else { return out };
+    let Some(devs) = doc.root_element().children().find(|n| n.has_tag_name("devices")) else { return out };
+    for n in devs.children().filter(roxmltree::Node::is_element) {
+        let target = n.children().find(|c| c.has_tag_name("target"));
+        match n.tag_name().name() {
+            "disk" => {
+                if let Some(dev) = target.and_then(|t| t.attribute("dev")) {
+                    out.disks.push(dev.to_string());
+                }
+            }
+            "interface" => {
+                if let Some(dev) = target.and_then(|t| t.attribute("dev")) {
+                    out.interfaces.push(dev.to_string());
+                }
+            }
+            "serial" | "console" if out.console.is_none() => {
+                let log = n.children().find(|c| c.has_tag_name("log")).and_then(|l| l.attribute("file"));
+                let file = (n.attribute("type") == Some("file"))
+                    .then(|| n.children().find(|c| c.has_tag_name("source")).and_then(|s| s.attribute("path")))
+                    .flatten();
+                out.console = log.or(file).map(PathBuf::from);
+            }
+            _ => {}
+        }
+    }
+    out
+}
+
+#[derive(Default, Clone, Copy)]
+struct Sample {
+    cpu_ns: u64,
+    block_bytes: u64,
+    block_requests: u64,
+    net_bytes: u64,
+}
+
+async fn sample(lv: &Libvirt, d: &DomainRef, devs: &Devices) -> Sample {
+    let mut s = Sample::default();
+    if let Ok(i) = lv.info(d, None).await {
+        s.cpu_ns = i.cpu_time_ns;
+    }
+    let pos = |v: i64| u64::try_from(v).unwrap_or(0);
+    for disk in &devs.disks {
+        if let Ok(b) = lv.block_stats(d, disk, None).await {
+            s.block_bytes += pos(b.rd_bytes) + pos(b.wr_bytes);
+            s.block_requests += pos(b.rd_req) + pos(b.wr_req);
+        }
+    }
+    for dev in &devs.interfaces {
+        if let Ok(n) = lv.interface_stats(d, dev, None).await {
+            s.net_bytes += pos(n.rx_bytes) + pos(n.tx_bytes);
+        }
+    }
+    s
+}
+
+async fn second_opinion(lv: &Libvirt, d: &DomainRef, devs: &Devices, window: Duration) -> Activity {
+    let a = sample(lv, d, devs).await;
+    let t0 = Instant::now();
+    tokio::time::sleep(window).await;
+    let b = sample(lv, d, devs).await;
+    Activity {
+        window_ms: t0.elapsed().as_millis() as u64,
+        cpu_ns: b.cpu_ns.saturating_sub(a.cpu_ns),
+        block_bytes: b.block_bytes.saturating_sub(a.block_bytes),
+        block_requests: b.block_requests.saturating_sub(a.block_requests),
+        net_bytes: b.net_bytes.saturating_sub(a.net_bytes),
+    }
+}
+
+/// A guest id as a directory name (ids come from socket names or the configuration, never from the guest, but a
+/// path stays a path).
+fn dir_name(id: &str) -> String {
+    let s: String =
+        id.chars().map(|c| if c.is_ascii_alphanumeric() || "-_.".contains(c) { c } else { '_' }).take(128).collect();
+    if s.is_empty() || s.starts_with('.') {
+        format!("_{s}")
+    } else {
+        s
+    }
+}
+
+async fn collect_evidence(
+    lv: &Libvirt,
+    cfg: &RecoveryConfig,
+    job: &RecoveryJob,
+    d: &DomainRef,
+    console: Option<PathBuf>,
+) -> Vec<String> {
+    let shot = lv.screenshot(d, MAX_SCREENSHOT, SCREENSHOT_TIMEOUT).await;
+    let stamp = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis());
+    let dir = cfg.evidence_dir.join(dir_name(&job.guest)).join(format!("{stamp}-{}", job.how.op.as_str()));
+    let root = cfg.evidence_dir.clone();
+    let (max_bytes, max_age) = (cfg.evidence_max_bytes, cfg.evidence_max_age);
+    let guest = Arc::clone(&job.guest);
+    let written = tokio::task::spawn_blocking(move || {
+        let mut files = Vec::new();
+        let mut notes = Vec::new();
+        if let Err(e) = std::fs::create_dir_all(&dir) {
+            warn!(guest = %guest, error = %e, dir = %dir.display(), "evidence: cannot create its directory");
+            return files;
+        }
+        match shot.map_err(|e| e.to_string()).and_then(|(mime, img)| to_png(&mime, &img)) {
+            Ok(png) => match std::fs::write(dir.join("screen.png"), png) {
+                Ok(()) => files.push(dir.join("screen.png")),
+                Err(e) => notes.push(format!("screenshot not saved: {e}")),
+            },
+            Err(e) => notes.push(format!("no screenshot: {e}")),
+        }
+        match console.as_deref().map(tail) {
+            Some(Ok(text)) => match std::fs::write(dir.join("console.txt"), text) {
+                Ok(()) => files.push(dir.join("console.txt")),
+                Err(e) => notes.push(format!("console not saved: {e}")),
+            },
+            Some(Err(e)) => notes.push(format!("console log unreadable: {e}")),
+            None => notes.push("the domain has no console log file".into()),
+        }
+        if !notes.is_empty() && std::fs::write(dir.join("notes.txt"), notes.join("\n") + "\n").is_ok() {
+            files.push(dir.join("notes.txt"));
+        }
+        prune(&root, max_bytes, max_age);
+        files
+    })
+    .await
+    .unwrap_or_default();
+    written.iter().map(|p| p.display().to_string()).collect()
+}
+
+/// The image as PNG: as is when libvirt gave a PNG, converted from a binary PPM (`P6`, 8-bit) otherwise.
+pub fn to_png(mime: &str, img: &[u8]) -> Result<Vec<u8>, String> {
+    if img.starts_with(b"\x89PNG\r\n\x1a\n") {
+        return Ok(img.to_vec());
+    }
+    let (w, h, pixels) = parse_ppm(img).ok_or_else(|| format!("unsupported screenshot format {mime:?}"))?;
+    let mut out = Vec::new();
+    let mut enc = png::Encoder::new(&mut out, w, h);
+    enc.set_color(png::ColorType::Rgb);
+    enc.set_depth(png::BitDepth::Eight);
+    let mut wr = enc.write_header().map_err(|e| e.to_string())?;
+    wr.write_image_data(pixels).map_err(|e| e.to_string())?;
+    wr.finish().map_err(|e| e.to_string())?;
+    Ok(out)
+}
+
+/// A binary PPM's width, height and RGB pixels (8-bit only), checked against its length.
+fn parse_ppm(b: &[u8]) -> Option<(u32, u32, &[u8])> {
+    let mut rest = b.strip_prefix(b"P6")?;
+    let mut fields = [0u32; 3];
+    for f in &mut fields {
+        loop {
+            rest = rest.trim_ascii_start();
+            if rest.first() == Some(&b'#') {
+                let nl = rest.iter().position(|&c| c == b'\n')?;
+                rest = &rest[nl..];
+            } else {
+                break;
+            }
+        }
+        let n = rest.iter().take_while(|c| c.is_ascii_digit()).count();
+        *f = std::str::from_utf8(&rest[..n]).ok()?.parse().ok()?;
+        rest = &rest[n..];
+    }
+    let [w, h, max] = fields;
+    rest = rest.get(1..)?; // one whitespace byte
+    let len = (w as usize).checked_mul(h as usize)?.checked_mul(3)?;
+    (max == 255 && w > 0 && h > 0 && rest.len() >= len).then(|| (w, h, &rest[..len]))
+}
+
+/// The last lines of a console log (at most [`CONSOLE_TAIL_BYTES`] and [`CONSOLE_TAIL_LINES`]), as text.
+fn tail(path: &Path) -> std::io::Result<String> {
+    use std::io::{Read, Seek, SeekFrom};
+    let mut f = std::fs::File::open(path)?;
+    let len = f.metadata()?.len();
+    f.seek(SeekFrom::Start(len.saturating_sub(CONSOLE_TAIL_BYTES)))?;
+    let mut buf = Vec::new();
+    f.take(CONSOLE_TAIL_BYTES).read_to_end(&mut buf)?;
+    let text = String::from_utf8_lossy(&buf);
+    let lines: Vec<&str> = text.lines().collect();
+    let from = lines.len().saturating_sub(CONSOLE_TAIL_LINES);
+    Ok(lines[from..].join("\n") + "\n")
+}
+
+/// Removes evidence directories older than `max_age`, then the oldest while the total exceeds `max_bytes`.
+pub fn prune(root: &Path, max_bytes: u64, max_age: Duration) {
+    let mut all = Vec::new(); // (modified, bytes, dir)
+    for guest in std::fs::read_dir(root).into_iter().flatten().flatten() {
+        for ev in std::fs::read_dir(guest.path()).into_iter().flatten().flatten() {
+            let (mut bytes, mut newest) = (0, UNIX_EPOCH);
+            for f in std::fs::read_dir(ev.path()).into_iter().flatten().flatten() {
+                if let Ok(m) = f.metadata() {
+                    bytes += m.len();
+                    newest = newest.max(m.modified().unwrap_or(UNIX_EPOCH));
+                }
+            }
+            all.push((newest, bytes, ev.path()));
+        }
+    }
+    all.sort();
+    let mut total: u64 = all.iter().map(|(_, b, _)| b).sum();
+    let now = SystemTime::now();
+    for (modified, bytes, dir) in all {
+        let old = now.duration_since(modified).is_ok_and(|age| age > max_age);
+        if (old || total > max_bytes) && std::fs::remove_dir_all(&dir).is_ok() {
+            total = total.saturating_sub(bytes);
+        }
+    }
+}
+
+/// Evidence of guest `id`, newest first: each directory's name and its files with their sizes.
+pub fn list_evidence(root: &Path, id: &str) -> Vec<(String, Vec<(String, u64)>)> {
+    let mut out: Vec<(String, Vec<(String, u64)>)> = std::fs::read_dir(root.join(dir_name(id)))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|ev| {
+            let mut files: Vec<(String, u64)> = std::fs::read_dir(ev.path())
+                .into_iter()
+                .flatten()
+                .flatten()
+                .map(|f| (f.file_name().to_string_lossy().into_owned(), f.metadata().map_or(0, |m| m.len())))
+                .collect();
+            files.sort();
+            (ev.file_name().to_string_lossy().into_owned(), files)
+        })
+        .collect();
+    out.sort_by(|a, b| b.0.cmp(&a.0));
+    out
+}
+
+/// One evidence file's path, if `name` and `file` name one (no path tricks: both must be plain names).
+pub fn evidence_file(root: &Path, id: &str, name: &str, file: &str) -> Option<PathBuf> {
+    let plain = |s: &str| !s.is_empty() && !s.starts_with('.') && !s.contains('/') && !s.contains('\\');
+    (plain(name) && plain(file)).then(|| root.join(dir_name(id)).join(name).join(file)).filter(|p| p.is_file())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn devices_from_a_domain_xml() {
+        let xml = "<domain><devices><disk type='file'><source file='/x.img'/><target dev='vda' bus='virtio'/></disk>\
+                   <interface type='network'><target dev='vnet3'/></interface>\
+                   <serial type='file'><source path='/var/log/c.log'/><target port='0'/></serial></devices></domain>";
+        let d = devices(xml);
+        assert_eq!(d.disks, ["vda"]);
+        assert_eq!(d.interfaces, ["vnet3"]);
+        assert_eq!(d.console, Some(PathBuf::from("/var/log/c.log")));
+        let pty = "<domain><devices><console type='pty'><log file='/l/console.log' append='on'/></console></devices>\
+                   </domain>";
+        assert_eq!(devices(pty).console, Some(PathBuf::from("/l/console.log")));
+        assert_eq!(devices("not xml"), Devices::default());
+    }
+
+    #[test]
+    fn ppm_becomes_a_png_that_decodes() {
+        let mut ppm = b"P6\n# a comment\n2 1\n255\n".to_vec();
+        ppm.extend_from_slice(&[255, 0, 0, 0, 0, 255]);
+        let png = to_png("image/x-portable-pixmap", &ppm).unwrap();
+        let dec = png::Decoder::new(&png[..]);
+        let mut r = dec.read_info().unwrap();
+        let mut buf = vec![0; r.output_buffer_size()];
+        let info = r.next_frame(&mut buf).unwrap();
+        assert_eq!((info.width, info.height), (2, 1));
+        assert_eq!(&buf[..6], &[255, 0, 0, 0, 0, 255]);
+        assert!(to_png("image/x-portable-pixmap", b"P6\n2 1\n255\n\x00").is_err(), "short pixel data");
+        assert!(to_png("image/bmp", b"BM").is_err());
+        assert!(parse_ppm(b"P6\n99999999 99999999\n255\n").is_none());
+    }
+
+    #[test]
+    fn evidence_names_and_pruning() {
+        assert_eq!(dir_name("../etc"), "_.._etc");
+        assert_eq!(dir_name("0c0ffee0-1"), "0c0ffee0-1");
+        let root = std::env::temp_dir().join(format!("vigil-ev-{}", std::process::id()));
+        for (i, size) in [(1, 600), (2, 600), (3, 600)] {
+            let d = root.join("g").join(format!("{i}-reset"));
+            std::fs::create_dir_all(&d).unwrap();
+            std::fs::write(d.join("screen.png"), vec![0u8; size]).unwrap();
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        prune(&root, 1300, Duration::from_secs(3600));
+        let left: Vec<String> = list_evidence(&root, "g").into_iter().map(|(n, _)| n).collect();
+        assert_eq!(left, ["3-reset", "2-reset"], "the oldest went");
+        assert!(evidence_file(&root, "g", "3-reset", "screen.png").is_some());
+        assert!(evidence_file(&root, "g", "..", "screen.png").is_none());
+        assert!(evidence_file(&root, "g", "3-reset", "../2-reset/screen.png").is_none());
+        std::fs::remove_dir_all(&root).unwrap();
+    }
+}
