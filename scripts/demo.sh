@@ -10,7 +10,7 @@ dir="$work/qemu"; mkdir -p "$dir"
 ./target/release/vigil-sim --dir "$dir" --guests 1000 --hang 2 --unhealthy 2 --late 1 --garbage 1 --flap 1 --exit 1 \
   --fail-after-secs 8 --flap-down-secs 5 &
 sleep 0.5
-./target/release/vigild run --watch "$dir" --events "$work/events.jsonl" --status-file "$work/status.json" --log error &
+./target/release/vigild run --watch "$dir" --state-dir "$work/state" --events "$work/events.jsonl" --status-file "$work/status.json" --log error &
 vigild=$!
 echo "vigild is watching $dir (1,000 simulated guests; failures start after 8 s)..."
 for i in $(seq 1 25); do

@@ -99,9 +99,14 @@ impl Vigild {
         let events = work.join("events.jsonl");
         let status = work.join("status.json");
         let admin = work.join("admin.sock");
+        // the state (spool, action ledger) stays in the test's directory unless the test names one
+        let state = work.join("state");
+        let state_args: Vec<&std::ffi::OsStr> =
+            if extra.contains(&"--state-dir") { Vec::new() } else { vec!["--state-dir".as_ref(), state.as_os_str()] };
         let child = Command::new(env!("CARGO_BIN_EXE_vigild"))
             .args(["run", "--watch"])
             .arg(dir)
+            .args(state_args)
             .arg("--admin-socket")
             .arg(&admin)
             .arg("--events")

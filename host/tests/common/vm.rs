@@ -57,7 +57,7 @@ pub fn kernel() -> (PathBuf, String) {
     (kernel, kver)
 }
 
-/// A gzip'd cpio initramfs: busybox, the virtio (and pvpanic) modules of `kver`, the agent, and an /init that
+/// A gzip'd cpio initramfs: busybox, the virtio (console, block; and pvpanic) modules of `kver`, the agent, and an /init that
 /// loads them and ends with `tail` (see [`AGENT_EXEC`], [`AGENT_AND_SHELL`]).
 pub fn build_initramfs(work: &Path, agent: &Path, kver: &str, tail: &str) -> PathBuf {
     let root = work.join("initramfs");
@@ -75,6 +75,7 @@ pub fn build_initramfs(work: &Path, agent: &Path, kver: &str, tail: &str) -> Pat
         "virtio_pci_modern_dev",
         "virtio_pci",
         "virtio_console",
+        "virtio_blk",
         "pvpanic",
         "pvpanic-pci",
         "pvpanic-mmio",
@@ -83,6 +84,7 @@ pub fn build_initramfs(work: &Path, agent: &Path, kver: &str, tail: &str) -> Pat
     for m in modules {
         let sub = match m {
             "virtio_console" => "char",
+            "virtio_blk" => "block",
             "pvpanic" | "pvpanic-pci" | "pvpanic-mmio" => "misc/pvpanic",
             _ => "virtio",
         };
