@@ -212,6 +212,8 @@ pub struct Shared {
     pub recent: Mutex<std::collections::VecDeque<Recent>>,
     /// Where evidence saved before corrective actions is (`GET /v1/guests/{id}/evidence`).
     pub evidence_dir: Option<PathBuf>,
+    /// Libvirt corrective actions seen, by result.
+    pub action_results: Mutex<BTreeMap<&'static str, u64>>,
 }
 
 /// Events the status page shows.
@@ -290,6 +292,7 @@ impl Control {
             ctx: cfg.upstream.as_ref().map(|u| u.ctx.clone()).unwrap_or_default(),
             recent: Mutex::default(),
             evidence_dir: cfg.recovery.as_ref().map(|r| r.evidence_dir.clone()),
+            action_results: Mutex::default(),
         });
         let (stop_tx, stop_rx) = oneshot::channel();
         let sh = Arc::clone(&shared);
@@ -359,6 +362,11 @@ impl Shared {
     /// Counts an event by kind and keeps it among the recent ones.
     pub fn seen(&self, guest: &str, e: &Event) {
         self.count(e.kind());
+        if let Event::ActionResult { result, .. } = e {
+            if let Ok(mut m) = self.action_results.lock() {
+                *m.entry(result).or_default() += 1;
+            }
+        }
         let mut detail = serde_json::to_string(e).unwrap_or_default();
         if detail.len() > 300 {
             let mut cut = 300;
@@ -409,6 +417,7 @@ mod tests {
             ctx: crate::upstream::Context::default(),
             recent: Mutex::default(),
             evidence_dir: None,
+            action_results: Mutex::default(),
         };
         // API requests pile up faster than the loop takes them: the command queue is full
         let mut replies = Vec::new();

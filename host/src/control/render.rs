@@ -62,6 +62,8 @@ pub struct UpstreamView {
     pub spool_errors: (u64, u64),
     /// Per sink: its name and counters.
     pub sinks: Vec<SinkView>,
+    /// Libvirt corrective actions by result (`ok`, `failed`, `timed_out`, `held`).
+    pub action_results: Vec<(&'static str, u64)>,
 }
 
 /// One sink's counters, read once.
@@ -86,6 +88,11 @@ impl UpstreamView {
     pub fn of(shared: &super::Shared) -> Self {
         use std::sync::atomic::Ordering::Relaxed;
         UpstreamView {
+            action_results: shared
+                .action_results
+                .lock()
+                .map(|m| m.iter().map(|(k, v)| (*k, *v)).collect())
+                .unwrap_or_default(),
             spool: shared.spool.as_ref().and_then(|s| s.stats().ok()),
             spool_unreadable: shared.spool.as_ref().map_or(0, |s| s.unreadable()),
             spool_errors: shared
@@ -170,6 +177,16 @@ pub fn openmetrics(
         "events",
         "Events seen by the control plane, by kind",
         family("kind", events_by_kind.iter().map(|(k, v)| (*k, *v))),
+    );
+    r.register(
+        "action_results",
+        "Corrective actions through libvirt, by result (ok, failed, timed_out, held by the second opinion)",
+        family(
+            "result",
+            ["ok", "failed", "timed_out", "held"]
+                .into_iter()
+                .map(|k| (k, up.action_results.iter().find(|(r, _)| *r == k).map_or(0, |(_, n)| *n))),
+        ),
     );
     r.register(
         "admin_commands_refused",
