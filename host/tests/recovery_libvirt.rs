@@ -8,6 +8,9 @@
 //!   again after every reset: it is reset three times, then `action_suppressed` (budget 3 per hour). vigild is
 //!   restarted right after the third reset: the new process reads the budget back from the state directory and does
 //!   not reset a fourth time.
+//! - **D**, a guest whose QEMU process is stopped (SIGSTOP): the reset gets no answer (QEMU does not read its
+//!   monitor) and times out, so vigild power-cycles the persistent domain (destroy kills the process, start boots it
+//!   again); the guest registers anew. The other guests' verdicts and actions go on meanwhile.
 //! - **B1** and **B2**: 6 s after boot the agent is stopped (SIGSTOP) while the VM keeps writing to its virtio disk.
 //!   With the second opinion on (B1) the disk counters move: `action_result` `held` with `os_activity: true`, and no
 //!   reset. Without it (B2), the heartbeat alone decides: reset.
@@ -26,6 +29,32 @@ use serde_json::Value;
 const UUID_C: &str = "0c0ffee0-c0c0-4222-8333-444455556666";
 const UUID_B1: &str = "0c0ffee0-b1b1-4222-8333-444455556666";
 const UUID_B2: &str = "0c0ffee0-b2b2-4222-8333-444455556666";
+const UUID_D: &str = "0c0ffee0-d0d0-4222-8333-444455556666";
+const NAME_D: &str = "vigil-rd";
+
+/// Undefines the persistent domain D however the test ends (the private libvirtd keeps definitions in the
+/// system's configuration directory).
+struct Undefine<'a>(&'a Libvirtd);
+
+impl Drop for Undefine<'_> {
+    fn drop(&mut self) {
+        let _ = self.0.virsh(&["destroy", NAME_D]);
+        let _ = self.0.virsh(&["undefine", NAME_D]);
+    }
+}
+
+/// The pid of the QEMU process running domain `name`.
+fn qemu_pid(name: &str) -> i32 {
+    let needle = format!("guest={name},");
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else { continue };
+        let cmd = std::fs::read(e.path().join("cmdline")).unwrap_or_default();
+        if String::from_utf8_lossy(&cmd).contains(&needle) {
+            return pid;
+        }
+    }
+    panic!("no QEMU process for {name}");
+}
 
 /// The end of /init: the agent in the background, then what the kernel command line's `vigil.mode` asks for.
 const TAIL: &str = "/sbin/vigil-guest --name vm-test --interval-ms 500 --api-socket /run/vigil/guest.sock \
@@ -104,6 +133,15 @@ fn hung_guests_are_reset_with_evidence_within_budget_and_busy_ones_held_by_the_s
         lv.must(&["create", xml.to_str().unwrap()]);
         consoles.push(console);
     }
+    // D: persistent (defined), so that it can be started again after a power cycle
+    let console_d = work.path().join(format!("{NAME_D}.log"));
+    let xml_d = work.path().join("d.xml");
+    let sock_d = dir.join(format!("cgcs.heartbeat.{UUID_D}.sock"));
+    std::fs::write(&xml_d, domain_xml(NAME_D, UUID_D, &k, &initrd, "plain", &console_d, &sock_d)).unwrap();
+    lv.must(&["define", xml_d.to_str().unwrap()]);
+    let _undefine = Undefine(&lv);
+    lv.must(&["start", NAME_D]);
+    consoles.push(console_d);
     let dump =
         || consoles.iter().map(|c| std::fs::read_to_string(c).unwrap_or_default()).collect::<Vec<_>>().join("\n----\n");
 
@@ -137,6 +175,28 @@ fn hung_guests_are_reset_with_evidence_within_budget_and_busy_ones_held_by_the_s
     let (status, listing) = admin(&d, "GET", &format!("/v1/guests/{UUID_C}/evidence"), None);
     assert_eq!(status, 200, "{listing}");
     assert!(listing["evidence"][0]["files"].as_array().unwrap().iter().any(|f| f["name"] == "screen.png"), "{listing}");
+
+    // D: its QEMU stopped once it heartbeats; the reset times out, the domain is power-cycled
+    d.wait_until(120, "D registered", |ev| !by_guest(ev, UUID_D, "registered").is_empty());
+    let pid = rustix::process::Pid::from_raw(qemu_pid(NAME_D)).unwrap();
+    rustix::process::kill_process(pid, rustix::process::Signal::STOP).unwrap();
+    d.wait_until(150, "D power-cycled and registered again", |ev| {
+        !results(ev, UUID_D).is_empty() && by_guest(ev, UUID_D, "registered").len() >= 2
+    });
+    let ev = d.events();
+    let rd = results(&ev, UUID_D)[0];
+    assert_eq!((rd["operation"].as_str(), rd["result"].as_str()), (Some("reset"), Some("ok")), "{rd}");
+    assert!(rd["reason"].as_str().unwrap().contains("power-cycled"), "{rd}");
+    let lost_d = by_guest(&ev, UUID_D, "heartbeat_lost")[0];
+    println!(
+        "recovery: QEMU stopped: heartbeat_lost -> power-cycled in {} ms ({})",
+        event_ms(&rd["time"]).saturating_sub(event_ms(&lost_d["time"])),
+        rd["reason"]
+    );
+    let notes = rd["evidence"].as_array().unwrap().iter().find(|f| f.as_str().unwrap().ends_with("notes.txt"));
+    let notes = std::fs::read_to_string(notes.expect("notes on the missing screenshot").as_str().unwrap()).unwrap();
+    assert!(notes.contains("no screenshot"), "{notes}");
+    assert_ne!(qemu_pid(NAME_D), pid.as_raw_nonzero().get(), "a new QEMU process");
 
     // B1 held by the second opinion, B2 reset on the heartbeat alone
     d.wait_until(120, "B1 and B2 acted on", |ev| !results(ev, UUID_B1).is_empty() && !results(ev, UUID_B2).is_empty());
@@ -177,6 +237,7 @@ fn hung_guests_are_reset_with_evidence_within_budget_and_busy_ones_held_by_the_s
     assert!(results(&d.events(), UUID_C).is_empty(), "no fourth reset after the restart");
     let t = Instant::now();
     drop(d);
+    drop(_undefine);
     drop(lv);
     assert!(t.elapsed() < Duration::from_secs(60));
 }

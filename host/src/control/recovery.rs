@@ -9,7 +9,10 @@
 //!    the last lines of the serial console's log file, written by a blocking-pool thread under
 //!    `STATE_DIR/evidence/<guest>/<time>-<operation>/`, pruned by age and total size.
 //! 3. the action, with its own timeout; its result is an `action_result` event (ok, failed with libvirt's reason,
-//!    timed_out) delivered like any other.
+//!    timed_out) delivered like any other. When QEMU itself does not answer its monitor (stopped, wedged: a counter
+//!    read or the screenshot got no answer, or the reset timed out), a reset cannot work: the domain is power-cycled
+//!    instead, destroyed (libvirt kills the process, which needs no answer from it) and started again (a persistent
+//!    domain; Nova's are); the event's `reason` says so.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -28,9 +31,11 @@ use crate::fleet::{LibvirtAction, LibvirtOp};
 /// Depth of the queue of jobs from the loop.
 pub const RECOVERY_QUEUE: usize = 256;
 /// The longest one libvirt action may take.
-pub const ACTION_TIMEOUT: Duration = Duration::from_secs(30);
-/// The longest a screenshot may take.
-pub const SCREENSHOT_TIMEOUT: Duration = Duration::from_secs(20);
+pub const ACTION_TIMEOUT: Duration = Duration::from_secs(20);
+/// The longest a screenshot may take (a QEMU that does not answer its monitor never gives one).
+pub const SCREENSHOT_TIMEOUT: Duration = Duration::from_secs(10);
+/// The longest one counter read of the second opinion may take.
+pub const PROBE_TIMEOUT: Duration = Duration::from_secs(5);
 /// The largest screenshot kept.
 pub const MAX_SCREENSHOT: usize = 32 << 20;
 /// Console bytes kept (the end of the log).
@@ -154,41 +159,80 @@ async fn execute(lv: &Libvirt, cfg: &RecoveryConfig, job: &RecoveryJob) -> (Outc
         None
     };
     let devices = xml.as_deref().map(devices).unwrap_or_default();
+    // why QEMU looks wedged (a counter read or the screenshot got no answer): a reset would wait in vain
+    let mut wedged: Option<String> = None;
     let mut seen = None;
     if let (Some(window), true) = (job.how.second_opinion, destructive) {
-        let activity = second_opinion(lv, &d, &devices, window).await;
-        let alive = activity.block_bytes > 0 || activity.block_requests > 0 || activity.net_bytes > 0;
-        if alive {
-            let reason = format!(
-                "domain counters moved over {} s (block {} B, network {} B): the OS is alive; not acting on the \
-                 heartbeat alone",
-                window.as_secs(),
-                activity.block_bytes,
-                activity.net_bytes
-            );
-            let o = Outcome { result: "held", reason: Some(reason), os_activity: Some(true), activity: Some(activity) };
-            return (o, Vec::new());
+        match second_opinion(lv, &d, &devices, window).await {
+            Ok(activity) if activity.block_bytes > 0 || activity.block_requests > 0 || activity.net_bytes > 0 => {
+                let reason = format!(
+                    "domain counters moved over {} s (block {} B, network {} B): the OS is alive; not acting on \
+                     the heartbeat alone",
+                    window.as_secs(),
+                    activity.block_bytes,
+                    activity.net_bytes
+                );
+                let activity = Some(activity);
+                return (
+                    Outcome { result: "held", reason: Some(reason), os_activity: Some(true), activity },
+                    Vec::new(),
+                );
+            }
+            Ok(activity) => seen = Some(activity),
+            Err(e) => wedged = Some(format!("the domain's counters could not be read ({e})")),
         }
-        seen = Some(activity);
     }
     let evidence = if destructive && job.how.evidence {
-        collect_evidence(lv, cfg, job, &d, devices.console.clone()).await
+        let (files, shot) = collect_evidence(lv, cfg, job, &d, devices.console.clone(), wedged.is_none()).await;
+        if let (None, Some(e @ Error::Timeout { .. })) = (&wedged, shot) {
+            wedged = Some(format!("the screenshot got no answer ({e})"));
+        }
+        files
     } else {
         Vec::new()
     };
     let t = Some(cfg.action_timeout);
-    let r = match job.how.op {
-        LibvirtOp::Reset => lv.reset(&d, t).await,
-        LibvirtOp::Reboot => lv.reboot(&d, t).await,
-        LibvirtOp::Stop => lv.destroy(&d, t).await,
-        LibvirtOp::Start => lv.start(&d, t).await,
+    let r = match (job.how.op, wedged) {
+        (LibvirtOp::Reset | LibvirtOp::Reboot, Some(why)) => {
+            warn!(guest = %job.guest, why, "QEMU does not answer: power-cycling the domain instead of a reset");
+            power_cycle(lv, &d, t, &why).await
+        }
+        (op, _) => {
+            let r = match op {
+                LibvirtOp::Reset => lv.reset(&d, t).await,
+                LibvirtOp::Reboot => lv.reboot(&d, t).await,
+                LibvirtOp::Stop => lv.destroy(&d, t).await,
+                LibvirtOp::Start => lv.start(&d, t).await,
+            };
+            match (op, r) {
+                (LibvirtOp::Reset | LibvirtOp::Reboot, Err(e @ Error::Timeout { .. })) => {
+                    warn!(guest = %job.guest, "reset timed out: QEMU does not answer; power-cycling the domain");
+                    power_cycle(lv, &d, t, &format!("the reset got no answer ({e})")).await
+                }
+                (_, r) => r.map(|()| None),
+            }
+        }
     };
     let os_activity = seen.as_ref().map(|_| false);
     let o = match r {
-        Ok(()) => Outcome { result: "ok", reason: None, os_activity, activity: seen },
+        Ok(reason) => Outcome { result: "ok", reason, os_activity, activity: seen },
         Err(e) => Outcome { os_activity, activity: seen, ..Outcome::failed(&e) },
     };
     (o, evidence)
+}
+
+/// Destroys a domain whose QEMU does not answer (libvirt kills the process: no answer from it is needed) and starts
+/// it again; `Ok` carries what was done, for the event.
+async fn power_cycle(lv: &Libvirt, d: &DomainRef, t: Option<Duration>, why: &str) -> Result<Option<String>, Error> {
+    let said = format!("QEMU does not answer its monitor: {why}");
+    lv.destroy(d, t).await.map_err(|e| Error::Remote { code: 0, message: format!("{said}; destroy failed: {e}") })?;
+    match lv.start(d, t).await {
+        Ok(()) => Ok(Some(format!("{said}; power-cycled (destroyed, started)"))),
+        Err(e) => Err(Error::Remote {
+            code: 0,
+            message: format!("{said}; destroyed, but not started again (a transient domain cannot be): {e}"),
+        }),
+    }
 }
 
 /// What the domain's XML names: disks and interfaces to read counters of, the console's log file.
@@ -241,38 +285,50 @@ struct Sample {
     net_bytes: u64,
 }
 
-async fn sample(lv: &Libvirt, d: &DomainRef, devs: &Devices) -> Sample {
+/// One reading of the counters; a read that gets no answer in [`PROBE_TIMEOUT`] ends it (QEMU is not answering).
+/// Other errors (a device gone) leave that counter out.
+async fn sample(lv: &Libvirt, d: &DomainRef, devs: &Devices) -> Result<Sample, Error> {
+    let t = Some(PROBE_TIMEOUT);
+    let timed_out = |r: &Result<_, Error>| matches!(r, Err(Error::Timeout { .. }));
     let mut s = Sample::default();
-    if let Ok(i) = lv.info(d, None).await {
-        s.cpu_ns = i.cpu_time_ns;
+    let info = lv.info(d, t).await;
+    if timed_out(&info) {
+        return info.map(|_| s);
     }
+    s.cpu_ns = info.map_or(0, |i| i.cpu_time_ns);
     let pos = |v: i64| u64::try_from(v).unwrap_or(0);
     for disk in &devs.disks {
-        if let Ok(b) = lv.block_stats(d, disk, None).await {
-            s.block_bytes += pos(b.rd_bytes) + pos(b.wr_bytes);
-            s.block_requests += pos(b.rd_req) + pos(b.wr_req);
+        match lv.block_stats(d, disk, t).await {
+            Ok(b) => {
+                s.block_bytes += pos(b.rd_bytes) + pos(b.wr_bytes);
+                s.block_requests += pos(b.rd_req) + pos(b.wr_req);
+            }
+            Err(e @ Error::Timeout { .. }) => return Err(e),
+            Err(_) => {}
         }
     }
     for dev in &devs.interfaces {
-        if let Ok(n) = lv.interface_stats(d, dev, None).await {
-            s.net_bytes += pos(n.rx_bytes) + pos(n.tx_bytes);
+        match lv.interface_stats(d, dev, t).await {
+            Ok(n) => s.net_bytes += pos(n.rx_bytes) + pos(n.tx_bytes),
+            Err(e @ Error::Timeout { .. }) => return Err(e),
+            Err(_) => {}
         }
     }
-    s
+    Ok(s)
 }
 
-async fn second_opinion(lv: &Libvirt, d: &DomainRef, devs: &Devices, window: Duration) -> Activity {
-    let a = sample(lv, d, devs).await;
+async fn second_opinion(lv: &Libvirt, d: &DomainRef, devs: &Devices, window: Duration) -> Result<Activity, Error> {
+    let a = sample(lv, d, devs).await?;
     let t0 = Instant::now();
     tokio::time::sleep(window).await;
-    let b = sample(lv, d, devs).await;
-    Activity {
+    let b = sample(lv, d, devs).await?;
+    Ok(Activity {
         window_ms: t0.elapsed().as_millis() as u64,
         cpu_ns: b.cpu_ns.saturating_sub(a.cpu_ns),
         block_bytes: b.block_bytes.saturating_sub(a.block_bytes),
         block_requests: b.block_requests.saturating_sub(a.block_requests),
         net_bytes: b.net_bytes.saturating_sub(a.net_bytes),
-    }
+    })
 }
 
 /// A guest id as a directory name (ids come from socket names or the configuration, never from the guest, but a
@@ -293,8 +349,14 @@ async fn collect_evidence(
     job: &RecoveryJob,
     d: &DomainRef,
     console: Option<PathBuf>,
-) -> Vec<String> {
-    let shot = lv.screenshot(d, MAX_SCREENSHOT, SCREENSHOT_TIMEOUT).await;
+    take_shot: bool,
+) -> (Vec<String>, Option<Error>) {
+    let shot = if take_shot {
+        lv.screenshot(d, MAX_SCREENSHOT, SCREENSHOT_TIMEOUT).await
+    } else {
+        Err(Error::Connect("QEMU does not answer its monitor".into()))
+    };
+    let shot_error = shot.as_ref().err().cloned();
     let stamp = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis());
     let dir = cfg.evidence_dir.join(dir_name(&job.guest)).join(format!("{stamp}-{}", job.how.op.as_str()));
     let root = cfg.evidence_dir.clone();
@@ -330,7 +392,7 @@ async fn collect_evidence(
     })
     .await
     .unwrap_or_default();
-    written.iter().map(|p| p.display().to_string()).collect()
+    (written.iter().map(|p| p.display().to_string()).collect(), shot_error)
 }
 
 /// The image as PNG: as is when libvirt gave a PNG, converted from a binary PPM (`P6`, 8-bit) otherwise.
