@@ -51,6 +51,10 @@ pub mod proc {
     pub const DOMAIN_SCREENSHOT: u32 = 211;
     /// `REMOTE_PROC_DOMAIN_RESET`.
     pub const DOMAIN_RESET: u32 = 245;
+    /// `REMOTE_PROC_CONNECT_LIST_ALL_DOMAINS`.
+    pub const CONNECT_LIST_ALL_DOMAINS: u32 = 273;
+    /// `REMOTE_PROC_DOMAIN_GET_TIME` (answered by the guest agent: `guest-get-time`).
+    pub const DOMAIN_GET_TIME: u32 = 337;
 
     /// The procedure's name, for errors and logs.
     pub fn name(p: u32) -> &'static str {
@@ -70,6 +74,8 @@ pub mod proc {
             AUTH_POLKIT => "auth polkit",
             DOMAIN_SCREENSHOT => "domain screenshot",
             DOMAIN_RESET => "domain reset",
+            CONNECT_LIST_ALL_DOMAINS => "list domains",
+            DOMAIN_GET_TIME => "domain get time (guest agent)",
             _ => "procedure",
         }
     }
@@ -308,6 +314,12 @@ pub struct RemoteError<'a> {
 pub const ERR_NO_DOMAIN: i32 = 42;
 /// `VIR_ERR_OPERATION_INVALID`: e.g. a domain that is not running.
 pub const ERR_OPERATION_INVALID: i32 = 55;
+/// `VIR_ERR_OPERATION_TIMEOUT`.
+pub const ERR_OPERATION_TIMEOUT: i32 = 68;
+/// `VIR_ERR_AGENT_UNRESPONSIVE`: the guest agent is not connected, not running or not answering.
+pub const ERR_AGENT_UNRESPONSIVE: i32 = 86;
+/// `REMOTE_DOMAIN_LIST_MAX`.
+pub const DOMAIN_LIST_MAX: u32 = 16_384;
 
 /// Reads a `remote_error` body.
 pub fn decode_error(body: &[u8]) -> Result<RemoteError<'_>, WireError> {
@@ -336,6 +348,28 @@ pub fn decode_domain(body: &[u8]) -> Result<Domain<'_>, WireError> {
     let uuid = r.fixed::<16>()?;
     let id = r.i32()?;
     Ok(Domain { name, uuid, id })
+}
+
+/// Reads `remote_connect_list_all_domains_ret`, handing each domain to `each`; returns how many there were.
+pub fn decode_domain_list<'a>(body: &'a [u8], mut each: impl FnMut(Domain<'a>)) -> Result<u32, WireError> {
+    let mut r = Xdr::new(body);
+    let n = r.u32()?;
+    if n > DOMAIN_LIST_MAX {
+        return Err(WireError::TooLong);
+    }
+    for _ in 0..n {
+        let name = r.string(MAX_NAME)?;
+        let uuid = r.fixed::<16>()?;
+        let id = r.i32()?;
+        each(Domain { name, uuid, id });
+    }
+    Ok(n)
+}
+
+/// Reads `remote_domain_get_time_ret`: the guest's clock, seconds and nanoseconds.
+pub fn decode_time(body: &[u8]) -> Result<(i64, u32), WireError> {
+    let mut r = Xdr::new(body);
+    Ok((r.i64()?, r.u32()?))
 }
 
 /// `remote_domain_get_info_ret`.
@@ -497,6 +531,9 @@ mod tests {
         let i = decode_info(&info[..32]).unwrap();
         assert_eq!((i.state, i.max_mem_kib, i.memory_kib, i.vcpus, i.cpu_time_ns), (1, 200_000, 100_000, 2, 123_456));
         assert_eq!(decode_auth_list(&be(&[2, 0, 2])[..12]), Ok(0b101));
+        assert_eq!(decode_time(&be(&[0, 1_800_000_000, 5])[..12]), Ok((1_800_000_000, 5)));
+        assert_eq!(decode_domain_list(&be(&[16_385])[..4], |_| {}), Err(WireError::TooLong));
+        assert_eq!(decode_domain_list(&be(&[2, 0])[..8], |_| {}), Err(WireError::Truncated));
         assert_eq!(decode_auth_list(&be(&[21])[..4]), Err(WireError::TooLong));
         let mut dom = [0u8; 32];
         dom[..4].copy_from_slice(&2u32.to_be_bytes());

@@ -25,6 +25,14 @@ fuzz_target!(|data: &[u8]| {
     let _ = decode_block_stats(data);
     let _ = decode_interface_stats(data);
     let _ = decode_auth_list(data);
+    let _ = decode_time(data);
+    let mut n = 0u32;
+    if let Ok(count) = decode_domain_list(data, |d| {
+        assert!(d.name.len() <= MAX_NAME);
+        n += 1;
+    }) {
+        assert_eq!(count, n);
+    }
     if let Ok(Some(s)) = decode_opt_string(data, 256) {
         assert!(s.len() <= 256);
     }

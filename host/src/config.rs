@@ -141,6 +141,23 @@ pub struct FileConfig {
     /// Plug the heartbeat channel into running domains that a policy selects (needs `--libvirt`; see
     /// `docs/hotplug.md`). Absent: vigild never changes a domain.
     pub hotplug: Option<HotplugSettings>,
+    /// Watch domains that run only the stock QEMU guest agent (needs `--libvirt`). Absent: off.
+    pub qga: Option<QgaSettings>,
+}
+
+/// `[qga]`: OS-level liveness of running domains that have the QEMU guest agent's channel and not Vigil's, probed
+/// through libvirt (`virDomainGetTime`, answered by `qemu-ga`).
+#[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct QgaSettings {
+    /// One probe per this (default 5 s; at least 1).
+    pub interval_secs: Option<u64>,
+    /// A probe unanswered this long is a miss (default 3 s; less than the interval).
+    pub timeout_secs: Option<u64>,
+    /// Loss when consecutive misses exceed this (default 1: at the second miss).
+    pub loss_threshold: Option<u32>,
+    /// How often running domains are listed (default 10 s).
+    pub rescan_secs: Option<u64>,
 }
 
 /// `[hotplug]`: which running domains get the heartbeat channel, plugged in by vigild through libvirt. A domain is
@@ -220,6 +237,12 @@ impl FileConfig {
                 {
                     return Err("hotplug.compute: auth_url needs username, password_file and project_name".into());
                 }
+            }
+        }
+        if let Some(q) = &self.qga {
+            let interval = q.interval_secs.unwrap_or(5);
+            if interval == 0 || q.timeout_secs.unwrap_or(3) >= interval || q.timeout_secs == Some(0) {
+                return Err("qga: timeout_secs must be at least 1 and less than interval_secs".into());
             }
         }
         for s in std::iter::once(&self.defaults).chain(self.guests.iter().map(|g| &g.settings)) {

@@ -74,6 +74,9 @@ pub enum Event {
         /// Why, when it is not the usual missed challenges (a reboot without a new `init` in time).
         #[serde(skip_serializing_if = "Option::is_none")]
         reason: Option<String>,
+        /// What was not answered when it is not Vigil's heartbeat: `qemu-ga` (an agentless guest).
+        #[serde(skip_serializing_if = "Option::is_none")]
+        probe: Option<&'static str>,
     },
     /// The hypervisor paused the VM: loss detection is suspended.
     Paused {},
@@ -175,6 +178,13 @@ pub enum Event {
         #[serde(skip_serializing_if = "Option::is_none")]
         skipped: Option<&'static str>,
     },
+    /// vigild started watching a domain without Vigil's agent (issue #22).
+    Watching {
+        /// How: `qga` (the stock QEMU guest agent, through libvirt).
+        protocol: &'static str,
+        /// The libvirt domain.
+        domain: String,
+    },
     /// A corrective action through libvirt ended (issue #23).
     ActionResult {
         /// `heartbeat_lost`, `unhealthy` or `crashed`.
@@ -266,6 +276,9 @@ impl Event {
         "maintenance",
         "spool",
         "action",
+        "action_result",
+        "action_suppressed",
+        "watching",
         "channel_attached",
         "channel_refused",
         "channel_detached",
@@ -294,6 +307,7 @@ impl Event {
             Event::Spool { .. } => "spool",
             Event::Action { .. } => "action",
             Event::ActionResult { .. } => "action_result",
+            Event::Watching { .. } => "watching",
             Event::ActionSuppressed { .. } => "action_suppressed",
             Event::ChannelAttached { .. } => "channel_attached",
             Event::ChannelRefused { .. } => "channel_refused",
@@ -436,6 +450,7 @@ mod tests {
                 last_heartbeat: Some(Ago(1500)),
                 corrective_action: "log",
                 reason: None,
+                probe: None,
             },
         );
         sink.close();
@@ -500,6 +515,27 @@ mod tests {
                 last_heartbeat: None,
                 corrective_action: "",
                 reason: Some(String::new()),
+                probe: Some("qemu-ga"),
+            },
+            Event::Watching { protocol: "qga", domain: String::new() },
+            Event::ActionSuppressed {
+                trigger: "",
+                corrective_action: "",
+                why: "",
+                budget: String::new(),
+                min_uptime_secs: 0,
+                allowed_in_secs: Some(1),
+            },
+            Event::ActionResult {
+                trigger: "",
+                corrective_action: "",
+                operation: "",
+                result: "",
+                reason: Some(String::new()),
+                elapsed_ms: 0,
+                os_activity: Some(true),
+                activity: Some(Activity::default()),
+                evidence: vec![String::new()],
             },
             Event::NotEstablished { secs: 1 },
             Event::Unhealthy { corrective_action: "", log_msg: String::new() },

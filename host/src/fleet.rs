@@ -27,6 +27,7 @@ use crate::fleet::bucket::ByteBudget;
 use crate::fleet::wheel::TimerWheel;
 use crate::node::status::GuestStatus;
 
+pub mod agentless;
 pub mod bucket;
 mod budgets;
 mod commands;
@@ -116,6 +117,8 @@ pub struct Fleet {
     removed: VecDeque<(Arc<str>, Instant)>,
     /// Corrective actions by guest id, for their budgets.
     ledger: recovery::Ledger,
+    /// Guests watched through the stock QEMU guest agent, by id.
+    agents: HashMap<Arc<str>, agentless::AgentGuest>,
 }
 
 impl Fleet {
@@ -144,6 +147,7 @@ impl Fleet {
             retired: Totals::default(),
             removed: VecDeque::new(),
             ledger: recovery::Ledger::default(),
+            agents: HashMap::new(),
         }
     }
 

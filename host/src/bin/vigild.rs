@@ -278,6 +278,7 @@ fn main() -> ExitCode {
                     upstream: Some(upstream),
                     web_listen: web_listen_address,
                     recovery: None,
+                    qga: None,
                     lifecycle: vigil_host::control::lifecycle::LifecycleConfig {
                         qmp_pattern,
                         dirs: Vec::new(),
@@ -319,6 +320,19 @@ fn main() -> ExitCode {
                     return ExitCode::from(2);
                 }
                 _ => {}
+            }
+            if let Some(q) = &file.qga {
+                let Some(uri) = &cfg.control.lifecycle.libvirt else {
+                    eprintln!("vigild: [qga] needs --libvirt URI");
+                    return ExitCode::from(2);
+                };
+                cfg.control.qga = Some(vigil_host::control::agentless::QgaRunConfig {
+                    libvirt: uri.clone(),
+                    interval: StdDuration::from_secs(q.interval_secs.unwrap_or(5)),
+                    timeout: StdDuration::from_secs(q.timeout_secs.unwrap_or(3)),
+                    loss_threshold: q.loss_threshold.unwrap_or(1),
+                    rescan: StdDuration::from_secs(q.rescan_secs.unwrap_or(10).max(1)),
+                });
             }
             if let Some(p) = &cfg.control.lifecycle.qmp_pattern {
                 if let Err(e) = vigil_host::glob::Pattern::new(p) {

@@ -318,6 +318,26 @@ impl Libvirt {
         Ok(DomainRef { name: d.name.to_string(), uuid: d.uuid, id: d.id })
     }
 
+    /// The running domains (`virConnectListAllDomains` with `VIR_CONNECT_LIST_DOMAINS_ACTIVE`).
+    pub async fn active_domains(&self, timeout: Option<Duration>) -> Result<Vec<DomainRef>, Error> {
+        let mut e = Enc::default();
+        e.u32(1); // need_results
+        e.u32(1); // VIR_CONNECT_LIST_DOMAINS_ACTIVE
+        let body = self.call(proc::CONNECT_LIST_ALL_DOMAINS, &e.0, timeout).await?;
+        let mut out = Vec::new();
+        wire::decode_domain_list(&body, |d| out.push(DomainRef { name: d.name.to_string(), uuid: d.uuid, id: d.id }))?;
+        Ok(out)
+    }
+
+    /// `virDomainGetTime`: the guest's clock, read by libvirt through the guest agent (`guest-get-time`, which,
+    /// unlike a raw agent command, does not taint the domain).
+    pub async fn guest_time(&self, d: &DomainRef, timeout: Option<Duration>) -> Result<(i64, u32), Error> {
+        let mut e = Enc::default();
+        e.domain(d);
+        e.u32(0);
+        Ok(wire::decode_time(&self.call(proc::DOMAIN_GET_TIME, &e.0, timeout).await?)?)
+    }
+
     /// `virDomainReset`: a hard reset, as the reset button.
     pub async fn reset(&self, d: &DomainRef, timeout: Option<Duration>) -> Result<(), Error> {
         self.simple(proc::DOMAIN_RESET, d, Some(0), timeout).await

@@ -5,6 +5,7 @@
 //! oneshot, never waiting for the receiver. Events come out of the loop with `try_send` too (a full queue is
 //! counted). The control thread may wait on sockets and clients; the data plane never waits on it.
 
+pub mod agentless;
 pub mod api;
 pub mod client;
 pub mod hotplug;
@@ -108,6 +109,27 @@ pub enum Command {
         /// Give the action back to the guest's budget.
         refund: bool,
     },
+    /// Watch a domain through its guest agent (`[qga]`).
+    AgentWatch {
+        /// Guest id (the domain's UUID).
+        guest: String,
+        /// The domain's name.
+        domain: String,
+    },
+    /// The domain is gone.
+    AgentUnwatch {
+        /// Guest id.
+        guest: String,
+    },
+    /// How one probe of an agentless guest went.
+    AgentProbe {
+        /// Guest id.
+        guest: String,
+        /// The outcome.
+        probe: crate::fleet::agentless::Probe,
+        /// Loss when consecutive misses exceed this.
+        loss_threshold: u32,
+    },
     /// One guest's status, found by id.
     Guest {
         /// Guest id.
@@ -176,6 +198,8 @@ pub struct ControlConfig {
     pub web_listen: Option<std::net::SocketAddr>,
     /// Corrective actions through libvirt, and where their evidence goes.
     pub recovery: Option<recovery::RecoveryConfig>,
+    /// Agentless guests through the stock QEMU guest agent (libvirt).
+    pub qga: Option<agentless::QgaRunConfig>,
 }
 
 /// The spool and the sinks that read it.
@@ -308,6 +332,9 @@ impl Control {
             rt.spawn(recovery::run(rc, Arc::clone(&shared), rx));
             tx
         });
+        if let Some(q) = cfg.qga.clone() {
+            rt.spawn(agentless::run(q, Arc::clone(&shared)));
+        }
         let lc = cfg.lifecycle.clone();
         let lc_shared = Arc::clone(&shared);
         let thread = std::thread::Builder::new().name("vigild-control".into()).spawn(move || {

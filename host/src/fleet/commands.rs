@@ -254,6 +254,7 @@ impl Fleet {
                     last_heartbeat: None,
                     corrective_action: action.as_str(),
                     reason: None,
+                    probe: None,
                 };
                 self.events.push_back((id, event));
                 self.act(key, "heartbeat_lost", action, now);

@@ -67,6 +67,9 @@ impl Fleet {
             self.ledger.started(id, now); // minimum uptime counts from here, whether or not its socket is open yet
         }
         let Some(key) = self.find(id) else {
+            if self.agent_lifecycle(id, event, now) {
+                return true;
+            }
             // a VM that stops takes its socket with it: its guest may be gone already; say what happened to it
             let recent = self.removed.iter().find(|(g, t)| &**g == id && now < *t + Duration::from_secs(60));
             if let (Some((g, _)), Lifecycle::Stopped | Lifecycle::Crashed) = (recent, event) {
@@ -119,6 +122,7 @@ impl Fleet {
             last_heartbeat: None,
             corrective_action: action.as_str(),
             reason: Some("rebooted, and no init within its restart_secs".into()),
+            probe: None,
         };
         self.events.push_back((Arc::clone(&g.id), event));
         self.act(key, "heartbeat_lost", action, now);

@@ -68,6 +68,7 @@ impl Fleet {
                         last_heartbeat: last_heartbeat.map(|t| Ago((now - t).as_millis())),
                         corrective_action: action.as_str(),
                         reason: None,
+                        probe: None,
                     },
                 ));
                 self.act(key, "heartbeat_lost", action, now);

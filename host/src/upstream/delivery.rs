@@ -444,6 +444,7 @@ mod tests {
             corrective_action: "reboot",
             last_heartbeat: None,
             reason: None,
+            probe: None,
         }
     }
 

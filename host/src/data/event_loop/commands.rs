@@ -23,6 +23,13 @@ impl Daemon {
             let Ok(cmd) = self.links.commands.try_recv() else { break };
             match cmd {
                 Command::Report { guest, event } => self.publish(guest.into(), event),
+                Command::AgentWatch { guest, domain } => {
+                    self.fleet.watch_agent(&guest, &domain);
+                }
+                Command::AgentUnwatch { guest } => self.fleet.unwatch_agent(&guest),
+                Command::AgentProbe { guest, probe, loss_threshold } => {
+                    self.fleet.handle_agent_probe(&guest, probe, now, loss_threshold)
+                }
                 Command::ActionResult { guest, event, refund } => {
                     self.fleet.handle_action_result(&guest, event, refund)
                 }

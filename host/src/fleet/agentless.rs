@@ -1,0 +1,243 @@
+//! Guests watched without Vigil's agent, through the stock QEMU guest agent (issue #22): OS-level liveness where
+//! the guest only runs `qemu-ga`. The control plane probes each such domain through libvirt (a typed agent call,
+//! one per interval, each with its own timeout) and tells the fleet how each probe went; the verdicts are here, on
+//! virtual time, under the same rules as heartbeat guests: a miss counts only while the VM runs as far as the
+//! hypervisor said (never while paused, rebooting or stopped), loss when consecutive misses exceed the threshold,
+//! reported once per episode as `heartbeat_lost` (with `probe: "qemu-ga"`; Masakari gets
+//! `QEMU_GUEST_AGENT_ERROR`, as from masakari-monitors), and any answer ends the episode (`recovered`).
+//!
+//! An answer is any reply from the agent, an error reply included: an agent that refuses a command while the
+//! guest's file systems are frozen is alive. Only no answer (the probe's timeout, or libvirt's "agent
+//! unresponsive") is a miss.
+
+use std::sync::Arc;
+
+use vigil_core::{Duration, Instant};
+
+use super::{Fleet, Lifecycle, Vm};
+use crate::events::{Ago, Event};
+
+/// How one probe went.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Probe {
+    /// The agent answered (possibly with an error: it is alive).
+    Answered,
+    /// No answer: why (a timeout, libvirt's words).
+    NoAnswer(String),
+    /// The domain is not running (libvirt said so): not a miss.
+    NotRunning,
+}
+
+/// One domain watched through its guest agent.
+#[derive(Clone, Debug)]
+pub struct AgentGuest {
+    id: Arc<str>,
+    /// The libvirt domain's name.
+    pub domain: String,
+    vm: Vm,
+    misses: u32,
+    lost: bool,
+    last_answer: Option<Instant>,
+    /// Probes answered.
+    pub answers: u64,
+    /// Probes missed.
+    pub missed: u64,
+}
+
+/// How long a rebooting agentless guest may go without an answer before misses count again.
+pub const AGENT_REBOOT_GRACE: Duration = Duration::from_secs(600);
+
+impl Fleet {
+    /// Starts watching domain `domain` (guest id `id`, its UUID) through its guest agent; `false` if it already is,
+    /// or if a heartbeat guest has that id (Vigil's own agent says more: it is the one watched).
+    pub fn watch_agent(&mut self, id: &str, domain: &str) -> bool {
+        if self.find(id).is_some() || self.agents.contains_key(id) {
+            return false;
+        }
+        let id: Arc<str> = Arc::from(id);
+        let guest = AgentGuest {
+            id: Arc::clone(&id),
+            domain: domain.to_string(),
+            vm: Vm::Running,
+            misses: 0,
+            lost: false,
+            last_answer: None,
+            answers: 0,
+            missed: 0,
+        };
+        self.agents.insert(Arc::clone(&id), guest);
+        self.events.push_back((id, Event::Watching { protocol: "qga", domain: domain.to_string() }));
+        true
+    }
+
+    /// Stops watching a domain (it is gone); a loss still open is closed upstream (`removed`).
+    pub fn unwatch_agent(&mut self, id: &str) {
+        if let Some((id, g)) = self.agents.remove_entry(id) {
+            let open_fault = g.lost.then(|| "heartbeat_lost".to_string());
+            self.events.push_back((id, Event::Removed { open_fault }));
+        }
+    }
+
+    /// Guests watched through their guest agent.
+    pub fn agents(&self) -> impl Iterator<Item = (&Arc<str>, &AgentGuest)> {
+        self.agents.iter()
+    }
+
+    /// The outcome of one probe of guest `id`.
+    pub fn handle_agent_probe(&mut self, id: &str, probe: Probe, now: Instant, loss_threshold: u32) {
+        let Some(g) = self.agents.get_mut(id) else { return };
+        let id = &g.id;
+        match probe {
+            Probe::Answered => {
+                g.answers += 1;
+                g.misses = 0;
+                g.last_answer = Some(now);
+                if matches!(g.vm, Vm::Rebooting { .. }) {
+                    g.vm = Vm::Running;
+                }
+                if g.lost {
+                    g.lost = false;
+                    self.events.push_back((Arc::clone(id), Event::Recovered {}));
+                }
+            }
+            Probe::NotRunning => {}
+            Probe::NoAnswer(reason) => {
+                let counts = match g.vm {
+                    Vm::Running => true,
+                    Vm::Rebooting { until } if now >= until => {
+                        g.vm = Vm::Running;
+                        true
+                    }
+                    _ => false,
+                };
+                if !counts {
+                    return;
+                }
+                g.missed += 1;
+                g.misses += 1;
+                if g.misses > loss_threshold && !g.lost {
+                    if !self.reporting {
+                        self.counters.withheld_faults += 1;
+                        return;
+                    }
+                    g.lost = true;
+                    let e = Event::HeartbeatLost {
+                        consecutive_misses: g.misses,
+                        last_heartbeat: g.last_answer.map(|t| Ago((now - t).as_millis())),
+                        corrective_action: "none",
+                        reason: Some(format!("qemu-ga: {reason}")),
+                        probe: Some("qemu-ga"),
+                    };
+                    self.events.push_back((Arc::clone(id), e));
+                }
+            }
+        }
+    }
+
+    /// What the hypervisor did to an agentless guest's VM; `false` if no such guest.
+    pub(super) fn agent_lifecycle(&mut self, id: &str, event: Lifecycle, now: Instant) -> bool {
+        let Some(g) = self.agents.get_mut(id) else { return false };
+        let id = Arc::clone(&g.id);
+        let said = match event {
+            Lifecycle::Paused => {
+                g.vm = Vm::Paused;
+                Some(Event::Paused {})
+            }
+            Lifecycle::Resumed | Lifecycle::Started => {
+                g.vm = Vm::Running;
+                g.misses = 0; // it could not answer while paused: count from now
+                (event == Lifecycle::Resumed).then_some(Event::Resumed {})
+            }
+            Lifecycle::Rebooting => {
+                g.vm = Vm::Rebooting { until: now + AGENT_REBOOT_GRACE };
+                g.misses = 0;
+                Some(Event::Rebooting {})
+            }
+            Lifecycle::Stopped => {
+                g.vm = Vm::Stopped;
+                Some(Event::Stopped {})
+            }
+            Lifecycle::Crashed => {
+                g.vm = Vm::Crashed;
+                Some(Event::Crashed {})
+            }
+        };
+        if let Some(e) = said {
+            self.events.push_back((id, e));
+        }
+        true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::FileConfig;
+    use crate::fleet::FleetConfig;
+
+    fn at(ms: u64) -> Instant {
+        Instant::from_millis(ms)
+    }
+
+    fn kinds(f: &mut Fleet) -> Vec<&'static str> {
+        std::iter::from_fn(|| f.poll_event()).map(|(_, e)| e.kind()).collect()
+    }
+
+    fn miss() -> Probe {
+        Probe::NoAnswer("no answer in 3000 ms".into())
+    }
+
+    #[test]
+    fn loss_at_the_second_miss_once_and_any_answer_recovers() {
+        let mut f = Fleet::new(FleetConfig::default(), FileConfig::default(), 1, at(0));
+        assert!(f.watch_agent("u1", "vm-1"));
+        assert!(!f.watch_agent("u1", "vm-1"), "once");
+        assert_eq!(kinds(&mut f), ["watching"]);
+        f.handle_agent_probe("u1", Probe::Answered, at(5_000), 1);
+        f.handle_agent_probe("u1", miss(), at(10_000), 1);
+        assert!(kinds(&mut f).is_empty(), "one miss is not a loss");
+        f.handle_agent_probe("u1", miss(), at(15_000), 1);
+        let lost: Vec<_> = std::iter::from_fn(|| f.poll_event()).collect();
+        assert_eq!(lost.len(), 1);
+        match &lost[0].1 {
+            Event::HeartbeatLost { consecutive_misses, last_heartbeat, probe, reason, .. } => {
+                assert_eq!((*consecutive_misses, *last_heartbeat, *probe), (2, Some(Ago(10_000)), Some("qemu-ga")));
+                assert_eq!(reason.as_deref(), Some("qemu-ga: no answer in 3000 ms"));
+            }
+            e => panic!("{e:?}"),
+        }
+        f.handle_agent_probe("u1", miss(), at(20_000), 1);
+        assert!(kinds(&mut f).is_empty(), "once per episode");
+        // an agent that answers with an error (frozen file systems) is alive
+        f.handle_agent_probe("u1", Probe::Answered, at(25_000), 1);
+        assert_eq!(kinds(&mut f), ["recovered"]);
+        f.unwatch_agent("u1");
+        assert_eq!(kinds(&mut f), ["removed"]);
+    }
+
+    #[test]
+    fn paused_rebooting_and_stopped_vms_are_never_lost() {
+        let mut f = Fleet::new(FleetConfig::default(), FileConfig::default(), 1, at(0));
+        f.watch_agent("u1", "vm-1");
+        f.handle_lifecycle("u1", Lifecycle::Paused, at(1_000));
+        for t in 1..10 {
+            f.handle_agent_probe("u1", miss(), at(t * 5_000), 1);
+        }
+        assert_eq!(kinds(&mut f), ["watching", "paused"]);
+        f.handle_lifecycle("u1", Lifecycle::Resumed, at(50_000));
+        f.handle_agent_probe("u1", miss(), at(55_000), 1);
+        assert_eq!(kinds(&mut f), ["resumed"], "counting starts over after a resume");
+        f.handle_lifecycle("u1", Lifecycle::Rebooting, at(56_000));
+        for t in 12..30 {
+            f.handle_agent_probe("u1", miss(), at(t * 5_000), 1);
+        }
+        assert_eq!(kinds(&mut f), ["rebooting"], "a reboot has its grace");
+        f.handle_agent_probe("u1", Probe::Answered, at(200_000), 1);
+        f.handle_lifecycle("u1", Lifecycle::Stopped, at(201_000));
+        f.handle_agent_probe("u1", miss(), at(205_000), 1);
+        f.handle_agent_probe("u1", miss(), at(210_000), 1);
+        assert_eq!(kinds(&mut f), ["stopped"]);
+        // a heartbeat guest with the same id is the one watched
+        assert!(!f.watch_agent("u1", "vm-1"));
+    }
+}
