@@ -6,6 +6,9 @@
 //! reported once per episode as `heartbeat_lost` (with `probe: "qemu-ga"`; Masakari gets
 //! `QEMU_GUEST_AGENT_ERROR`, as from masakari-monitors), and any answer ends the episode (`recovered`).
 //!
+//! Misses count only once the agent has answered since the VM (re)started: an agent still booting is not a hang.
+//! One that never answers is reported once as `not_established` after [`AGENT_ESTABLISH`].
+//!
 //! An answer is any reply from the agent, an error reply included: an agent that refuses a command while the
 //! guest's file systems are frozen is alive. Only no answer (the probe's timeout, or libvirt's "agent
 //! unresponsive") is a miss.
@@ -38,6 +41,9 @@ pub struct AgentGuest {
     misses: u32,
     lost: bool,
     last_answer: Option<Instant>,
+    /// Since when an answer is awaited (watch start, VM start or reboot), until the first one.
+    waiting_since: Option<Instant>,
+    said_not_established: bool,
     /// Probes answered.
     pub answers: u64,
     /// Probes missed.
@@ -46,11 +52,13 @@ pub struct AgentGuest {
 
 /// How long a rebooting agentless guest may go without an answer before misses count again.
 pub const AGENT_REBOOT_GRACE: Duration = Duration::from_secs(600);
+/// How long an agent may take to answer for the first time before it is reported `not_established`.
+pub const AGENT_ESTABLISH: Duration = Duration::from_secs(120);
 
 impl Fleet {
     /// Starts watching domain `domain` (guest id `id`, its UUID) through its guest agent; `false` if it already is,
     /// or if a heartbeat guest has that id (Vigil's own agent says more: it is the one watched).
-    pub fn watch_agent(&mut self, id: &str, domain: &str) -> bool {
+    pub fn watch_agent(&mut self, id: &str, domain: &str, now: Instant) -> bool {
         if self.find(id).is_some() || self.agents.contains_key(id) {
             return false;
         }
@@ -62,6 +70,8 @@ impl Fleet {
             misses: 0,
             lost: false,
             last_answer: None,
+            waiting_since: Some(now),
+            said_not_established: false,
             answers: 0,
             missed: 0,
         };
@@ -92,6 +102,8 @@ impl Fleet {
                 g.answers += 1;
                 g.misses = 0;
                 g.last_answer = Some(now);
+                g.waiting_since = None;
+                g.said_not_established = false;
                 if matches!(g.vm, Vm::Rebooting { .. }) {
                     g.vm = Vm::Running;
                 }
@@ -111,6 +123,15 @@ impl Fleet {
                     _ => false,
                 };
                 if !counts {
+                    return;
+                }
+                if let Some(since) = g.waiting_since {
+                    // not answered since it (re)started: booting, or no agent in it
+                    if now.saturating_duration_since(since) >= AGENT_ESTABLISH && !g.said_not_established {
+                        g.said_not_established = true;
+                        let secs = AGENT_ESTABLISH.as_millis() / 1000;
+                        self.events.push_back((Arc::clone(id), Event::NotEstablished { secs }));
+                    }
                     return;
                 }
                 g.missed += 1;
@@ -143,14 +164,21 @@ impl Fleet {
                 g.vm = Vm::Paused;
                 Some(Event::Paused {})
             }
-            Lifecycle::Resumed | Lifecycle::Started => {
+            Lifecycle::Resumed => {
                 g.vm = Vm::Running;
                 g.misses = 0; // it could not answer while paused: count from now
-                (event == Lifecycle::Resumed).then_some(Event::Resumed {})
+                Some(Event::Resumed {})
+            }
+            Lifecycle::Started => {
+                g.vm = Vm::Running;
+                g.misses = 0;
+                g.waiting_since = Some(now); // a new boot: its agent starts later
+                None
             }
             Lifecycle::Rebooting => {
                 g.vm = Vm::Rebooting { until: now + AGENT_REBOOT_GRACE };
                 g.misses = 0;
+                g.waiting_since = Some(now);
                 Some(Event::Rebooting {})
             }
             Lifecycle::Stopped => {
@@ -190,9 +218,11 @@ mod tests {
     #[test]
     fn loss_at_the_second_miss_once_and_any_answer_recovers() {
         let mut f = Fleet::new(FleetConfig::default(), FileConfig::default(), 1, at(0));
-        assert!(f.watch_agent("u1", "vm-1"));
-        assert!(!f.watch_agent("u1", "vm-1"), "once");
-        assert_eq!(kinds(&mut f), ["watching"]);
+        assert!(f.watch_agent("u1", "vm-1", at(0)));
+        assert!(!f.watch_agent("u1", "vm-1", at(0)), "once");
+        f.handle_agent_probe("u1", miss(), at(1_000), 1);
+        f.handle_agent_probe("u1", miss(), at(3_000), 1);
+        assert_eq!(kinds(&mut f), ["watching"], "an agent still booting is not lost");
         f.handle_agent_probe("u1", Probe::Answered, at(5_000), 1);
         f.handle_agent_probe("u1", miss(), at(10_000), 1);
         assert!(kinds(&mut f).is_empty(), "one miss is not a loss");
@@ -218,7 +248,8 @@ mod tests {
     #[test]
     fn paused_rebooting_and_stopped_vms_are_never_lost() {
         let mut f = Fleet::new(FleetConfig::default(), FileConfig::default(), 1, at(0));
-        f.watch_agent("u1", "vm-1");
+        f.watch_agent("u1", "vm-1", at(0));
+        f.handle_agent_probe("u1", Probe::Answered, at(500), 1);
         f.handle_lifecycle("u1", Lifecycle::Paused, at(1_000));
         for t in 1..10 {
             f.handle_agent_probe("u1", miss(), at(t * 5_000), 1);
@@ -238,6 +269,16 @@ mod tests {
         f.handle_agent_probe("u1", miss(), at(210_000), 1);
         assert_eq!(kinds(&mut f), ["stopped"]);
         // a heartbeat guest with the same id is the one watched
-        assert!(!f.watch_agent("u1", "vm-1"));
+        assert!(!f.watch_agent("u1", "vm-1", at(0)));
+    }
+
+    #[test]
+    fn an_agent_that_never_answers_is_not_established_once() {
+        let mut f = Fleet::new(FleetConfig::default(), FileConfig::default(), 1, at(0));
+        f.watch_agent("u1", "vm-1", at(0));
+        for t in 1..60 {
+            f.handle_agent_probe("u1", miss(), at(t * 5_000), 1);
+        }
+        assert_eq!(kinds(&mut f), ["watching", "not_established"]);
     }
 }

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use super::vm::{build_agent, build_initramfs, kernel, need, which};
+use super::vm::{build_agent, kernel, need, which};
 
 /// A private libvirtd and its virtlogd.
 pub struct Libvirtd {
@@ -90,6 +90,11 @@ impl Drop for Libvirtd {
 /// The kernel and an initramfs (busybox, the static agent, `tail` at the end of /init), readable by libvirt's
 /// unprivileged QEMU user; `work` and `socket_dir` are opened to it too.
 pub fn vm_files(work: &Path, socket_dir: &Path, tail: &str) -> (PathBuf, PathBuf) {
+    vm_files_with(work, socket_dir, tail, &[])
+}
+
+/// [`vm_files`] with more files in the initramfs (see `build_initramfs_with`).
+pub fn vm_files_with(work: &Path, socket_dir: &Path, tail: &str, extra: &[(PathBuf, String)]) -> (PathBuf, PathBuf) {
     use std::os::unix::fs::PermissionsExt;
     let (kernel, kver) = kernel();
     std::fs::create_dir_all(socket_dir).unwrap();
@@ -99,7 +104,7 @@ pub fn vm_files(work: &Path, socket_dir: &Path, tail: &str) -> (PathBuf, PathBuf
     let k = work.join("vmlinuz");
     std::fs::copy(&kernel, &k).unwrap();
     std::fs::set_permissions(&k, std::fs::Permissions::from_mode(0o644)).unwrap();
-    let initramfs = build_initramfs(work, &build_agent(), &kver, tail);
+    let initramfs = super::vm::build_initramfs_with(work, &build_agent(), &kver, tail, extra);
     std::fs::set_permissions(&initramfs, std::fs::Permissions::from_mode(0o644)).unwrap();
     (k, initramfs)
 }

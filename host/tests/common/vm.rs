@@ -45,6 +45,23 @@ pub const AGENT_AND_SHELL: &str =
     "/sbin/vigil-guest --name vm-test --interval-ms 500 --api-socket /run/vigil/guest.sock --no-reference-api &\n\
      while true; do sh </dev/ttyS1 >/dev/ttyS1 2>&1; done\n";
 
+/// Debian's `qemu-ga` and every library it loads (from `ldd`), for an initramfs: (on this machine, in the image).
+pub fn qemu_ga_files() -> Vec<(PathBuf, String)> {
+    let qga = need("qemu-ga", Some(PathBuf::from("/usr/sbin/qemu-ga")).filter(|p| p.exists()), "qemu-guest-agent");
+    let out = Command::new("ldd").arg(&qga).output().expect("ldd (libc-bin)");
+    let mut files = vec![(qga, "/usr/sbin/qemu-ga".to_string())];
+    for line in String::from_utf8_lossy(&out.stdout).lines() {
+        // "libx.so.1 => /lib/x86_64-linux-gnu/libx.so.1 (0x...)" or "/lib64/ld-linux-x86-64.so.2 (0x...)"
+        let path = line.split("=>").last().unwrap_or("").trim().split(' ').next().unwrap_or("");
+        if path.starts_with('/') {
+            // the real file behind a symlink, installed under the name the loader looks for
+            let real = std::fs::canonicalize(path).unwrap();
+            files.push((real, path.to_string()));
+        }
+    }
+    files
+}
+
 /// Debian's kernel in /boot and its version.
 pub fn kernel() -> (PathBuf, String) {
     let kernel = std::fs::read_dir("/boot").ok().and_then(|d| {
@@ -60,7 +77,17 @@ pub fn kernel() -> (PathBuf, String) {
 /// A gzip'd cpio initramfs: busybox, the virtio (console, block; and pvpanic) modules of `kver`, the agent, and an /init that
 /// loads them and ends with `tail` (see [`AGENT_EXEC`], [`AGENT_AND_SHELL`]).
 pub fn build_initramfs(work: &Path, agent: &Path, kver: &str, tail: &str) -> PathBuf {
+    build_initramfs_with(work, agent, kver, tail, &[])
+}
+
+/// [`build_initramfs`] with more files: (a file on this machine, its path in the image).
+pub fn build_initramfs_with(work: &Path, agent: &Path, kver: &str, tail: &str, extra: &[(PathBuf, String)]) -> PathBuf {
     let root = work.join("initramfs");
+    for (src, dst) in extra {
+        let to = root.join(dst.trim_start_matches('/'));
+        std::fs::create_dir_all(to.parent().unwrap()).unwrap();
+        std::fs::copy(src, &to).unwrap_or_else(|e| panic!("{}: {e}", src.display()));
+    }
     for d in ["bin", "sbin", "proc", "sys", "dev", "run", "tmp", "lib/modules"] {
         std::fs::create_dir_all(root.join(d)).unwrap();
     }

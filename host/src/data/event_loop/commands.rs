@@ -24,7 +24,7 @@ impl Daemon {
             match cmd {
                 Command::Report { guest, event } => self.publish(guest.into(), event),
                 Command::AgentWatch { guest, domain } => {
-                    self.fleet.watch_agent(&guest, &domain);
+                    self.fleet.watch_agent(&guest, &domain, now);
                 }
                 Command::AgentUnwatch { guest } => self.fleet.unwatch_agent(&guest),
                 Command::AgentProbe { guest, probe, loss_threshold } => {
