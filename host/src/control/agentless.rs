@@ -137,12 +137,42 @@ pub async fn run(cfg: QgaRunConfig, shared: Arc<Shared>) {
     }
 }
 
+/// How long a probe may stay outstanding at libvirt before it is abandoned.
+pub const PROBE_CAP: Duration = Duration::from_secs(60);
+
+/// One probe per interval. A probe unanswered within the timeout is a miss, but its call is left to finish at
+/// libvirt (which holds the domain's agent job until the agent answers or its own timeout passes): no second probe
+/// is sent while one is outstanding, so a silent agent costs libvirtd at most one worker, however long it stays
+/// silent, and ticks meanwhile count as misses.
 async fn probe_loop(lv: Libvirt, d: DomainRef, id: String, cfg: Arc<QgaRunConfig>, shared: Arc<Shared>) {
     let mut tick = tokio::time::interval(cfg.interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut outstanding: Option<(JoinHandle<Result<(i64, u32), Error>>, std::time::Instant)> = None;
     loop {
         tick.tick().await;
-        let probe = classify(lv.guest_time(&d, Some(cfg.timeout)).await);
+        let probe = match &outstanding {
+            Some((h, since)) if !h.is_finished() => {
+                Probe::NoAnswer(format!("the probe sent {} ms ago is still unanswered", since.elapsed().as_millis()))
+            }
+            _ => {
+                let (lv2, d2) = (lv.clone(), d.clone());
+                let mut h = tokio::spawn(async move { lv2.guest_time(&d2, Some(PROBE_CAP)).await });
+                match tokio::time::timeout(cfg.timeout, &mut h).await {
+                    Ok(Ok(r)) => {
+                        outstanding = None;
+                        classify(r)
+                    }
+                    Ok(Err(_)) => {
+                        outstanding = None;
+                        Probe::NotRunning
+                    }
+                    Err(_) => {
+                        outstanding = Some((h, std::time::Instant::now()));
+                        Probe::NoAnswer(format!("no answer in {} ms", cfg.timeout.as_millis()))
+                    }
+                }
+            }
+        };
         shared.send(Command::AgentProbe { guest: id.clone(), probe, loss_threshold: cfg.loss_threshold });
     }
 }

@@ -1,0 +1,111 @@
+//! Agentless guests with the real libvirt and Debian's real `qemu-ga` (issue #22): a TCG domain whose busybox
+//! initramfs runs only `qemu-ga` (with its libraries), no Vigil agent; vigild with `--libvirt` and `[qga]`.
+//!
+//! - vigild finds the domain by its agent channel and watches it (`watching`); the agent still booting is no fault.
+//! - `virsh suspend` for longer than the loss bound: `paused`, no `heartbeat_lost`; `virsh resume`: `resumed`.
+//! - `qemu-ga` stopped in the guest (SIGSTOP, through a shell on the second serial port): `heartbeat_lost` with
+//!   `probe: "qemu-ga"` at the second missed probe; continued (SIGCONT): `recovered`.
+//! - the domain destroyed: `stopped`, and no loss.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use std::io::Write;
+use std::os::unix::net::UnixStream;
+use std::time::{Duration, Instant};
+
+use common::libvirt::{vm_files_with, Libvirtd};
+use common::vm::*;
+use common::*;
+
+const UUID: &str = "0c0ffee0-9a9a-4222-8333-444455556666";
+const NAME: &str = "vigil-qga";
+
+/// The end of /init: `qemu-ga` on the port named `org.qemu.guest_agent.0`, then a shell on the second serial port.
+const TAIL: &str = "for p in /sys/class/virtio-ports/*; do [ \"$(cat $p/name)\" = org.qemu.guest_agent.0 ] && \
+                    QGA=/dev/$(basename $p); done\nmkdir -p /run/qga\n\
+                    /usr/sbin/qemu-ga -m virtio-serial -p $QGA -t /run/qga -f /run/qga/qemu-ga.pid &\n\
+                    echo vigil-vm: qemu-ga started on $QGA\n\
+                    while true; do sh </dev/ttyS1 >/dev/ttyS1 2>&1; done\n";
+
+#[test]
+fn a_guest_with_only_qemu_ga_is_watched_through_libvirt_and_pauses_are_not_faults() {
+    let _serial = heavy();
+    need("qemu-system-x86_64", which("qemu-system-x86_64"), "qemu-system-x86");
+    let work = TempDir::new("qga");
+    let dir = work.path().join("qemu");
+    let (k, initrd) = vm_files_with(work.path(), &dir, TAIL, &qemu_ga_files());
+    let lv = Libvirtd::start(&work.path().join("libvirt"));
+    let config = work.path().join("vigild.toml");
+    std::fs::write(&config, "[qga]\ninterval_secs = 2\ntimeout_secs = 1\n").unwrap();
+    let run = work.path().join("run");
+    std::fs::create_dir_all(&run).unwrap();
+    let d = Vigild::start(&dir, &run, &["--config", config.to_str().unwrap(), "--libvirt", &lv.uri]);
+    d.wait_ready();
+
+    let console = work.path().join("console.log");
+    let tty = dir.join("tty1.sock");
+    let xml = format!(
+        "<domain type='qemu'><name>{NAME}</name><uuid>{UUID}</uuid><memory unit='MiB'>192</memory><vcpu>1</vcpu>\
+         <os><type arch='x86_64' machine='pc'>hvm</type><kernel>{}</kernel><initrd>{}</initrd>\
+         <cmdline>console=ttyS0 quiet</cmdline></os><devices><emulator>/usr/bin/qemu-system-x86_64</emulator>\
+         <serial type='file'><source path='{}'/><target port='0'/></serial>\
+         <serial type='unix'><source mode='bind' path='{}'/><target port='1'/></serial>\
+         <channel type='unix'><target type='virtio' name='org.qemu.guest_agent.0'/></channel>\
+         <memballoon model='none'/></devices></domain>",
+        k.display(),
+        initrd.display(),
+        console.display(),
+        tty.display()
+    );
+    let xml_path = work.path().join("q.xml");
+    std::fs::write(&xml_path, xml).unwrap();
+    lv.must(&["create", xml_path.to_str().unwrap()]);
+    let booted = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        d.wait_until(60, "watching the domain", |ev| !by_guest(ev, UUID, "watching").is_empty());
+        let deadline = Instant::now() + Duration::from_secs(90);
+        while !std::fs::read_to_string(&console).unwrap_or_default().contains("qemu-ga started") {
+            assert!(Instant::now() < deadline, "qemu-ga did not start");
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }));
+    if booted.is_err() {
+        panic!("console:\n{}", std::fs::read_to_string(&console).unwrap_or_default());
+    }
+    let watching = &by_guest(&d.events(), UUID, "watching")[0].clone();
+    assert_eq!((watching["protocol"].as_str(), watching["domain"].as_str()), (Some("qga"), Some(NAME)));
+    // a few answered probes (2 s apart) before anything else
+    std::thread::sleep(Duration::from_secs(6));
+    assert!(by_guest(&d.events(), UUID, "heartbeat_lost").is_empty(), "booting is not a fault");
+
+    // paused for longer than the loss bound (two missed probes, 4 s): no fault
+    lv.must(&["suspend", NAME]);
+    d.wait_until(20, "paused", |ev| !by_guest(ev, UUID, "paused").is_empty());
+    std::thread::sleep(Duration::from_secs(10));
+    lv.must(&["resume", NAME]);
+    d.wait_until(20, "resumed", |ev| !by_guest(ev, UUID, "resumed").is_empty());
+    std::thread::sleep(Duration::from_secs(4));
+    assert!(by_guest(&d.events(), UUID, "heartbeat_lost").is_empty(), "a pause is not a fault");
+
+    // qemu-ga stopped inside the guest: lost at the second missed probe
+    let mut shell = UnixStream::connect(&tty).unwrap();
+    shell.write_all(b"\nkill -STOP $(pidof qemu-ga)\n").unwrap();
+    let stopped = Instant::now();
+
+    d.wait_until(60, "heartbeat_lost through qemu-ga", |ev| !by_guest(ev, UUID, "heartbeat_lost").is_empty());
+    let detected = stopped.elapsed();
+    let lost = by_guest(&d.events(), UUID, "heartbeat_lost")[0].clone();
+    assert_eq!(lost["probe"], "qemu-ga", "{lost}");
+    assert!(lost["consecutive_misses"].as_u64().unwrap() >= 2, "{lost}");
+    println!("qga: qemu-ga stopped -> heartbeat_lost in {} ms (interval 2 s, timeout 1 s)", detected.as_millis());
+    // the bound: two missed probes (2 s apart, 1 s timeout) after the last answer, ~5 s; wide for a shared machine
+    assert!(detected < Duration::from_secs(20), "{detected:?}");
+    shell.write_all(b"kill -CONT $(pidof qemu-ga)\n").unwrap();
+    d.wait_until(60, "recovered", |ev| !by_guest(ev, UUID, "recovered").is_empty());
+
+    // destroyed: stopped, never a loss
+    lv.must(&["destroy", NAME]);
+    d.wait_until(30, "stopped", |ev| !by_guest(ev, UUID, "stopped").is_empty());
+    std::thread::sleep(Duration::from_secs(4));
+    assert_eq!(by_guest(&d.events(), UUID, "heartbeat_lost").len(), 1, "only the real hang");
+}
