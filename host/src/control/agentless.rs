@@ -87,7 +87,7 @@ pub async fn run(cfg: QgaRunConfig, shared: Arc<Shared>) {
     let mut round: u64 = 0;
     let mut said_error = false;
     loop {
-        if round % 10 == 0 {
+        if round.is_multiple_of(10) {
             without_agent.clear();
         }
         round += 1;
@@ -137,6 +137,9 @@ pub async fn run(cfg: QgaRunConfig, shared: Arc<Shared>) {
     }
 }
 
+/// A probe's call left to finish at libvirt.
+type Outstanding = JoinHandle<Result<(i64, u32), Error>>;
+
 /// How long a probe may stay outstanding at libvirt before it is abandoned.
 pub const PROBE_CAP: Duration = Duration::from_secs(60);
 
@@ -147,7 +150,7 @@ pub const PROBE_CAP: Duration = Duration::from_secs(60);
 async fn probe_loop(lv: Libvirt, d: DomainRef, id: String, cfg: Arc<QgaRunConfig>, shared: Arc<Shared>) {
     let mut tick = tokio::time::interval(cfg.interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut outstanding: Option<(JoinHandle<Result<(i64, u32), Error>>, std::time::Instant)> = None;
+    let mut outstanding: Option<(Outstanding, std::time::Instant)> = None;
     loop {
         tick.tick().await;
         let probe = match &outstanding {
