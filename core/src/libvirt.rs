@@ -10,6 +10,10 @@
 
 /// The remote program (`REMOTE_PROGRAM`).
 pub const REMOTE_PROGRAM: u32 = 0x2000_8086;
+/// The QEMU-specific program (`QEMU_PROGRAM`, `src/remote/qemu_protocol.x`).
+pub const QEMU_PROGRAM: u32 = 0x2000_8087;
+/// `QEMU_PROC_DOMAIN_AGENT_COMMAND`.
+pub const QEMU_PROC_AGENT_COMMAND: u32 = 3;
 /// Its version (`REMOTE_PROTOCOL_VERSION`).
 pub const REMOTE_PROTOCOL_VERSION: u32 = 1;
 /// The largest packet libvirt sends or accepts, length word excluded (`VIR_NET_MESSAGE_MAX`).

@@ -158,6 +158,23 @@ pub struct QgaSettings {
     pub loss_threshold: Option<u32>,
     /// How often running domains are listed (default 10 s).
     pub rescan_secs: Option<u64>,
+    /// Opt-in application health: a command run in each such guest through `guest-exec` (off by default: it runs
+    /// code inside tenants' VMs, and libvirt marks the domain tainted; see docs/security.md).
+    pub health: Option<QgaHealthSettings>,
+}
+
+/// `[qga.health]`: a command run in the guest through the guest agent; exit status 0 is healthy.
+#[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct QgaHealthSettings {
+    /// The argv, run by the guest agent (no shell unless you name one).
+    pub command: Vec<String>,
+    /// One run per this (default 10 s).
+    pub interval_secs: Option<u64>,
+    /// A run that has not exited after this is a failure (default 5 s).
+    pub timeout_secs: Option<u64>,
+    /// `unhealthy` after this many failures in a row (default 3).
+    pub failure_threshold: Option<u32>,
 }
 
 /// `[hotplug]`: which running domains get the heartbeat channel, plugged in by vigild through libvirt. A domain is
@@ -243,6 +260,14 @@ impl FileConfig {
             let interval = q.interval_secs.unwrap_or(5);
             if interval == 0 || q.timeout_secs.unwrap_or(3) >= interval || q.timeout_secs == Some(0) {
                 return Err("qga: timeout_secs must be at least 1 and less than interval_secs".into());
+            }
+            if let Some(h) = &q.health {
+                if h.command.first().is_none_or(String::is_empty) {
+                    return Err("qga.health: command must name a program".into());
+                }
+                if h.interval_secs == Some(0) || h.timeout_secs == Some(0) || h.failure_threshold == Some(0) {
+                    return Err("qga.health: interval_secs, timeout_secs and failure_threshold are at least 1".into());
+                }
             }
         }
         for s in std::iter::once(&self.defaults).chain(self.guests.iter().map(|g| &g.settings)) {

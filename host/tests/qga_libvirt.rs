@@ -5,6 +5,11 @@
 //! - `virsh suspend` for longer than the loss bound: `paused`, no `heartbeat_lost`; `virsh resume`: `resumed`.
 //! - `qemu-ga` stopped in the guest (SIGSTOP, through a shell on the second serial port): `heartbeat_lost` with
 //!   `probe: "qemu-ga"` at the second missed probe; continued (SIGCONT): `recovered`.
+//! - `qemu-ga` killed and started again at once: libvirt resynchronises with it, no false fault.
+//! - the opt-in health command (`[qga.health]`, `guest-exec`) starts failing: `unhealthy` with its first output line
+//!   after the failure threshold; passes again: `recovered`.
+//! - beside it, a domain running Vigil's agent (with the guest agent's channel too) is watched by its heartbeat
+//!   alone, by the same vigild.
 //! - the domain destroyed: `stopped`, and no loss.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -12,6 +17,7 @@ mod common;
 
 use std::io::Write;
 use std::os::unix::net::UnixStream;
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use common::libvirt::{vm_files_with, Libvirtd};
@@ -20,13 +26,47 @@ use common::*;
 
 const UUID: &str = "0c0ffee0-9a9a-4222-8333-444455556666";
 const NAME: &str = "vigil-qga";
+const UUID_HB: &str = "0c0ffee0-9b9b-4222-8333-444455556666";
+const NAME_HB: &str = "vigil-qga-hb";
 
-/// The end of /init: `qemu-ga` on the port named `org.qemu.guest_agent.0`, then a shell on the second serial port.
-const TAIL: &str = "for p in /sys/class/virtio-ports/*; do [ \"$(cat $p/name)\" = org.qemu.guest_agent.0 ] && \
-                    QGA=/dev/$(basename $p); done\nmkdir -p /run/qga\n\
-                    /usr/sbin/qemu-ga -m virtio-serial -p $QGA -t /run/qga -f /run/qga/qemu-ga.pid &\n\
-                    echo vigil-vm: qemu-ga started on $QGA\n\
+/// The end of /init: with `vigil.mode=heartbeat` Vigil's agent; otherwise `qemu-ga` on the port named
+/// `org.qemu.guest_agent.0` (`/usr/local/bin/start-qga` starts it again); then a shell on the second serial port.
+const TAIL: &str = "case \"$(cat /proc/cmdline)\" in\n\
+                    *vigil.mode=heartbeat*) /sbin/vigil-guest --name hb --interval-ms 500 --api-socket \
+                    /run/vigil/guest.sock --no-reference-api & ;;\n\
+                    *) mkdir -p /usr/local/bin /run/qga\n\
+                    printf '#!/bin/sh\\nfor p in /sys/class/virtio-ports/*; do [ \"$(cat $p/name)\" = \
+                    org.qemu.guest_agent.0 ] && QGA=/dev/$(basename $p); done\\n/usr/sbin/qemu-ga -m virtio-serial \
+                    -p $QGA -t /run/qga &\\n' > /usr/local/bin/start-qga\n\
+                    chmod +x /usr/local/bin/start-qga\n/usr/local/bin/start-qga\n\
+                    echo vigil-vm: qemu-ga started ;;\nesac\n\
                     while true; do sh </dev/ttyS1 >/dev/ttyS1 2>&1; done\n";
+
+fn domain_xml(name: &str, uuid: &str, k: &Path, initrd: &Path, console: &Path, tty: &Path, extra: &str) -> String {
+    format!(
+        "<domain type='qemu'><name>{name}</name><uuid>{uuid}</uuid><memory unit='MiB'>192</memory><vcpu>1</vcpu>\
+         <os><type arch='x86_64' machine='pc'>hvm</type><kernel>{}</kernel><initrd>{}</initrd>\
+         <cmdline>console=ttyS0 quiet {extra}</cmdline></os><devices><emulator>/usr/bin/qemu-system-x86_64</emulator>\
+         <serial type='file'><source path='{}'/><target port='0'/></serial>\
+         <serial type='unix'><source mode='bind' path='{}'/><target port='1'/></serial>\
+         <channel type='unix'><target type='virtio' name='org.qemu.guest_agent.0'/></channel>{}\
+         <memballoon model='none'/></devices></domain>",
+        k.display(),
+        initrd.display(),
+        console.display(),
+        tty.display(),
+        if extra.is_empty() {
+            String::new()
+        } else {
+            let sock = tty.parent().unwrap().join(format!("cgcs.heartbeat.{uuid}.sock"));
+            format!(
+                "<channel type='unix'><source mode='bind' path='{}'/><target type='virtio' name='cgcs.heartbeat'/>\
+                 </channel>",
+                sock.display()
+            )
+        }
+    )
+}
 
 #[test]
 fn a_guest_with_only_qemu_ga_is_watched_through_libvirt_and_pauses_are_not_faults() {
@@ -37,7 +77,13 @@ fn a_guest_with_only_qemu_ga_is_watched_through_libvirt_and_pauses_are_not_fault
     let (k, initrd) = vm_files_with(work.path(), &dir, TAIL, &qemu_ga_files());
     let lv = Libvirtd::start(&work.path().join("libvirt"));
     let config = work.path().join("vigild.toml");
-    std::fs::write(&config, "[qga]\ninterval_secs = 2\ntimeout_secs = 1\n").unwrap();
+    std::fs::write(
+        &config,
+        "[qga]\ninterval_secs = 2\ntimeout_secs = 1\n[qga.health]\n\
+         command = [\"/bin/sh\", \"-c\", \"test ! -e /tmp/sick || { echo db down; exit 1; }\"]\n\
+         interval_secs = 2\ntimeout_secs = 2\nfailure_threshold = 2\n",
+    )
+    .unwrap();
     let run = work.path().join("run");
     std::fs::create_dir_all(&run).unwrap();
     let d = Vigild::start(&dir, &run, &["--config", config.to_str().unwrap(), "--libvirt", &lv.uri]);
@@ -45,22 +91,15 @@ fn a_guest_with_only_qemu_ga_is_watched_through_libvirt_and_pauses_are_not_fault
 
     let console = work.path().join("console.log");
     let tty = dir.join("tty1.sock");
-    let xml = format!(
-        "<domain type='qemu'><name>{NAME}</name><uuid>{UUID}</uuid><memory unit='MiB'>192</memory><vcpu>1</vcpu>\
-         <os><type arch='x86_64' machine='pc'>hvm</type><kernel>{}</kernel><initrd>{}</initrd>\
-         <cmdline>console=ttyS0 quiet</cmdline></os><devices><emulator>/usr/bin/qemu-system-x86_64</emulator>\
-         <serial type='file'><source path='{}'/><target port='0'/></serial>\
-         <serial type='unix'><source mode='bind' path='{}'/><target port='1'/></serial>\
-         <channel type='unix'><target type='virtio' name='org.qemu.guest_agent.0'/></channel>\
-         <memballoon model='none'/></devices></domain>",
-        k.display(),
-        initrd.display(),
-        console.display(),
-        tty.display()
-    );
     let xml_path = work.path().join("q.xml");
-    std::fs::write(&xml_path, xml).unwrap();
+    std::fs::write(&xml_path, domain_xml(NAME, UUID, &k, &initrd, &console, &tty, "")).unwrap();
     lv.must(&["create", xml_path.to_str().unwrap()]);
+    let console_hb = work.path().join("console-hb.log");
+    let xml_hb = work.path().join("hb.xml");
+    let tty_hb = dir.join("tty1-hb.sock");
+    std::fs::write(&xml_hb, domain_xml(NAME_HB, UUID_HB, &k, &initrd, &console_hb, &tty_hb, "vigil.mode=heartbeat"))
+        .unwrap();
+    lv.must(&["create", xml_hb.to_str().unwrap()]);
     let booted = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         d.wait_until(60, "watching the domain", |ev| !by_guest(ev, UUID, "watching").is_empty());
         let deadline = Instant::now() + Duration::from_secs(90);
@@ -102,6 +141,27 @@ fn a_guest_with_only_qemu_ga_is_watched_through_libvirt_and_pauses_are_not_fault
     assert!(detected < Duration::from_secs(20), "{detected:?}");
     shell.write_all(b"kill -CONT $(pidof qemu-ga)\n").unwrap();
     d.wait_until(60, "recovered", |ev| !by_guest(ev, UUID, "recovered").is_empty());
+
+    // qemu-ga killed and started again: libvirt resynchronises, no false fault
+    let lost_so_far = by_guest(&d.events(), UUID, "heartbeat_lost").len();
+    shell.write_all(b"kill $(pidof qemu-ga); /usr/local/bin/start-qga\n").unwrap();
+    std::thread::sleep(Duration::from_secs(10));
+    assert_eq!(by_guest(&d.events(), UUID, "heartbeat_lost").len(), lost_so_far, "a restarted agent is no hang");
+
+    // the health command fails from now: unhealthy after two failures, with its output; passes again: recovered
+    let recovered_so_far = by_guest(&d.events(), UUID, "recovered").len();
+    shell.write_all(b"touch /tmp/sick\n").unwrap();
+    d.wait_until(60, "unhealthy", |ev| !by_guest(ev, UUID, "unhealthy").is_empty());
+    let sick = by_guest(&d.events(), UUID, "unhealthy")[0].clone();
+    assert_eq!(sick["log_msg"], "exit 1: db down", "{sick}");
+    shell.write_all(b"rm /tmp/sick\n").unwrap();
+    d.wait_until(60, "recovered from unhealthy", |ev| by_guest(ev, UUID, "recovered").len() > recovered_so_far);
+
+    // side by side: the domain with Vigil's agent heartbeats, and is not watched through its guest agent
+    let ev = d.events();
+    assert!(!by_guest(&ev, UUID_HB, "registered").is_empty(), "the heartbeat guest registered");
+    assert!(by_guest(&ev, UUID_HB, "watching").is_empty(), "Vigil's agent is the one watched");
+    assert!(by_guest(&ev, UUID_HB, "heartbeat_lost").is_empty());
 
     // destroyed: stopped, never a loss
     lv.must(&["destroy", NAME]);

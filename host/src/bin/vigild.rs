@@ -332,6 +332,12 @@ fn main() -> ExitCode {
                     timeout: StdDuration::from_secs(q.timeout_secs.unwrap_or(3)),
                     loss_threshold: q.loss_threshold.unwrap_or(1),
                     rescan: StdDuration::from_secs(q.rescan_secs.unwrap_or(10).max(1)),
+                    health: q.health.as_ref().map(|h| vigil_host::control::agentless::HealthRun {
+                        command: h.command.clone(),
+                        interval: StdDuration::from_secs(h.interval_secs.unwrap_or(10)),
+                        timeout: StdDuration::from_secs(h.timeout_secs.unwrap_or(5)),
+                        failure_threshold: h.failure_threshold.unwrap_or(3),
+                    }),
                 });
             }
             if let Some(p) = &cfg.control.lifecycle.qmp_pattern {

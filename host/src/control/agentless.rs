@@ -36,7 +36,25 @@ pub struct QgaRunConfig {
     pub loss_threshold: u32,
     /// How often the running domains are listed.
     pub rescan: Duration,
+    /// The opt-in health command.
+    pub health: Option<HealthRun>,
 }
+
+/// The opt-in health command, resolved.
+#[derive(Clone, Debug)]
+pub struct HealthRun {
+    /// The argv.
+    pub command: Vec<String>,
+    /// One run per this.
+    pub interval: Duration,
+    /// A run not exited after this is a failure.
+    pub timeout: Duration,
+    /// Unhealthy after this many failures in a row.
+    pub failure_threshold: u32,
+}
+
+/// The longest reason kept from a health command's output.
+pub const MAX_REASON: usize = 200;
 
 /// The channels a domain's XML names (`<channel><target name=...>`).
 pub fn channels(xml: &str) -> Vec<String> {
@@ -116,13 +134,17 @@ pub async fn run(cfg: QgaRunConfig, shared: Arc<Shared>) {
                     let id = uuid_string(&d.uuid);
                     info!(guest = %id, domain = %d.name, "qga: watching through the guest agent");
                     shared.send(Command::AgentWatch { guest: id.clone(), domain: d.name.clone() });
-                    let task = tokio::spawn(probe_loop(
-                        lv.clone(),
-                        d.clone(),
-                        id.clone(),
-                        Arc::clone(&cfg),
-                        Arc::clone(&shared),
-                    ));
+                    let (lv2, cfg2, sh2) = (lv.clone(), Arc::clone(&cfg), Arc::clone(&shared));
+                    let (d2, id2) = (d.clone(), id.clone());
+                    let task = tokio::spawn(async move {
+                        match cfg2.health.clone() {
+                            Some(h) => {
+                                let health = health_loop(lv2.clone(), d2.clone(), id2.clone(), h, Arc::clone(&sh2));
+                                tokio::join!(probe_loop(lv2, d2, id2, cfg2, sh2), health);
+                            }
+                            None => probe_loop(lv2, d2, id2, cfg2, sh2).await,
+                        }
+                    });
                     watched.insert(d.uuid, (id, task));
                 }
             }
@@ -180,6 +202,71 @@ async fn probe_loop(lv: Libvirt, d: DomainRef, id: String, cfg: Arc<QgaRunConfig
     }
 }
 
+/// Runs the health command once per interval (the first after one interval: the agent needs to be up).
+async fn health_loop(lv: Libvirt, d: DomainRef, id: String, h: HealthRun, shared: Arc<Shared>) {
+    let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + h.interval, h.interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let result = match run_health(&lv, &d, &h).await {
+            Ok(r) => r,
+            Err(Error::Timeout { .. }) => Err("the guest agent did not answer".into()),
+            Err(Error::Remote { message, .. }) => Err(bounded(&format!("the guest agent refused: {message}"))),
+            Err(_) => continue, // libvirtd unreachable: nothing to judge
+        };
+        shared.send(Command::AgentHealth { guest: id.clone(), result, failure_threshold: h.failure_threshold });
+    }
+}
+
+/// One run: `guest-exec`, then `guest-exec-status` until it exits or the timeout passes. The outer `Err` is
+/// libvirt's; the inner one the command's failure, with its first output line.
+async fn run_health(lv: &Libvirt, d: &DomainRef, h: &HealthRun) -> Result<Result<(), String>, Error> {
+    let t = Duration::from_secs(5);
+    let (path, args) = h.command.split_first().map_or(("", &[][..]), |(p, a)| (p.as_str(), a));
+    let exec =
+        serde_json::json!({"execute": "guest-exec", "arguments": {"path": path, "arg": args, "capture-output": true}});
+    let reply = lv.agent_command(d, &exec.to_string(), 5, t).await?;
+    let Some(pid) = serde_json::from_str::<serde_json::Value>(&reply).ok().and_then(|v| v["return"]["pid"].as_i64())
+    else {
+        return Ok(Err(bounded(&format!("guest-exec gave no pid: {reply}"))));
+    };
+    let started = tokio::time::Instant::now();
+    let status = serde_json::json!({"execute": "guest-exec-status", "arguments": {"pid": pid}}).to_string();
+    loop {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let reply = lv.agent_command(d, &status, 5, t).await?;
+        let v: serde_json::Value = serde_json::from_str(&reply).unwrap_or_default();
+        let r = &v["return"];
+        if r["exited"].as_bool() == Some(true) {
+            let code = r["exitcode"].as_i64();
+            if code == Some(0) {
+                return Ok(Ok(()));
+            }
+            let line = first_line(r["out-data"].as_str()).or_else(|| first_line(r["err-data"].as_str()));
+            let what = code.map_or_else(|| format!("signal {}", r["signal"]), |c| format!("exit {c}"));
+            return Ok(Err(bounded(&format!("{what}: {}", line.unwrap_or_default()))));
+        }
+        if started.elapsed() >= h.timeout {
+            return Ok(Err(format!("still running after {} s", h.timeout.as_secs())));
+        }
+    }
+}
+
+/// The first line of base64 output (only its first 4 KiB decoded: guest output is hostile input).
+fn first_line(b64: Option<&str>) -> Option<String> {
+    use base64::Engine;
+    let b64 = b64?;
+    let head = &b64.as_bytes()[..b64.len().min(4096) / 4 * 4];
+    let bytes = base64::engine::general_purpose::STANDARD.decode(head).ok()?;
+    let text = String::from_utf8_lossy(&bytes);
+    text.lines().map(str::trim).find(|l| !l.is_empty()).map(str::to_string)
+}
+
+/// At most [`MAX_REASON`] characters (events escape the rest).
+fn bounded(s: &str) -> String {
+    s.chars().take(MAX_REASON).collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -202,5 +289,14 @@ mod tests {
         assert_eq!(classify(Err(remote(55))), Probe::NotRunning);
         assert_eq!(classify(Err(remote(1))), Probe::Answered, "the agent refused: it is alive");
         assert_eq!(classify(Err(Error::Connect("gone".into()))), Probe::NotRunning);
+    }
+
+    #[test]
+    fn health_output_is_bounded_to_its_first_line() {
+        // "\n  db down\nmore" in base64
+        assert_eq!(first_line(Some("CiAgZGIgZG93bgptb3Jl")).as_deref(), Some("db down"));
+        assert_eq!(first_line(Some("!!!")), None);
+        assert_eq!(first_line(None), None);
+        assert_eq!(bounded(&"x".repeat(1000)).len(), MAX_REASON);
     }
 }

@@ -149,10 +149,11 @@ impl Conn {
         }
     }
 
-    async fn send(&self, procedure: u32, kind: u32, serial: u32, status: u32, body: &[u8]) -> Result<(), Error> {
+    async fn send(&self, call: (u32, u32), kind: u32, serial: u32, status: u32, body: &[u8]) -> Result<(), Error> {
+        let (program, procedure) = call;
         let mut p = Vec::with_capacity(wire::LEN_BYTES + wire::HEADER_BYTES + body.len());
         let len = (wire::LEN_BYTES + wire::HEADER_BYTES + body.len()) as u32;
-        for w in [len, wire::REMOTE_PROGRAM, wire::REMOTE_PROTOCOL_VERSION, procedure, kind, serial, status] {
+        for w in [len, program, wire::REMOTE_PROTOCOL_VERSION, procedure, kind, serial, status] {
             p.extend_from_slice(&w.to_be_bytes());
         }
         p.extend_from_slice(body);
@@ -176,7 +177,7 @@ impl Conn {
                 break;
             }
             let Ok((h, rest)) = wire::decode_header(&body) else { break };
-            if h.program != wire::REMOTE_PROGRAM {
+            if h.program != wire::REMOTE_PROGRAM && h.program != wire::QEMU_PROGRAM {
                 continue; // keepalive or another program: not asked for, ignored
             }
             let offset = body.len() - rest.len();
@@ -254,12 +255,12 @@ impl Libvirt {
         });
         tokio::spawn(Arc::clone(&conn).read_loop(r));
         // authentication: none, or polkit (libvirtd asks polkit about our peer credentials)
-        let auth = wire::decode_auth_list(&self.call_on(&conn, proc::AUTH_LIST, &[], self.timeout).await?)?;
+        let auth = wire::decode_auth_list(&self.call_on(&conn, remote(proc::AUTH_LIST), &[], self.timeout).await?)?;
         if auth & (1 << wire::AUTH_NONE) == 0 && auth != 0 {
             if auth & (1 << wire::AUTH_POLKIT) == 0 {
                 return Err(Error::Auth(format!("server offers only SASL (set {}), not supported", "auth_unix_rw")));
             }
-            let ret = self.call_on(&conn, proc::AUTH_POLKIT, &[], self.timeout).await?;
+            let ret = self.call_on(&conn, remote(proc::AUTH_POLKIT), &[], self.timeout).await?;
             if wire::Xdr::new(&ret).i32()? == 0 {
                 return Err(Error::Auth("polkit did not complete".into()));
             }
@@ -267,17 +268,18 @@ impl Libvirt {
         let mut open = Enc::default();
         open.opt_str(Some(&self.target.name));
         open.u32(0);
-        self.call_on(&conn, proc::OPEN, &open.0, self.timeout).await?;
+        self.call_on(&conn, remote(proc::OPEN), &open.0, self.timeout).await?;
         *slot = Some(Arc::clone(&conn));
         Ok(conn)
     }
 
-    async fn call_on(&self, conn: &Conn, procedure: u32, body: &[u8], timeout: Duration) -> Result<Vec<u8>, Error> {
+    async fn call_on(&self, conn: &Conn, p: (u32, u32), body: &[u8], timeout: Duration) -> Result<Vec<u8>, Error> {
+        let procedure = p.1;
         let (tx, rx) = oneshot::channel();
         let serial = conn.register(Pending::Call(tx));
         let call = proc::name(procedure);
         let result = tokio::time::timeout(timeout, async {
-            conn.send(procedure, 0, serial, 0, body).await?;
+            conn.send(p, 0, serial, 0, body).await?;
             rx.await.map_err(|_| Error::Connect(format!("closed during {call}")))
         })
         .await;
@@ -297,7 +299,21 @@ impl Libvirt {
         let conn = tokio::time::timeout(timeout, self.conn())
             .await
             .map_err(|_| Error::Timeout { call: "connect", after: timeout })??;
-        self.call_on(&conn, procedure, body, timeout).await
+        self.call_on(&conn, remote(procedure), body, timeout).await
+    }
+
+    /// `virDomainQemuAgentCommand`: a raw guest-agent command (JSON) and its raw answer. libvirt marks the domain
+    /// tainted (`custom-ga-command`); only the opt-in health command uses it. `agent_secs` is libvirt's own wait.
+    pub async fn agent_command(&self, d: &DomainRef, cmd: &str, agent_secs: i32, t: Duration) -> Result<String, Error> {
+        let mut e = Enc::default();
+        e.domain(d);
+        e.str(cmd);
+        e.u32(agent_secs as u32);
+        e.u32(0);
+        let conn =
+            tokio::time::timeout(t, self.conn()).await.map_err(|_| Error::Timeout { call: "connect", after: t })??;
+        let body = self.call_on(&conn, (wire::QEMU_PROGRAM, wire::QEMU_PROC_AGENT_COMMAND), &e.0, t).await?;
+        Ok(wire::decode_opt_string(&body, MAX_AGENT_REPLY)?.unwrap_or("").to_string())
     }
 
     /// The domain named by `id`: a UUID (Nova's instance UUID) or a name.
@@ -418,7 +434,7 @@ impl Libvirt {
         e.u32(0);
         e.u32(0);
         let result = tokio::time::timeout(timeout, async {
-            conn.send(proc::DOMAIN_SCREENSHOT, 0, serial, 0, &e.0).await?;
+            conn.send(remote(proc::DOMAIN_SCREENSHOT), 0, serial, 0, &e.0).await?;
             let closed = || Error::Connect(format!("closed during {call}"));
             // the reply (the MIME type) and the stream's packets, in whatever order libvirtd sends them
             let (mut mime, mut image, mut ended) = (None, Vec::new(), false);
@@ -447,17 +463,25 @@ impl Libvirt {
         match result {
             Ok(Ok(v)) => {
                 // finish the stream as libvirt's client does (an empty OK packet); its answer is not awaited
-                let _ = conn.send(proc::DOMAIN_SCREENSHOT, 3, serial, 0, &[]).await;
+                let _ = conn.send(remote(proc::DOMAIN_SCREENSHOT), 3, serial, 0, &[]).await;
                 Ok(v)
             }
             Ok(Err(e)) => {
-                let _ = conn.send(proc::DOMAIN_SCREENSHOT, 3, serial, 1, &[]).await;
+                let _ = conn.send(remote(proc::DOMAIN_SCREENSHOT), 3, serial, 1, &[]).await;
                 Err(e)
             }
             Err(_) => Err(Error::Timeout { call, after: timeout }),
         }
     }
 }
+
+/// A procedure of the remote program.
+fn remote(procedure: u32) -> (u32, u32) {
+    (wire::REMOTE_PROGRAM, procedure)
+}
+
+/// Longest raw guest-agent answer read.
+pub const MAX_AGENT_REPLY: usize = 1024 * 1024;
 
 fn remote_error(body: &[u8]) -> Error {
     match wire::decode_error(body) {

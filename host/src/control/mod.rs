@@ -130,6 +130,15 @@ pub enum Command {
         /// Loss when consecutive misses exceed this.
         loss_threshold: u32,
     },
+    /// How one run of an agentless guest's health command went.
+    AgentHealth {
+        /// Guest id.
+        guest: String,
+        /// `Err`: why it failed.
+        result: Result<(), String>,
+        /// Unhealthy after this many failures in a row.
+        failure_threshold: u32,
+    },
     /// One guest's status, found by id.
     Guest {
         /// Guest id.

@@ -44,6 +44,9 @@ pub struct AgentGuest {
     /// Since when an answer is awaited (watch start, VM start or reboot), until the first one.
     waiting_since: Option<Instant>,
     said_not_established: bool,
+    /// Health-command failures in a row.
+    health_failures: u32,
+    unhealthy: bool,
     /// Probes answered.
     pub answers: u64,
     /// Probes missed.
@@ -72,6 +75,8 @@ impl Fleet {
             last_answer: None,
             waiting_since: Some(now),
             said_not_established: false,
+            health_failures: 0,
+            unhealthy: false,
             answers: 0,
             missed: 0,
         };
@@ -150,6 +155,37 @@ impl Fleet {
                         probe: Some("qemu-ga"),
                     };
                     self.events.push_back((Arc::clone(id), e));
+                }
+            }
+        }
+    }
+
+    /// How one run of the health command went (`Err`: why it failed, the command's first output line); unhealthy
+    /// after `threshold` failures in a row, once per episode; the next success recovers. Not while the VM is not
+    /// running or the agent is lost (the liveness verdict says more).
+    pub fn handle_agent_health(&mut self, id: &str, result: Result<(), String>, threshold: u32) {
+        let Some(g) = self.agents.get_mut(id) else { return };
+        match result {
+            Ok(()) => {
+                g.health_failures = 0;
+                if g.unhealthy {
+                    g.unhealthy = false;
+                    self.events.push_back((Arc::clone(&g.id), Event::Recovered {}));
+                }
+            }
+            Err(reason) => {
+                if g.vm != Vm::Running || g.lost {
+                    return;
+                }
+                g.health_failures += 1;
+                if g.health_failures >= threshold && !g.unhealthy {
+                    if !self.reporting {
+                        self.counters.withheld_faults += 1;
+                        return;
+                    }
+                    g.unhealthy = true;
+                    let e = Event::Unhealthy { corrective_action: "none", log_msg: reason };
+                    self.events.push_back((Arc::clone(&g.id), e));
                 }
             }
         }
@@ -270,6 +306,23 @@ mod tests {
         assert_eq!(kinds(&mut f), ["stopped"]);
         // a heartbeat guest with the same id is the one watched
         assert!(!f.watch_agent("u1", "vm-1", at(0)));
+    }
+
+    #[test]
+    fn a_failing_health_command_is_unhealthy_after_the_threshold_once_then_recovered() {
+        let mut f = Fleet::new(FleetConfig::default(), FileConfig::default(), 1, at(0));
+        f.watch_agent("u1", "vm-1", at(0));
+        f.handle_agent_probe("u1", Probe::Answered, at(1_000), 1);
+        f.handle_agent_health("u1", Err("exit 1: db down".into()), 3);
+        f.handle_agent_health("u1", Err("exit 1: db down".into()), 3);
+        assert_eq!(kinds(&mut f), ["watching"]);
+        f.handle_agent_health("u1", Err("exit 1: db down".into()), 3);
+        let ev: Vec<_> = std::iter::from_fn(|| f.poll_event()).collect();
+        assert!(matches!(&ev[..], [(_, Event::Unhealthy { log_msg, .. })] if log_msg == "exit 1: db down"), "{ev:?}");
+        f.handle_agent_health("u1", Err("exit 1: db down".into()), 3);
+        assert!(kinds(&mut f).is_empty(), "once per episode");
+        f.handle_agent_health("u1", Ok(()), 3);
+        assert_eq!(kinds(&mut f), ["recovered"]);
     }
 
     #[test]

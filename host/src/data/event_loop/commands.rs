@@ -27,6 +27,9 @@ impl Daemon {
                     self.fleet.watch_agent(&guest, &domain, now);
                 }
                 Command::AgentUnwatch { guest } => self.fleet.unwatch_agent(&guest),
+                Command::AgentHealth { guest, result, failure_threshold } => {
+                    self.fleet.handle_agent_health(&guest, result, failure_threshold)
+                }
                 Command::AgentProbe { guest, probe, loss_threshold } => {
                     self.fleet.handle_agent_probe(&guest, probe, now, loss_threshold)
                 }
