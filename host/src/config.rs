@@ -150,10 +150,10 @@ pub struct FileConfig {
 #[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct QgaSettings {
-    /// One probe per this (default 5 s; at least 1).
-    pub interval_secs: Option<u64>,
-    /// A probe unanswered this long is a miss (default 3 s; less than the interval).
-    pub timeout_secs: Option<u64>,
+    /// One probe per this many milliseconds (default 5000; at least 500).
+    pub interval_ms: Option<u64>,
+    /// A probe unanswered this long is a miss (default 3000 ms; at least 100, less than the interval).
+    pub timeout_ms: Option<u64>,
     /// Loss when consecutive misses exceed this (default 1: at the second miss).
     pub loss_threshold: Option<u32>,
     /// How often running domains are listed (default 10 s).
@@ -257,9 +257,10 @@ impl FileConfig {
             }
         }
         if let Some(q) = &self.qga {
-            let interval = q.interval_secs.unwrap_or(5);
-            if interval == 0 || q.timeout_secs.unwrap_or(3) >= interval || q.timeout_secs == Some(0) {
-                return Err("qga: timeout_secs must be at least 1 and less than interval_secs".into());
+            let interval = q.interval_ms.unwrap_or(5000);
+            let timeout = q.timeout_ms.unwrap_or(3000);
+            if interval < 500 || timeout < 100 || timeout >= interval {
+                return Err("qga: interval_ms at least 500, timeout_ms at least 100 and less than interval_ms".into());
             }
             if let Some(h) = &q.health {
                 if h.command.first().is_none_or(String::is_empty) {

@@ -328,8 +328,8 @@ fn main() -> ExitCode {
                 };
                 cfg.control.qga = Some(vigil_host::control::agentless::QgaRunConfig {
                     libvirt: uri.clone(),
-                    interval: StdDuration::from_secs(q.interval_secs.unwrap_or(5)),
-                    timeout: StdDuration::from_secs(q.timeout_secs.unwrap_or(3)),
+                    interval: StdDuration::from_millis(q.interval_ms.unwrap_or(5000)),
+                    timeout: StdDuration::from_millis(q.timeout_ms.unwrap_or(3000)),
                     loss_threshold: q.loss_threshold.unwrap_or(1),
                     rescan: StdDuration::from_secs(q.rescan_secs.unwrap_or(10).max(1)),
                     health: q.health.as_ref().map(|h| vigil_host::control::agentless::HealthRun {

@@ -139,10 +139,18 @@ pub async fn run(cfg: QgaRunConfig, shared: Arc<Shared>) {
                     let task = tokio::spawn(async move {
                         match cfg2.health.clone() {
                             Some(h) => {
-                                let health = health_loop(lv2.clone(), d2.clone(), id2.clone(), h, Arc::clone(&sh2));
-                                tokio::join!(probe_loop(lv2, d2, id2, cfg2, sh2), health);
+                                let heard = Arc::new(Heard::default());
+                                let health = health_loop(
+                                    lv2.clone(),
+                                    d2.clone(),
+                                    id2.clone(),
+                                    h,
+                                    Arc::clone(&sh2),
+                                    Arc::clone(&heard),
+                                );
+                                tokio::join!(probe_loop(lv2, d2, id2, cfg2, sh2, heard), health);
                             }
-                            None => probe_loop(lv2, d2, id2, cfg2, sh2).await,
+                            None => probe_loop(lv2, d2, id2, cfg2, sh2, Arc::default()).await,
                         }
                     });
                     watched.insert(d.uuid, (id, task));
@@ -169,7 +177,37 @@ pub const PROBE_CAP: Duration = Duration::from_secs(60);
 /// libvirt (which holds the domain's agent job until the agent answers or its own timeout passes): no second probe
 /// is sent while one is outstanding, so a silent agent costs libvirtd at most one worker, however long it stays
 /// silent, and ticks meanwhile count as misses.
-async fn probe_loop(lv: Libvirt, d: DomainRef, id: String, cfg: Arc<QgaRunConfig>, shared: Arc<Shared>) {
+/// When the guest agent last answered the health command: libvirt runs one agent command per domain at a time, so a
+/// probe queued behind a health run may wait past its timeout while the agent is plainly alive.
+#[derive(Debug)]
+struct Heard(std::sync::Mutex<Option<tokio::time::Instant>>);
+
+impl Default for Heard {
+    fn default() -> Self {
+        Heard(std::sync::Mutex::new(None))
+    }
+}
+
+impl Heard {
+    fn now(&self) {
+        if let Ok(mut t) = self.0.lock() {
+            *t = Some(tokio::time::Instant::now());
+        }
+    }
+
+    fn within(&self, d: Duration) -> bool {
+        self.0.lock().ok().and_then(|t| *t).is_some_and(|t| t.elapsed() <= d)
+    }
+}
+
+async fn probe_loop(
+    lv: Libvirt,
+    d: DomainRef,
+    id: String,
+    cfg: Arc<QgaRunConfig>,
+    shared: Arc<Shared>,
+    heard: Arc<Heard>,
+) {
     let mut tick = tokio::time::interval(cfg.interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut outstanding: Option<(Outstanding, std::time::Instant)> = None;
@@ -198,17 +236,22 @@ async fn probe_loop(lv: Libvirt, d: DomainRef, id: String, cfg: Arc<QgaRunConfig
                 }
             }
         };
+        // unanswered, but the agent answered the health command within the interval: busy, alive
+        let probe = match probe {
+            Probe::NoAnswer(_) if heard.within(cfg.interval) => Probe::Answered,
+            p => p,
+        };
         shared.send(Command::AgentProbe { guest: id.clone(), probe, loss_threshold: cfg.loss_threshold });
     }
 }
 
 /// Runs the health command once per interval (the first after one interval: the agent needs to be up).
-async fn health_loop(lv: Libvirt, d: DomainRef, id: String, h: HealthRun, shared: Arc<Shared>) {
+async fn health_loop(lv: Libvirt, d: DomainRef, id: String, h: HealthRun, shared: Arc<Shared>, heard: Arc<Heard>) {
     let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + h.interval, h.interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
-        let result = match run_health(&lv, &d, &h).await {
+        let result = match run_health(&lv, &d, &h, &heard).await {
             Ok(r) => r,
             Err(Error::Timeout { .. }) => Err("the guest agent did not answer".into()),
             Err(Error::Remote { message, .. }) => Err(bounded(&format!("the guest agent refused: {message}"))),
@@ -220,12 +263,13 @@ async fn health_loop(lv: Libvirt, d: DomainRef, id: String, h: HealthRun, shared
 
 /// One run: `guest-exec`, then `guest-exec-status` until it exits or the timeout passes. The outer `Err` is
 /// libvirt's; the inner one the command's failure, with its first output line.
-async fn run_health(lv: &Libvirt, d: &DomainRef, h: &HealthRun) -> Result<Result<(), String>, Error> {
+async fn run_health(lv: &Libvirt, d: &DomainRef, h: &HealthRun, heard: &Heard) -> Result<Result<(), String>, Error> {
     let t = Duration::from_secs(5);
     let (path, args) = h.command.split_first().map_or(("", &[][..]), |(p, a)| (p.as_str(), a));
     let exec =
         serde_json::json!({"execute": "guest-exec", "arguments": {"path": path, "arg": args, "capture-output": true}});
     let reply = lv.agent_command(d, &exec.to_string(), 5, t).await?;
+    heard.now();
     let Some(pid) = serde_json::from_str::<serde_json::Value>(&reply).ok().and_then(|v| v["return"]["pid"].as_i64())
     else {
         return Ok(Err(bounded(&format!("guest-exec gave no pid: {reply}"))));
@@ -235,6 +279,7 @@ async fn run_health(lv: &Libvirt, d: &DomainRef, h: &HealthRun) -> Result<Result
     loop {
         tokio::time::sleep(Duration::from_millis(200)).await;
         let reply = lv.agent_command(d, &status, 5, t).await?;
+        heard.now();
         let v: serde_json::Value = serde_json::from_str(&reply).unwrap_or_default();
         let r = &v["return"];
         if r["exited"].as_bool() == Some(true) {
