@@ -152,7 +152,8 @@ pub struct FileConfig {
 pub struct QgaSettings {
     /// One probe per this many milliseconds (default 5000; at least 500).
     pub interval_ms: Option<u64>,
-    /// A probe unanswered this long is a miss (default 3000 ms; at least 100, less than the interval).
+    /// A probe unanswered this long is a miss (default 3000 ms, or half the interval when that is less; at least
+    /// 100, less than the interval).
     pub timeout_ms: Option<u64>,
     /// Loss when consecutive misses exceed this (default 1: at the second miss).
     pub loss_threshold: Option<u32>,
@@ -161,6 +162,11 @@ pub struct QgaSettings {
     /// Opt-in application health: a command run in each such guest through `guest-exec` (off by default: it runs
     /// code inside tenants' VMs, and libvirt marks the domain tainted; see docs/security.md).
     pub health: Option<QgaHealthSettings>,
+}
+
+/// The default probe timeout for an interval: 3 s, or half the interval when that is less.
+pub fn default_qga_timeout(interval_ms: u64) -> u64 {
+    (interval_ms / 2).min(3000)
 }
 
 /// `[qga.health]`: a command run in the guest through the guest agent; exit status 0 is healthy.
@@ -258,7 +264,7 @@ impl FileConfig {
         }
         if let Some(q) = &self.qga {
             let interval = q.interval_ms.unwrap_or(5000);
-            let timeout = q.timeout_ms.unwrap_or(3000);
+            let timeout = q.timeout_ms.unwrap_or(default_qga_timeout(interval));
             if interval < 500 || timeout < 100 || timeout >= interval {
                 return Err("qga: interval_ms at least 500, timeout_ms at least 100 and less than interval_ms".into());
             }

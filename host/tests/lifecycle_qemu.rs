@@ -7,59 +7,13 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::Write;
 use std::os::unix::net::UnixStream;
-use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::vm::*;
 use common::*;
-use serde_json::Value;
-
-/// A QMP client for the test's own monitor socket.
-struct Qmp {
-    r: BufReader<UnixStream>,
-    w: UnixStream,
-}
-
-impl Qmp {
-    fn connect(path: &Path) -> Qmp {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        let s = loop {
-            match UnixStream::connect(path) {
-                Ok(s) => break s,
-                Err(e) => {
-                    assert!(Instant::now() < deadline, "QMP {}: {e}", path.display());
-                    std::thread::sleep(Duration::from_millis(100));
-                }
-            }
-        };
-        s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
-        let mut q = Qmp { r: BufReader::new(s.try_clone().unwrap()), w: s };
-        q.line(); // greeting
-        q.cmd("qmp_capabilities");
-        q
-    }
-
-    fn line(&mut self) -> Value {
-        let mut l = String::new();
-        self.r.read_line(&mut l).unwrap();
-        serde_json::from_str(&l).unwrap_or(Value::Null)
-    }
-
-    /// Runs a command; events that come before its answer are skipped.
-    fn cmd(&mut self, name: &str) {
-        writeln!(self.w, "{{\"execute\":\"{name}\"}}").unwrap();
-        loop {
-            let v = self.line();
-            if v.get("return").is_some() {
-                return;
-            }
-            assert!(v.get("error").is_none(), "{name}: {v}");
-        }
-    }
-}
 
 fn heartbeats(d: &Vigild) -> u64 {
     admin(d, "GET", "/v1/guests/vm-0002", None).1["heartbeats"].as_u64().unwrap_or(0)

@@ -87,6 +87,11 @@ enum Command {
         /// what `*` matches (e.g. 'qmp.*.sock').
         #[arg(long, value_name = "GLOB")]
         qmp_pattern: Option<String>,
+        /// QEMU guest agent sockets in the watched directories (plain QEMU's `-chardev socket,server=on` for the
+        /// port `org.qemu.guest_agent.0`), for guests without Vigil's agent; the guest id is what `*` matches
+        /// (e.g. 'qga.*.sock'). Probed at [qga] interval_ms (default 5 s). Not for libvirt domains: use [qga].
+        #[arg(long, value_name = "GLOB")]
+        qga_pattern: Option<String>,
         /// Also write a status snapshot to this file every 2 s (a read-only view that survives the daemon).
         #[arg(long, value_name = "FILE")]
         status_file: Option<PathBuf>,
@@ -193,6 +198,7 @@ fn main() -> ExitCode {
             libvirt,
             enable_domains,
             qmp_pattern,
+            qga_pattern,
             status_file,
             rescan_secs,
             backoff_min_ms,
@@ -279,6 +285,7 @@ fn main() -> ExitCode {
                     web_listen: web_listen_address,
                     recovery: None,
                     qga: None,
+                    qga_direct: None,
                     lifecycle: vigil_host::control::lifecycle::LifecycleConfig {
                         qmp_pattern,
                         dirs: Vec::new(),
@@ -321,15 +328,20 @@ fn main() -> ExitCode {
                 }
                 _ => {}
             }
-            if let Some(q) = &file.qga {
+            if let Some(q) =
+                file.qga.as_ref().filter(|_| cfg.control.lifecycle.libvirt.is_some() || qga_pattern.is_none())
+            {
                 let Some(uri) = &cfg.control.lifecycle.libvirt else {
-                    eprintln!("vigild: [qga] needs --libvirt URI");
+                    eprintln!("vigild: [qga] needs --libvirt URI (or --qga-pattern for plain QEMU's agent sockets)");
                     return ExitCode::from(2);
                 };
                 cfg.control.qga = Some(vigil_host::control::agentless::QgaRunConfig {
                     libvirt: uri.clone(),
                     interval: StdDuration::from_millis(q.interval_ms.unwrap_or(5000)),
-                    timeout: StdDuration::from_millis(q.timeout_ms.unwrap_or(3000)),
+                    timeout: StdDuration::from_millis(
+                        q.timeout_ms
+                            .unwrap_or_else(|| vigil_host::config::default_qga_timeout(q.interval_ms.unwrap_or(5000))),
+                    ),
                     loss_threshold: q.loss_threshold.unwrap_or(1),
                     rescan: StdDuration::from_secs(q.rescan_secs.unwrap_or(10).max(1)),
                     health: q.health.as_ref().map(|h| vigil_host::control::agentless::HealthRun {
@@ -345,6 +357,19 @@ fn main() -> ExitCode {
                     eprintln!("vigild: --qmp-pattern: {e}");
                     return ExitCode::from(2);
                 }
+            }
+            if let Some(p) = qga_pattern {
+                if let Err(e) = vigil_host::glob::Pattern::new(&p) {
+                    eprintln!("vigild: --qga-pattern: {e}");
+                    return ExitCode::from(2);
+                }
+                let q = file.qga.clone().unwrap_or_default();
+                cfg.control.qga_direct = Some(vigil_host::control::qga_direct::QgaDirectConfig {
+                    pattern: p,
+                    dirs: cfg.control.lifecycle.dirs.clone(),
+                    interval: StdDuration::from_millis(q.interval_ms.unwrap_or(5000)),
+                    loss_threshold: q.loss_threshold.unwrap_or(1),
+                });
             }
             match Daemon::new(cfg).and_then(Daemon::run) {
                 Ok(()) => ExitCode::SUCCESS,

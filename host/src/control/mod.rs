@@ -11,6 +11,7 @@ pub mod client;
 pub mod hotplug;
 pub mod libvirt;
 pub mod lifecycle;
+pub mod qga_direct;
 pub mod recovery;
 pub mod render;
 pub mod serve;
@@ -209,6 +210,8 @@ pub struct ControlConfig {
     pub recovery: Option<recovery::RecoveryConfig>,
     /// Agentless guests through the stock QEMU guest agent (libvirt).
     pub qga: Option<agentless::QgaRunConfig>,
+    /// Agentless guests on plain QEMU: the agent's own sockets (`--qga-pattern`).
+    pub qga_direct: Option<qga_direct::QgaDirectConfig>,
 }
 
 /// The spool and the sinks that read it.
@@ -343,6 +346,9 @@ impl Control {
         });
         if let Some(q) = cfg.qga.clone() {
             rt.spawn(agentless::run(q, Arc::clone(&shared)));
+        }
+        if let Some(q) = cfg.qga_direct.clone() {
+            rt.spawn(qga_direct::run(q, Arc::clone(&shared)));
         }
         let lc = cfg.lifecycle.clone();
         let lc_shared = Arc::clone(&shared);

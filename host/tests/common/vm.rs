@@ -1,8 +1,13 @@
 //! Real Linux VMs for tests: Debian's kernel, a busybox initramfs holding the static agent, QEMU.
 #![allow(dead_code)]
 
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
 
 pub fn workspace() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
@@ -137,4 +142,48 @@ pub fn build_initramfs_with(work: &Path, agent: &Path, kver: &str, tail: &str, e
         .unwrap();
     assert!(status.success(), "cpio/gzip failed (Debian's cpio)");
     image
+}
+
+/// A QMP client for the test's own monitor socket.
+pub struct Qmp {
+    r: BufReader<UnixStream>,
+    w: UnixStream,
+}
+
+impl Qmp {
+    pub fn connect(path: &Path) -> Qmp {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let s = loop {
+            match UnixStream::connect(path) {
+                Ok(s) => break s,
+                Err(e) => {
+                    assert!(Instant::now() < deadline, "QMP {}: {e}", path.display());
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+            }
+        };
+        s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+        let mut q = Qmp { r: BufReader::new(s.try_clone().unwrap()), w: s };
+        q.line(); // greeting
+        q.cmd("qmp_capabilities");
+        q
+    }
+
+    pub fn line(&mut self) -> Value {
+        let mut l = String::new();
+        self.r.read_line(&mut l).unwrap();
+        serde_json::from_str(&l).unwrap_or(Value::Null)
+    }
+
+    /// Runs a command; events that come before its answer are skipped.
+    pub fn cmd(&mut self, name: &str) {
+        writeln!(self.w, "{{\"execute\":\"{name}\"}}").unwrap();
+        loop {
+            let v = self.line();
+            if v.get("return").is_some() {
+                return;
+            }
+            assert!(v.get("error").is_none(), "{name}: {v}");
+        }
+    }
 }
