@@ -150,10 +150,10 @@ pub struct FileConfig {
 #[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct QgaSettings {
-    /// One probe per this many milliseconds (default 5000; at least 500).
+    /// One probe per this many milliseconds (default 5000; at least 100).
     pub interval_ms: Option<u64>,
     /// A probe unanswered this long is a miss (default 3000 ms, or half the interval when that is less; at least
-    /// 100, less than the interval).
+    /// 50, less than the interval).
     pub timeout_ms: Option<u64>,
     /// Loss when consecutive misses exceed this (default 1: at the second miss).
     pub loss_threshold: Option<u32>,
@@ -265,8 +265,8 @@ impl FileConfig {
         if let Some(q) = &self.qga {
             let interval = q.interval_ms.unwrap_or(5000);
             let timeout = q.timeout_ms.unwrap_or(default_qga_timeout(interval));
-            if interval < 500 || timeout < 100 || timeout >= interval {
-                return Err("qga: interval_ms at least 500, timeout_ms at least 100 and less than interval_ms".into());
+            if interval < 100 || timeout < 50 || timeout >= interval {
+                return Err("qga: interval_ms at least 100, timeout_ms at least 50 and less than interval_ms".into());
             }
             if let Some(h) = &q.health {
                 if h.command.first().is_none_or(String::is_empty) {

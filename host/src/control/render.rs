@@ -150,6 +150,11 @@ pub fn openmetrics(
     r.register("unhealthy_reports", "Unhealthy reports", counter(c.unhealthy_reports));
     r.register("faults_withheld", "Faults not reported (maintenance, reporting off)", counter(c.withheld_faults));
     r.register(
+        "agent_probes",
+        "Probes of guests watched through the QEMU guest agent, by result",
+        family("result", [("answered", c.agent_answers), ("missed", c.agent_misses)]),
+    );
+    r.register(
         "protocol_errors",
         "Protocol errors by kind (rate_limited: episodes over the byte budget)",
         family("kind", c.protocol_errors.iter().map(|(k, v)| (*k, *v))),

@@ -104,6 +104,7 @@ impl Fleet {
         let id = &g.id;
         match probe {
             Probe::Answered => {
+                self.counters.agent_answers += 1;
                 g.answers += 1;
                 g.misses = 0;
                 g.last_answer = Some(now);
@@ -139,6 +140,7 @@ impl Fleet {
                     }
                     return;
                 }
+                self.counters.agent_misses += 1;
                 g.missed += 1;
                 g.misses += 1;
                 if g.misses > loss_threshold && !g.lost {

@@ -98,6 +98,10 @@ pub struct Counters {
     pub votes: BTreeMap<&'static str, u64>,
     /// Faults not reported because of maintenance or reporting off.
     pub withheld_faults: u64,
+    /// Probes of agentless guests (through the QEMU guest agent) answered.
+    pub agent_answers: u64,
+    /// Probes of agentless guests not answered.
+    pub agent_misses: u64,
     /// Round trips of answers to the current challenge, in seconds.
     pub rtt: Buckets,
 }
