@@ -90,9 +90,9 @@ fn uuid_string(u: &[u8; 16]) -> String {
     uuid::Uuid::from_bytes(*u).hyphenated().to_string()
 }
 
-/// Finds and probes agentless domains until the runtime stops.
-pub async fn run(cfg: QgaRunConfig, shared: Arc<Shared>) {
-    let lv = match Libvirt::new(&cfg.libvirt) {
+/// Finds and probes agentless domains on vigild's libvirt client `lv` until the runtime stops.
+pub async fn run(cfg: QgaRunConfig, lv: Result<Libvirt, Error>, shared: Arc<Shared>) {
+    let lv = match lv {
         Ok(lv) => lv,
         Err(e) => {
             warn!(error = %e, "qga: no libvirt client; agentless guests are not watched");

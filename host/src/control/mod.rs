@@ -339,13 +339,20 @@ impl Control {
                 None
             }
         };
+        // one libvirt connection per URI serves recovery and the agentless probes
+        let mut clients: std::collections::HashMap<String, Result<libvirt::Libvirt, libvirt::Error>> =
+            std::collections::HashMap::new();
+        let mut client =
+            |uri: &str| clients.entry(uri.to_string()).or_insert_with(|| libvirt::Libvirt::new(uri)).clone();
         let recovery_tx = cfg.recovery.clone().map(|rc| {
             let (tx, rx) = mpsc::channel(recovery::RECOVERY_QUEUE);
-            rt.spawn(recovery::run(rc, Arc::clone(&shared), rx));
+            let lv = client(&rc.libvirt);
+            rt.spawn(recovery::run(rc, lv, Arc::clone(&shared), rx));
             tx
         });
         if let Some(q) = cfg.qga.clone() {
-            rt.spawn(agentless::run(q, Arc::clone(&shared)));
+            let lv = client(&q.libvirt);
+            rt.spawn(agentless::run(q, lv, Arc::clone(&shared)));
         }
         if let Some(q) = cfg.qga_direct.clone() {
             rt.spawn(qga_direct::run(q, Arc::clone(&shared)));

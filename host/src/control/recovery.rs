@@ -89,9 +89,14 @@ impl RecoveryConfig {
     }
 }
 
-/// Runs jobs until the loop lets go of the queue.
-pub async fn run(cfg: RecoveryConfig, shared: Arc<Shared>, mut jobs: mpsc::Receiver<RecoveryJob>) {
-    let lv = match Libvirt::new(&cfg.libvirt) {
+/// Runs jobs on vigild's libvirt client `lv` until the loop lets go of the queue.
+pub async fn run(
+    cfg: RecoveryConfig,
+    lv: Result<Libvirt, Error>,
+    shared: Arc<Shared>,
+    mut jobs: mpsc::Receiver<RecoveryJob>,
+) {
+    let lv = match lv {
         Ok(lv) => lv,
         Err(e) => {
             warn!(error = %e, "recovery: no libvirt client; libvirt actions fail");
