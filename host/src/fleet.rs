@@ -214,12 +214,16 @@ impl Fleet {
 
     /// Every guest's status line.
     pub fn snapshot(&self, now: Instant) -> Vec<GuestStatus> {
-        self.guests.iter().map(|(_, g)| status_of(g, now)).collect()
+        let agents = self.agents.values().map(agentless::AgentGuest::status);
+        self.guests.iter().map(|(_, g)| status_of(g, now)).chain(agents).collect()
     }
 
     /// One guest's status line, by id (no walk over the fleet).
     pub fn status(&self, id: &str, now: Instant) -> Option<GuestStatus> {
-        self.find(id).and_then(|k| self.guests.get(k)).map(|g| status_of(g, now))
+        match self.find(id).and_then(|k| self.guests.get(k)) {
+            Some(g) => Some(status_of(g, now)),
+            None => self.agents.get(id).map(agentless::AgentGuest::status),
+        }
     }
 
     // ---- input ----

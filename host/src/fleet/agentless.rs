@@ -53,6 +53,49 @@ pub struct AgentGuest {
     pub missed: u64,
 }
 
+impl AgentGuest {
+    /// Its state in the words of the status and the metrics (`fleet::GUEST_STATES`).
+    pub fn state_word(&self) -> &'static str {
+        match self.vm {
+            Vm::Running if self.lost => "lost",
+            Vm::Running if self.waiting_since.is_some() => "awaiting_init",
+            Vm::Running => "heartbeating",
+            other => other.word(),
+        }
+    }
+
+    /// Its status line (the fields that apply; `socket` names the domain: `qemu-ga:<domain>`).
+    pub fn status(&self) -> crate::node::status::GuestStatus {
+        crate::node::status::GuestStatus {
+            id: self.id.to_string(),
+            socket: format!("qemu-ga:{}", self.domain),
+            state: self.state_word().into(),
+            fault: if self.lost {
+                Some("heartbeat_lost".into())
+            } else {
+                self.unhealthy.then(|| "unhealthy:none".into())
+            },
+            name: None,
+            interval_ms: None,
+            vote_secs: None,
+            restart_secs: None,
+            heartbeats: self.answers,
+            misses: self.missed,
+            protocol_errors: 0,
+            last_rtt_ms: 0,
+            max_rtt_ms: 0,
+            tx_dropped: 0,
+            maintenance_reason: None,
+            maintenance_left_ms: None,
+            reporting: true,
+            connections: 0,
+            rate_limited: 0,
+            late_answers: 0,
+            unknown_values: 0,
+        }
+    }
+}
+
 /// How long a rebooting agentless guest may go without an answer before misses count again.
 pub const AGENT_REBOOT_GRACE: Duration = Duration::from_secs(600);
 /// How long an agent may take to answer for the first time before it is reported `not_established`.
@@ -277,8 +320,18 @@ mod tests {
         f.handle_agent_probe("u1", miss(), at(20_000), 1);
         assert!(kinds(&mut f).is_empty(), "once per episode");
         // an agent that answers with an error (frozen file systems) is alive
+        assert_eq!(
+            f.status("u1", at(22_000)).map(|s| (s.state, s.fault)),
+            Some(("lost".into(), Some("heartbeat_lost".into())))
+        );
         f.handle_agent_probe("u1", Probe::Answered, at(25_000), 1);
         assert_eq!(kinds(&mut f), ["recovered"]);
+        let st = f.status("u1", at(25_000)).unwrap();
+        assert_eq!(
+            (st.state.as_str(), st.socket.as_str(), st.heartbeats, st.misses),
+            ("heartbeating", "qemu-ga:vm-1", 2, 3)
+        );
+        assert_eq!(f.state_counts().0.iter().find(|(s, _)| *s == "heartbeating").map(|e| e.1), Some(1));
         f.unwatch_agent("u1");
         assert_eq!(kinds(&mut f), ["removed"]);
     }

@@ -279,13 +279,16 @@ impl Fleet {
     pub fn state_counts(&self) -> (Vec<(&'static str, u64)>, u64) {
         let mut by_state: Vec<(&'static str, u64)> = super::GUEST_STATES.iter().map(|&s| (s, 0)).collect();
         let mut in_maintenance = 0;
+        let mut count = |word: &'static str| match by_state.iter_mut().find(|(s, _)| *s == word) {
+            Some(e) => e.1 += 1,
+            None => by_state.push((word, 1)),
+        };
         for (_, g) in self.guests.iter() {
-            let word = g.state_word();
-            match by_state.iter_mut().find(|(s, _)| *s == word) {
-                Some(e) => e.1 += 1,
-                None => by_state.push((word, 1)),
-            }
+            count(g.state_word());
             in_maintenance += u64::from(g.maintenance.is_some());
+        }
+        for g in self.agents.values() {
+            count(g.state_word());
         }
         (by_state, in_maintenance)
     }
