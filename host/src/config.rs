@@ -159,6 +159,9 @@ pub struct QgaSettings {
     pub loss_threshold: Option<u32>,
     /// How often running domains are listed (default 10 s).
     pub rescan_secs: Option<u64>,
+    /// What to do when such a guest is lost, under `[defaults]`' policy and budgets (`none`, the default: report
+    /// only; `reboot`, `stop`). With `policy = "libvirt"`: a reset (or a power cycle when QEMU hangs) or a destroy.
+    pub corrective_action: Option<String>,
     /// Opt-in application health: a command run in each such guest through `guest-exec` (off by default: it runs
     /// code inside tenants' VMs, and libvirt marks the domain tainted; see docs/security.md).
     pub health: Option<QgaHealthSettings>,
@@ -267,6 +270,11 @@ impl FileConfig {
             let timeout = q.timeout_ms.unwrap_or(default_qga_timeout(interval));
             if interval < 100 || timeout < 50 || timeout >= interval {
                 return Err("qga: interval_ms at least 100, timeout_ms at least 50 and less than interval_ms".into());
+            }
+            if let Some(a) = &q.corrective_action {
+                if !matches!(a.as_str(), "none" | "log" | "reboot" | "stop") {
+                    return Err(format!("qga: corrective_action {a:?}: none, log, reboot or stop"));
+                }
             }
             if let Some(h) = &q.health {
                 if h.command.first().is_none_or(String::is_empty) {

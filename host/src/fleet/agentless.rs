@@ -143,6 +143,7 @@ impl Fleet {
 
     /// The outcome of one probe of guest `id`.
     pub fn handle_agent_probe(&mut self, id: &str, probe: Probe, now: Instant, loss_threshold: u32) {
+        let action = self.agent_action();
         let Some(g) = self.agents.get_mut(id) else { return };
         let id = &g.id;
         match probe {
@@ -195,14 +196,27 @@ impl Fleet {
                     let e = Event::HeartbeatLost {
                         consecutive_misses: g.misses,
                         last_heartbeat: g.last_answer.map(|t| Ago((now - t).as_millis())),
-                        corrective_action: "none",
+                        corrective_action: action.as_str(),
                         reason: Some(format!("qemu-ga: {reason}")),
                         probe: Some("qemu-ga"),
                     };
-                    self.events.push_back((Arc::clone(id), e));
+                    let id = Arc::clone(id);
+                    self.events.push_back((Arc::clone(&id), e));
+                    let policy = Arc::clone(&self.defaults);
+                    self.act_under(&id, &policy, None, "heartbeat_lost", action, now);
                 }
             }
         }
+    }
+
+    /// The corrective action for a lost agentless guest (`[qga] corrective_action`; none by default).
+    fn agent_action(&self) -> vigil_core::CorrectiveAction {
+        self.file
+            .qga
+            .as_ref()
+            .and_then(|q| q.corrective_action.as_deref())
+            .and_then(vigil_core::CorrectiveAction::from_wire)
+            .unwrap_or(vigil_core::CorrectiveAction::None)
     }
 
     /// How one run of the health command went (`Err`: why it failed, the command's first output line); unhealthy
@@ -378,6 +392,34 @@ mod tests {
         assert!(kinds(&mut f).is_empty(), "once per episode");
         f.handle_agent_health("u1", Ok(()), 3);
         assert_eq!(kinds(&mut f), ["recovered"]);
+    }
+
+    #[test]
+    fn a_lost_agentless_guest_gets_the_configured_action_under_the_defaults_budget() {
+        let file = FileConfig {
+            defaults: crate::config::GuestSettings {
+                policy: Some(crate::config::ActionPolicy::Libvirt),
+                min_uptime_secs: Some(0),
+                action_budget: Some(1),
+                ..Default::default()
+            },
+            qga: Some(crate::config::QgaSettings { corrective_action: Some("reboot".into()), ..Default::default() }),
+            ..FileConfig::default()
+        };
+        let mut f = Fleet::new(FleetConfig::default(), file, 1, at(0));
+        f.watch_agent("u1", "vm-1", at(0));
+        for round in 0..2u64 {
+            let t = round * 100_000;
+            f.handle_agent_probe("u1", Probe::Answered, at(t + 1_000), 1);
+            f.handle_agent_probe("u1", miss(), at(t + 2_000), 1);
+            f.handle_agent_probe("u1", miss(), at(t + 3_000), 1);
+        }
+        let a = f.poll_action().expect("a reset for the first loss");
+        assert_eq!((&*a.guest, a.trigger), ("u1", "heartbeat_lost"));
+        assert!(matches!(a.via, crate::fleet::Via::Libvirt(l) if l.op == crate::fleet::LibvirtOp::Reset));
+        assert!(f.poll_action().is_none(), "a budget of one");
+        let k = kinds(&mut f);
+        assert_eq!(k.iter().filter(|k| **k == "action_suppressed").count(), 1, "{k:?}");
     }
 
     #[test]

@@ -73,9 +73,7 @@ pub enum Io {
 /// A corrective command to run.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ActionRequest {
-    /// The guest.
-    pub key: GuestKey,
-    /// Its id.
+    /// The guest's id.
     pub guest: Arc<str>,
     /// `heartbeat_lost` or `unhealthy`.
     pub trigger: &'static str,

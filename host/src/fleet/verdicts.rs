@@ -7,7 +7,7 @@ use vigil_core::{CorrectiveAction, Instant, MonitorEvent};
 
 use super::recovery::Refusal;
 use super::{ActionRequest, Fleet, GuestKey, LibvirtAction, LibvirtOp, Via, VoteDone};
-use crate::config::{ActionPolicy, RebootAs};
+use crate::config::{ActionPolicy, Policy, RebootAs, RecoveryPolicy};
 use crate::events::{Ago, Event};
 
 impl Fleet {
@@ -135,45 +135,66 @@ impl Fleet {
     }
 
     pub(super) fn act(&mut self, key: GuestKey, trigger: &'static str, action: CorrectiveAction, now: Instant) {
-        let Some(g) = self.guests.get_mut(key) else { return };
-        let via = match g.policy.policy {
-            ActionPolicy::Log => return,
-            ActionPolicy::Command => match g.policy.command_for(action, &g.id, trigger) {
-                None => return,
+        let Some(g) = self.guests.get(key) else { return };
+        let (id, policy, last) = (Arc::clone(&g.id), Arc::clone(&g.policy), g.last_action);
+        if self.act_under(&id, &policy, last, trigger, action, now) {
+            if let Some(g) = self.guests.get_mut(key) {
+                g.last_action = Some(now);
+            }
+        }
+    }
+
+    /// Carries out `action` for guest `id` under `policy` (its last command at `last`); `true` if one was queued.
+    pub(super) fn act_under(
+        &mut self,
+        id: &Arc<str>,
+        policy: &Policy,
+        last: Option<Instant>,
+        trigger: &'static str,
+        action: CorrectiveAction,
+        now: Instant,
+    ) -> bool {
+        let via = match policy.policy {
+            ActionPolicy::Log => return false,
+            ActionPolicy::Command => match policy.command_for(action, id, trigger) {
+                None => return false,
                 Some(Ok(argv)) => Via::Command(argv),
                 Some(Err(e)) => {
                     let event = action_event(trigger, action, Vec::new(), None, Some(e));
-                    self.events.push_back((Arc::clone(&g.id), event));
-                    return;
+                    self.events.push_back((Arc::clone(id), event));
+                    return false;
                 }
             },
-            ActionPolicy::Libvirt => {
-                let r = g.policy.recovery;
-                let op = match action.effective() {
-                    CorrectiveAction::Reboot if r.reboot_as == RebootAs::Reboot => LibvirtOp::Reboot,
-                    CorrectiveAction::Reboot => LibvirtOp::Reset,
-                    CorrectiveAction::Stop => LibvirtOp::Stop,
-                    _ => return, // log, none: the fault event is all
-                };
-                Via::Libvirt(LibvirtAction {
-                    op,
-                    second_opinion: r.second_opinion.map(|d| std::time::Duration::from_millis(d.as_millis())),
-                    evidence: r.evidence,
-                })
-            }
+            ActionPolicy::Libvirt => match libvirt_via(&policy.recovery, action) {
+                Some(via) => via,
+                None => return false, // log, none: the fault event is all
+            },
         };
         if let Via::Command(argv) = &via {
-            if g.last_action.is_some_and(|t| now < t + g.policy.action_min_gap) {
+            if last.is_some_and(|t| now < t + policy.action_min_gap) {
                 let mut event = action_event(trigger, action, argv.clone(), None, None);
                 if let Event::Action { skipped, .. } = &mut event {
                     *skipped = Some("rate limit");
                 }
-                self.events.push_back((Arc::clone(&g.id), event));
-                return;
+                self.events.push_back((Arc::clone(id), event));
+                return false;
             }
         }
-        let recovery = g.policy.recovery;
-        if let Err((refusal, first)) = self.ledger.check(&g.id, &recovery, now) {
+        self.budgeted(id, policy.recovery, trigger, action, via, now)
+    }
+
+    /// Queues a corrective action for guest `id` if its budget allows it now (else says why, once per episode);
+    /// `true` if queued.
+    pub(super) fn budgeted(
+        &mut self,
+        id: &Arc<str>,
+        recovery: RecoveryPolicy,
+        trigger: &'static str,
+        action: CorrectiveAction,
+        via: Via,
+        now: Instant,
+    ) -> bool {
+        if let Err((refusal, first)) = self.ledger.check(id, &recovery, now) {
             if first {
                 let (why, until) = match refusal {
                     Refusal::Budget { refills_at } => ("budget", refills_at),
@@ -187,20 +208,29 @@ impl Fleet {
                     min_uptime_secs: recovery.min_uptime.as_millis() / 1000,
                     allowed_in_secs: until.map(|t| t.saturating_duration_since(now).as_millis().div_ceil(1000)),
                 };
-                self.events.push_back((Arc::clone(&g.id), event));
+                self.events.push_back((Arc::clone(id), event));
             }
-            return;
+            return false;
         }
-        self.ledger.record(&g.id, now);
-        g.last_action = Some(now);
-        self.actions.push_back(ActionRequest {
-            key,
-            guest: Arc::clone(&g.id),
-            trigger,
-            action: action.effective(),
-            via,
-        });
+        self.ledger.record(id, now);
+        self.actions.push_back(ActionRequest { guest: Arc::clone(id), trigger, action: action.effective(), via });
+        true
     }
+}
+
+/// How `policy = "libvirt"` carries out `action` (`None`: log or none, nothing to do).
+pub fn libvirt_via(r: &RecoveryPolicy, action: CorrectiveAction) -> Option<Via> {
+    let op = match action.effective() {
+        CorrectiveAction::Reboot if r.reboot_as == RebootAs::Reboot => LibvirtOp::Reboot,
+        CorrectiveAction::Reboot => LibvirtOp::Reset,
+        CorrectiveAction::Stop => LibvirtOp::Stop,
+        _ => return None,
+    };
+    Some(Via::Libvirt(LibvirtAction {
+        op,
+        second_opinion: r.second_opinion.map(|d| std::time::Duration::from_millis(d.as_millis())),
+        evidence: r.evidence,
+    }))
 }
 
 /// An `action` event.
