@@ -9,7 +9,7 @@ mod common;
 
 use std::io::Write;
 use std::os::unix::net::UnixStream;
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use common::vm::*;
@@ -46,18 +46,8 @@ fn pauses_resets_and_crashes_are_not_hangs_and_a_real_hang_still_is() {
     let console = work.path().join("console.log");
     let tty = work.path().join("tty.sock");
     let ctl = work.path().join("ctl.qmp");
-    let child = Command::new(qemu)
-        .args(["-m", "256", "-smp", "1", "-display", "none", "-monitor", "none", "-nodefaults"])
-        .arg("-kernel")
-        .arg(&kernel)
-        .arg("-initrd")
-        .arg(&initramfs)
-        .args(["-append", "console=ttyS0 quiet"])
-        .arg("-serial")
-        .arg(format!("file:{}", console.display()))
-        .arg("-serial")
-        .arg(format!("unix:{},server=on,wait=off", tty.display()))
-        .args(["-device", "virtio-serial-pci", "-device", "pvpanic-pci"])
+    let child = plain_qemu(&qemu, &kernel, &initramfs, &console, &tty)
+        .args(["-device", "pvpanic-pci"])
         .arg("-chardev")
         .arg(format!("socket,id=hb,path={},server=on,wait=off", dir.join("cgcs.heartbeat.vm-0002.sock").display()))
         .args(["-device", "virtserialport,chardev=hb,name=cgcs.heartbeat"])

@@ -88,12 +88,8 @@ fn qga_ping_rate_and_cost_through_one_libvirtd() {
         lv.must(&["create", path.to_str().unwrap()]);
         ttys.push((tty, console, uuid));
     }
-    let deadline = Instant::now() + Duration::from_secs(300);
     for (_, console, _) in &ttys {
-        while !std::fs::read_to_string(console).unwrap_or_default().contains("qemu-ga started") {
-            assert!(Instant::now() < deadline, "a VM did not boot");
-            std::thread::sleep(Duration::from_millis(200));
-        }
+        wait_console(console, "qemu-ga started", 300);
     }
     std::thread::sleep(Duration::from_secs(3));
     let lvpid = libvirtd_pid(&lv_dir);

@@ -100,17 +100,8 @@ fn a_guest_with_only_qemu_ga_is_watched_through_libvirt_and_pauses_are_not_fault
     std::fs::write(&xml_hb, domain_xml(NAME_HB, UUID_HB, &k, &initrd, &console_hb, &tty_hb, "vigil.mode=heartbeat"))
         .unwrap();
     lv.must(&["create", xml_hb.to_str().unwrap()]);
-    let booted = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        d.wait_until(60, "watching the domain", |ev| !by_guest(ev, UUID, "watching").is_empty());
-        let deadline = Instant::now() + Duration::from_secs(90);
-        while !std::fs::read_to_string(&console).unwrap_or_default().contains("qemu-ga started") {
-            assert!(Instant::now() < deadline, "qemu-ga did not start");
-            std::thread::sleep(Duration::from_millis(200));
-        }
-    }));
-    if booted.is_err() {
-        panic!("console:\n{}", std::fs::read_to_string(&console).unwrap_or_default());
-    }
+    wait_console(&console, "qemu-ga started", 90);
+    d.wait_until(60, "watching the domain", |ev| !by_guest(ev, UUID, "watching").is_empty());
     let watching = &by_guest(&d.events(), UUID, "watching")[0].clone();
     assert_eq!((watching["protocol"].as_str(), watching["domain"].as_str()), (Some("qga"), Some(NAME)));
     // a few answered probes (1 s apart) before anything else

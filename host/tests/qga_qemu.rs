@@ -13,7 +13,7 @@ mod common;
 
 use std::io::Write;
 use std::os::unix::net::UnixStream;
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use common::vm::*;
@@ -46,18 +46,7 @@ fn a_plain_qemu_guest_with_only_qemu_ga_is_watched_on_its_agent_socket() {
     let console = work.path().join("console.log");
     let tty = work.path().join("tty.sock");
     let ctl = work.path().join("ctl.qmp");
-    let child = Command::new(qemu)
-        .args(["-m", "256", "-smp", "1", "-display", "none", "-monitor", "none", "-nodefaults"])
-        .arg("-kernel")
-        .arg(&kernel)
-        .arg("-initrd")
-        .arg(&initramfs)
-        .args(["-append", "console=ttyS0 quiet"])
-        .arg("-serial")
-        .arg(format!("file:{}", console.display()))
-        .arg("-serial")
-        .arg(format!("unix:{},server=on,wait=off", tty.display()))
-        .args(["-device", "virtio-serial-pci"])
+    let child = plain_qemu(&qemu, &kernel, &initramfs, &console, &tty)
         .arg("-chardev")
         .arg(format!("socket,id=qga0,path={},server=on,wait=off", dir.join(format!("qga.{ID}.sock")).display()))
         .args(["-device", "virtserialport,chardev=qga0,name=org.qemu.guest_agent.0"])
@@ -70,17 +59,8 @@ fn a_plain_qemu_guest_with_only_qemu_ga_is_watched_on_its_agent_socket() {
         .spawn()
         .expect("start qemu-system-x86_64");
     let _vm = Proc(child);
-    let booted = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        d.wait_until(60, "watching the agent socket", |ev| !by_guest(ev, ID, "watching").is_empty());
-        let deadline = Instant::now() + Duration::from_secs(90);
-        while !std::fs::read_to_string(&console).unwrap_or_default().contains("qemu-ga started") {
-            assert!(Instant::now() < deadline, "qemu-ga did not start");
-            std::thread::sleep(Duration::from_millis(200));
-        }
-    }));
-    if booted.is_err() {
-        panic!("console:\n{}", std::fs::read_to_string(&console).unwrap_or_default());
-    }
+    wait_console(&console, "qemu-ga started", 90);
+    d.wait_until(60, "watching the agent socket", |ev| !by_guest(ev, ID, "watching").is_empty());
     std::thread::sleep(Duration::from_secs(5));
     let lost = |d: &Vigild| by_guest(&d.events(), ID, "heartbeat_lost").len();
     assert_eq!(lost(&d), 0, "booting is not a fault");

@@ -187,3 +187,35 @@ impl Qmp {
         }
     }
 }
+
+/// A plain QEMU TCG VM booting `kernel` + `initramfs`: the console to `console` (ttyS0), a shell's serial port on
+/// the UNIX socket `tty` (ttyS1), no display, a virtio-serial bus; the caller adds its ports and QMP sockets.
+pub fn plain_qemu(qemu: &Path, kernel: &Path, initramfs: &Path, console: &Path, tty: &Path) -> Command {
+    let mut c = Command::new(qemu);
+    c.args(["-m", "256", "-smp", "1", "-display", "none", "-monitor", "none", "-nodefaults"])
+        .arg("-kernel")
+        .arg(kernel)
+        .arg("-initrd")
+        .arg(initramfs)
+        .args(["-append", "console=ttyS0 quiet"])
+        .arg("-serial")
+        .arg(format!("file:{}", console.display()))
+        .arg("-serial")
+        .arg(format!("unix:{},server=on,wait=off", tty.display()))
+        .args(["-device", "virtio-serial-pci"]);
+    c
+}
+
+/// Waits until the VM's console shows `line`, or fails after `secs` showing the console.
+pub fn wait_console(console: &Path, line: &str, secs: u64) {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    while !std::fs::read_to_string(console).unwrap_or_default().contains(line) {
+        if Instant::now() > deadline {
+            panic!(
+                "{line:?} not on the console in {secs} s:\n{}",
+                std::fs::read_to_string(console).unwrap_or_default()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
