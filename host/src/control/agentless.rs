@@ -253,7 +253,10 @@ async fn health_loop(lv: Libvirt, d: DomainRef, id: String, h: HealthRun, shared
         tick.tick().await;
         let result = match run_health(&lv, &d, &h, &heard).await {
             Ok(r) => r,
-            Err(Error::Timeout { .. }) => Err("the guest agent did not answer".into()),
+            // the agent unreachable or silent: the liveness probes judge that, not the health check
+            Err(Error::Timeout { .. })
+            | Err(Error::Remote { code: wire::ERR_AGENT_UNRESPONSIVE | wire::ERR_OPERATION_TIMEOUT, .. }) => continue,
+            // the agent refused the command (guest-exec disabled in its configuration): the check cannot run
             Err(Error::Remote { message, .. }) => Err(bounded(&format!("the guest agent refused: {message}"))),
             Err(_) => continue, // libvirtd unreachable: nothing to judge
         };

@@ -549,7 +549,9 @@ pub fn marker_policy(work: &Path) -> (PathBuf, PathBuf) {
     std::fs::write(
         &cfg,
         format!(
-            "[defaults]\npolicy = \"command\"\naction_min_gap_secs = 0\ncommands = {{ reboot = [\"sh\", \"-c\", \"echo {{guest}} {{kind}} >> {}\"] }}\n",
+            // every loss acts: these tests are about verdicts, not budgets (tests of budgets set their own)
+            "[defaults]\npolicy = \"command\"\naction_min_gap_secs = 0\nmin_uptime_secs = 0\naction_budget = 1000\n\
+             commands = {{ reboot = [\"sh\", \"-c\", \"echo {{guest}} {{kind}} >> {}\"] }}\n",
             marker.display()
         ),
     )
