@@ -287,7 +287,7 @@ async fn evidence_list(State(shared): State<Arc<Shared>>, UrlPath(id): UrlPath<S
     };
     let key = shared.ctx.guest_of_instance(&id);
     let list =
-        tokio::task::spawn_blocking(move || super::recovery::list_evidence(&root, &key)).await.unwrap_or_default();
+        tokio::task::spawn_blocking(move || super::evidence::list_evidence(&root, &key)).await.unwrap_or_default();
     let items: Vec<_> = list
         .into_iter()
         .map(|(name, files)| {
@@ -314,7 +314,7 @@ async fn evidence_file(
         _ => "text/plain; charset=utf-8",
     };
     let read = tokio::task::spawn_blocking(move || {
-        super::recovery::evidence_file(&root, &key, &name, &file).map(std::fs::read)
+        super::evidence::evidence_file(&root, &key, &name, &file).map(std::fs::read)
     })
     .await;
     match read {

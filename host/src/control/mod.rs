@@ -8,6 +8,7 @@
 pub mod agentless;
 pub mod api;
 pub mod client;
+pub mod evidence;
 pub mod hotplug;
 pub mod libvirt;
 pub mod lifecycle;

@@ -7,7 +7,7 @@
 //!    `os_activity: true`) and refunded to the budget. vCPU time is reported, never decisive: a hung kernel may spin.
 //! 2. evidence, for a destructive action: the console screenshot (PNG; converted from PPM when libvirt gives one) and
 //!    the last lines of the serial console's log file, written by a blocking-pool thread under
-//!    `STATE_DIR/evidence/<guest>/<time>-<operation>/`, pruned by age and total size.
+//!    `STATE_DIR/evidence/<guest>/<time>-<operation>/`, pruned by age and total size ([`super::evidence`]).
 //! 3. the action, with its own timeout; its result is an `action_result` event (ok, failed with libvirt's reason,
 //!    timed_out) delivered like any other. When QEMU itself does not answer its monitor (stopped, wedged: a counter
 //!    read or the screenshot got no answer, or the reset timed out), a reset cannot work: the domain is power-cycled
@@ -23,6 +23,7 @@ use tokio::sync::mpsc;
 use tracing::{info, warn};
 use vigil_core::CorrectiveAction;
 
+use super::evidence;
 use super::libvirt::{DomainRef, Error, Libvirt};
 use super::{Command, Shared};
 use crate::events::{Activity, Event};
@@ -38,10 +39,6 @@ pub const SCREENSHOT_TIMEOUT: Duration = Duration::from_secs(10);
 pub const PROBE_TIMEOUT: Duration = Duration::from_secs(5);
 /// The largest screenshot kept.
 pub const MAX_SCREENSHOT: usize = 32 << 20;
-/// Console bytes kept (the end of the log).
-pub const CONSOLE_TAIL_BYTES: u64 = 64 * 1024;
-/// Console lines kept.
-pub const CONSOLE_TAIL_LINES: usize = 200;
 
 /// A corrective action for the control plane to carry out.
 #[derive(Clone, Debug)]
@@ -336,18 +333,6 @@ async fn second_opinion(lv: &Libvirt, d: &DomainRef, devs: &Devices, window: Dur
     })
 }
 
-/// A guest id as a directory name (ids come from socket names or the configuration, never from the guest, but a
-/// path stays a path).
-fn dir_name(id: &str) -> String {
-    let s: String =
-        id.chars().map(|c| if c.is_ascii_alphanumeric() || "-_.".contains(c) { c } else { '_' }).take(128).collect();
-    if s.is_empty() || s.starts_with('.') {
-        format!("_{s}")
-    } else {
-        s
-    }
-}
-
 async fn collect_evidence(
     lv: &Libvirt,
     cfg: &RecoveryConfig,
@@ -363,148 +348,18 @@ async fn collect_evidence(
     };
     let shot_error = shot.as_ref().err().cloned();
     let stamp = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis());
-    let dir = cfg.evidence_dir.join(dir_name(&job.guest)).join(format!("{stamp}-{}", job.how.op.as_str()));
+    let dir = cfg.evidence_dir.join(evidence::dir_name(&job.guest)).join(format!("{stamp}-{}", job.how.op.as_str()));
     let root = cfg.evidence_dir.clone();
     let (max_bytes, max_age) = (cfg.evidence_max_bytes, cfg.evidence_max_age);
     let guest = Arc::clone(&job.guest);
     let written = tokio::task::spawn_blocking(move || {
-        let mut files = Vec::new();
-        let mut notes = Vec::new();
-        if let Err(e) = std::fs::create_dir_all(&dir) {
-            warn!(guest = %guest, error = %e, dir = %dir.display(), "evidence: cannot create its directory");
-            return files;
-        }
-        match shot.map_err(|e| e.to_string()).and_then(|(mime, img)| to_png(&mime, &img)) {
-            Ok(png) => match std::fs::write(dir.join("screen.png"), png) {
-                Ok(()) => files.push(dir.join("screen.png")),
-                Err(e) => notes.push(format!("screenshot not saved: {e}")),
-            },
-            Err(e) => notes.push(format!("no screenshot: {e}")),
-        }
-        match console.as_deref().map(tail) {
-            Some(Ok(text)) => match std::fs::write(dir.join("console.txt"), text) {
-                Ok(()) => files.push(dir.join("console.txt")),
-                Err(e) => notes.push(format!("console not saved: {e}")),
-            },
-            Some(Err(e)) => notes.push(format!("console log unreadable: {e}")),
-            None => notes.push("the domain has no console log file".into()),
-        }
-        if !notes.is_empty() && std::fs::write(dir.join("notes.txt"), notes.join("\n") + "\n").is_ok() {
-            files.push(dir.join("notes.txt"));
-        }
-        prune(&root, max_bytes, max_age);
+        let files = evidence::save(&dir, shot.map_err(|e| e.to_string()), console.as_deref(), &guest);
+        evidence::prune(&root, max_bytes, max_age);
         files
     })
     .await
     .unwrap_or_default();
     (written.iter().map(|p| p.display().to_string()).collect(), shot_error)
-}
-
-/// The image as PNG: as is when libvirt gave a PNG, converted from a binary PPM (`P6`, 8-bit) otherwise.
-pub fn to_png(mime: &str, img: &[u8]) -> Result<Vec<u8>, String> {
-    if img.starts_with(b"\x89PNG\r\n\x1a\n") {
-        return Ok(img.to_vec());
-    }
-    let (w, h, pixels) = parse_ppm(img).ok_or_else(|| format!("unsupported screenshot format {mime:?}"))?;
-    let mut out = Vec::new();
-    let mut enc = png::Encoder::new(&mut out, w, h);
-    enc.set_color(png::ColorType::Rgb);
-    enc.set_depth(png::BitDepth::Eight);
-    let mut wr = enc.write_header().map_err(|e| e.to_string())?;
-    wr.write_image_data(pixels).map_err(|e| e.to_string())?;
-    wr.finish().map_err(|e| e.to_string())?;
-    Ok(out)
-}
-
-/// A binary PPM's width, height and RGB pixels (8-bit only), checked against its length.
-fn parse_ppm(b: &[u8]) -> Option<(u32, u32, &[u8])> {
-    let mut rest = b.strip_prefix(b"P6")?;
-    let mut fields = [0u32; 3];
-    for f in &mut fields {
-        loop {
-            rest = rest.trim_ascii_start();
-            if rest.first() == Some(&b'#') {
-                let nl = rest.iter().position(|&c| c == b'\n')?;
-                rest = &rest[nl..];
-            } else {
-                break;
-            }
-        }
-        let n = rest.iter().take_while(|c| c.is_ascii_digit()).count();
-        *f = std::str::from_utf8(&rest[..n]).ok()?.parse().ok()?;
-        rest = &rest[n..];
-    }
-    let [w, h, max] = fields;
-    rest = rest.get(1..)?; // one whitespace byte
-    let len = (w as usize).checked_mul(h as usize)?.checked_mul(3)?;
-    (max == 255 && w > 0 && h > 0 && rest.len() >= len).then(|| (w, h, &rest[..len]))
-}
-
-/// The last lines of a console log (at most [`CONSOLE_TAIL_BYTES`] and [`CONSOLE_TAIL_LINES`]), as text.
-fn tail(path: &Path) -> std::io::Result<String> {
-    use std::io::{Read, Seek, SeekFrom};
-    let mut f = std::fs::File::open(path)?;
-    let len = f.metadata()?.len();
-    f.seek(SeekFrom::Start(len.saturating_sub(CONSOLE_TAIL_BYTES)))?;
-    let mut buf = Vec::new();
-    f.take(CONSOLE_TAIL_BYTES).read_to_end(&mut buf)?;
-    let text = String::from_utf8_lossy(&buf);
-    let lines: Vec<&str> = text.lines().collect();
-    let from = lines.len().saturating_sub(CONSOLE_TAIL_LINES);
-    Ok(lines[from..].join("\n") + "\n")
-}
-
-/// Removes evidence directories older than `max_age`, then the oldest while the total exceeds `max_bytes`.
-pub fn prune(root: &Path, max_bytes: u64, max_age: Duration) {
-    let mut all = Vec::new(); // (modified, bytes, dir)
-    for guest in std::fs::read_dir(root).into_iter().flatten().flatten() {
-        for ev in std::fs::read_dir(guest.path()).into_iter().flatten().flatten() {
-            let (mut bytes, mut newest) = (0, UNIX_EPOCH);
-            for f in std::fs::read_dir(ev.path()).into_iter().flatten().flatten() {
-                if let Ok(m) = f.metadata() {
-                    bytes += m.len();
-                    newest = newest.max(m.modified().unwrap_or(UNIX_EPOCH));
-                }
-            }
-            all.push((newest, bytes, ev.path()));
-        }
-    }
-    all.sort();
-    let mut total: u64 = all.iter().map(|(_, b, _)| b).sum();
-    let now = SystemTime::now();
-    for (modified, bytes, dir) in all {
-        let old = now.duration_since(modified).is_ok_and(|age| age > max_age);
-        if (old || total > max_bytes) && std::fs::remove_dir_all(&dir).is_ok() {
-            total = total.saturating_sub(bytes);
-        }
-    }
-}
-
-/// Evidence of guest `id`, newest first: each directory's name and its files with their sizes.
-pub fn list_evidence(root: &Path, id: &str) -> Vec<(String, Vec<(String, u64)>)> {
-    let mut out: Vec<(String, Vec<(String, u64)>)> = std::fs::read_dir(root.join(dir_name(id)))
-        .into_iter()
-        .flatten()
-        .flatten()
-        .map(|ev| {
-            let mut files: Vec<(String, u64)> = std::fs::read_dir(ev.path())
-                .into_iter()
-                .flatten()
-                .flatten()
-                .map(|f| (f.file_name().to_string_lossy().into_owned(), f.metadata().map_or(0, |m| m.len())))
-                .collect();
-            files.sort();
-            (ev.file_name().to_string_lossy().into_owned(), files)
-        })
-        .collect();
-    out.sort_by(|a, b| b.0.cmp(&a.0));
-    out
-}
-
-/// One evidence file's path, if `name` and `file` name one (no path tricks: both must be plain names).
-pub fn evidence_file(root: &Path, id: &str, name: &str, file: &str) -> Option<PathBuf> {
-    let plain = |s: &str| !s.is_empty() && !s.starts_with('.') && !s.contains('/') && !s.contains('\\');
-    (plain(name) && plain(file)).then(|| root.join(dir_name(id)).join(name).join(file)).filter(|p| p.is_file())
 }
 
 #[cfg(test)]
@@ -524,41 +379,5 @@ mod tests {
                    </domain>";
         assert_eq!(devices(pty).console, Some(PathBuf::from("/l/console.log")));
         assert_eq!(devices("not xml"), Devices::default());
-    }
-
-    #[test]
-    fn ppm_becomes_a_png_that_decodes() {
-        let mut ppm = b"P6\n# a comment\n2 1\n255\n".to_vec();
-        ppm.extend_from_slice(&[255, 0, 0, 0, 0, 255]);
-        let png = to_png("image/x-portable-pixmap", &ppm).unwrap();
-        let dec = png::Decoder::new(&png[..]);
-        let mut r = dec.read_info().unwrap();
-        let mut buf = vec![0; r.output_buffer_size()];
-        let info = r.next_frame(&mut buf).unwrap();
-        assert_eq!((info.width, info.height), (2, 1));
-        assert_eq!(&buf[..6], &[255, 0, 0, 0, 0, 255]);
-        assert!(to_png("image/x-portable-pixmap", b"P6\n2 1\n255\n\x00").is_err(), "short pixel data");
-        assert!(to_png("image/bmp", b"BM").is_err());
-        assert!(parse_ppm(b"P6\n99999999 99999999\n255\n").is_none());
-    }
-
-    #[test]
-    fn evidence_names_and_pruning() {
-        assert_eq!(dir_name("../etc"), "_.._etc");
-        assert_eq!(dir_name("0c0ffee0-1"), "0c0ffee0-1");
-        let root = std::env::temp_dir().join(format!("vigil-ev-{}", std::process::id()));
-        for (i, size) in [(1, 600), (2, 600), (3, 600)] {
-            let d = root.join("g").join(format!("{i}-reset"));
-            std::fs::create_dir_all(&d).unwrap();
-            std::fs::write(d.join("screen.png"), vec![0u8; size]).unwrap();
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        prune(&root, 1300, Duration::from_secs(3600));
-        let left: Vec<String> = list_evidence(&root, "g").into_iter().map(|(n, _)| n).collect();
-        assert_eq!(left, ["3-reset", "2-reset"], "the oldest went");
-        assert!(evidence_file(&root, "g", "3-reset", "screen.png").is_some());
-        assert!(evidence_file(&root, "g", "..", "screen.png").is_none());
-        assert!(evidence_file(&root, "g", "3-reset", "../2-reset/screen.png").is_none());
-        std::fs::remove_dir_all(&root).unwrap();
     }
 }
