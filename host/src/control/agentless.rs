@@ -167,6 +167,19 @@ pub async fn run(cfg: QgaRunConfig, lv: Result<Libvirt, Error>, shared: Arc<Shar
     }
 }
 
+/// A probe went unanswered: is the domain still running, as libvirt says now (an agent-free call)? A domain being
+/// destroyed, shut down or paused stops answering before its lifecycle event arrives; that is not a hang.
+async fn confirm_running(lv: &Libvirt, d: &DomainRef, timeout: Duration, why: String) -> Probe {
+    match lv.info(d, Some(timeout)).await {
+        // VIR_DOMAIN_RUNNING, VIR_DOMAIN_BLOCKED: it runs, and its agent did not answer
+        Ok(info) if matches!(info.state, 1 | 2) => Probe::NoAnswer(why),
+        Ok(_) => Probe::NotRunning,
+        Err(Error::Remote { code: wire::ERR_NO_DOMAIN | wire::ERR_OPERATION_INVALID, .. }) => Probe::NotRunning,
+        // libvirt itself slow or gone: the probe's own verdict stands
+        Err(_) => Probe::NoAnswer(why),
+    }
+}
+
 /// A probe's call left to finish at libvirt.
 type Outstanding = JoinHandle<Result<(i64, u32), Error>>;
 
@@ -239,6 +252,7 @@ async fn probe_loop(
         // unanswered, but the agent answered the health command within the interval: busy, alive
         let probe = match probe {
             Probe::NoAnswer(_) if heard.within(cfg.interval) => Probe::Answered,
+            Probe::NoAnswer(why) => confirm_running(&lv, &d, cfg.timeout, why).await,
             p => p,
         };
         shared.send(Command::AgentProbe { guest: id.clone(), probe, loss_threshold: cfg.loss_threshold });
