@@ -71,14 +71,17 @@ fn the_client_speaks_to_a_real_libvirtd() {
         let cpu_before = client.info(&d, None).await.unwrap().cpu_time_ns;
         tokio::time::sleep(Duration::from_millis(500)).await;
         assert!(client.info(&d, None).await.unwrap().cpu_time_ns > cpu_before, "the vCPU time moves");
-        client.reset(&d, None).await.unwrap();
-        client.destroy(&d, None).await.unwrap();
+        // actions get a wide bound: libvirt's destroy waits up to 10 s for QEMU to take SIGTERM before SIGKILL, and
+        // a loaded machine is slow to reset a TCG guest
+        let wide = Some(Duration::from_secs(60));
+        client.reset(&d, wide).await.unwrap();
+        client.destroy(&d, wide).await.unwrap();
         assert_eq!(client.info(&d, None).await.unwrap().state, 5, "shut off");
-        match client.destroy(&d, None).await {
+        match client.destroy(&d, wide).await {
             Err(Error::Remote { code, .. }) => assert_eq!(code, vigil_core::libvirt::ERR_OPERATION_INVALID),
             other => panic!("destroying a stopped domain: {other:?}"),
         }
-        client.start(&d, None).await.unwrap();
+        client.start(&d, wide).await.unwrap();
         assert_eq!(client.info(&d, None).await.unwrap().state, 1);
         match client.lookup("0c0ffee0-0000-4222-8333-444455556666").await {
             Err(Error::Remote { code, .. }) => assert_eq!(code, vigil_core::libvirt::ERR_NO_DOMAIN),
