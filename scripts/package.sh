@@ -8,7 +8,8 @@ cd "$(dirname "$0")/.."
 target=${CARGO_TARGET_DIR:-target}
 command -v cargo-deb >/dev/null || cargo install cargo-deb --locked
 cargo build --release -q -p vigil-host --bin vigild
-cargo build --release -q -p vigil-guest --bin vigil-guest
+# the guest agent as shipped: static (musl) and small, so the one package serves every Linux image
+cargo build -q -p vigil-guest --bin vigil-guest --profile small --target x86_64-unknown-linux-musl
 # manual pages from the clap definitions (the agent's with its `man` feature, built apart: the packaged agent
 # is built without it)
 rm -rf packaging/man && mkdir -p packaging/man
@@ -18,7 +19,8 @@ CARGO_TARGET_DIR="$target/man-build" cargo run -q --release -p vigil-guest --fea
 gzip -9n packaging/man/*.1
 mkdir -p "$target/debian"
 cargo deb -q -p vigil-host --no-build --strip --output "$target/debian/"
-cargo deb -q -p vigil-guest --no-build --strip --output "$target/debian/"
+cargo deb -q -p vigil-guest --no-build --strip --profile small --target x86_64-unknown-linux-musl \
+  --output "$target/debian/"
 ls -l "$target/debian/"*.deb
 [ "${1:-}" = --check ] || exit 0
 

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Runs every test of the workspace, after installing what the tests need and is missing:
+# Runs every test of the workspace, after installing what the tests need and is missing, and building the Debian
+# packages (scripts/package.sh: the operator-guide test installs them):
 #   - rust targets: thumbv7m-none-eabi (the firmware test), x86_64-unknown-linux-musl (the static agent in the VM test)
 #   - Debian packages: qemu-system-arm, qemu-system-x86, a Debian kernel, busybox-static, cpio (the QEMU tests),
 #     procps (ps, for the action test), prometheus (promtool, for the metrics test), curl (the admin-socket test),
@@ -50,5 +51,8 @@ if [ ${#missing[@]} -gt 0 ]; then
     exit 1
   fi
 fi
+
+# the Debian packages, for the test that follows the operator guide from `dpkg -i` (host/tests/operator_guide.rs)
+./scripts/package.sh >/dev/null
 
 cargo test --workspace "$@"

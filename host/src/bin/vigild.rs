@@ -15,7 +15,7 @@ use vigil_host::events::EventsTarget;
 use vigil_host::node::status::{GuestStatus, Snapshot};
 
 /// The admin API's default socket.
-const ADMIN_SOCKET: &str = "/run/vigil/vigild.sock";
+const ADMIN_SOCKET: &str = "/run/vigild/admin.sock";
 
 /// Vigil host daemon: sends heartbeat challenges to every VM over its virtio-serial socket and reports faults.
 #[derive(Parser, Debug)]

@@ -95,6 +95,17 @@ pub fn vm_files(work: &Path, socket_dir: &Path, tail: &str) -> (PathBuf, PathBuf
 
 /// [`vm_files`] with more files in the initramfs (see `build_initramfs_with`).
 pub fn vm_files_with(work: &Path, socket_dir: &Path, tail: &str, extra: &[(PathBuf, String)]) -> (PathBuf, PathBuf) {
+    vm_files_for(work, socket_dir, &build_agent(), tail, extra)
+}
+
+/// [`vm_files_with`] with a given agent binary (e.g. the one a package installs) as `/sbin/vigil-guest`.
+pub fn vm_files_for(
+    work: &Path,
+    socket_dir: &Path,
+    agent: &Path,
+    tail: &str,
+    extra: &[(PathBuf, String)],
+) -> (PathBuf, PathBuf) {
     use std::os::unix::fs::PermissionsExt;
     let (kernel, kver) = kernel();
     std::fs::create_dir_all(socket_dir).unwrap();
@@ -104,7 +115,7 @@ pub fn vm_files_with(work: &Path, socket_dir: &Path, tail: &str, extra: &[(PathB
     let k = work.join("vmlinuz");
     std::fs::copy(&kernel, &k).unwrap();
     std::fs::set_permissions(&k, std::fs::Permissions::from_mode(0o644)).unwrap();
-    let initramfs = super::vm::build_initramfs_with(work, &build_agent(), &kver, tail, extra);
+    let initramfs = super::vm::build_initramfs_with(work, agent, &kver, tail, extra);
     std::fs::set_permissions(&initramfs, std::fs::Permissions::from_mode(0o644)).unwrap();
     (k, initramfs)
 }
