@@ -15,7 +15,8 @@
 //!   unit's `ExecStart`), in a busybox initramfs.
 //!
 //! It ends with the VM watched: its `registered` event in the packaged events file, the guide's `vigild status`
-//! listing it, and the unit's watchdog fed (`WATCHDOG=1` within `WatchdogSec`).
+//! listing it, and the unit's watchdog fed (`WATCHDOG=1` within `WatchdogSec`); then `dpkg --purge` removes the
+//! user and the state.
 //! Needs root (a mount namespace, an overlay, `dpkg -i`) and the packages (`scripts/package.sh`; `scripts/test.sh`
 //! builds them first).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
@@ -351,6 +352,20 @@ fn the_operator_guide_followed_literally_ends_with_a_watched_vm() {
          is watched",
         install.lines().filter(|l| !l.trim().is_empty()).count()
     );
+
+    // and the package leaves cleanly: stopped (as systemd would at `remove`), purged, its user and state gone
+    let vigild = rustix::process::Pid::from_raw(pid).unwrap();
+    let _ = rustix::process::kill_process(vigild, rustix::process::Signal::TERM);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while Path::new(&format!("/proc/{pid}")).exists() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let (ok, out) = root.sh(Path::new("/"), "dpkg --purge vigild", &[]);
+    eprintln!("$ dpkg --purge vigild\n{out}");
+    assert!(ok, "dpkg --purge vigild failed:\n{out}");
+    let (user_left, _) = root.sh(Path::new("/"), "id vigil", &[]);
+    let (state_left, _) = root.sh(Path::new("/"), "test -e /var/lib/vigil", &[]);
+    assert!(!user_left && !state_left, "after the purge: user left {user_left}, /var/lib/vigil left {state_left}");
     drop(root);
     drop(socket);
 }
