@@ -71,6 +71,12 @@ fn the_status_page_shows_guests_faults_and_events_in_a_real_browser() {
     chromium(&[&format!("--screenshot={}", shot.display()), "--window-size=1280,900"], &url);
     let png = std::fs::read(&shot).expect("a screenshot");
     assert!(png.len() > 10_000 && png.starts_with(b"\x89PNG\r\n\x1a\n"), "{} bytes", png.len());
+    // kept past the test, for a human to look at
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map_or_else(|| std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target"), std::path::PathBuf::from);
+    let kept = target.join("status-page.png");
+    std::fs::write(&kept, &png).unwrap();
+    eprintln!("status page screenshot: {}", kept.display());
 
     // the read-only listener serves nothing else
     let (status, _) = http("POST", port, "/v1/reporting", Some("{}")).unwrap();

@@ -310,7 +310,8 @@ pub fn status_html(v: &FleetView, up: &UpstreamView, recent: &[super::Recent], h
         "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>vigild on {0}</title>\
          <style>body{{font:14px system-ui,sans-serif;margin:1.5em;color:#222}}table{{border-collapse:collapse;\
          margin:.5em 0 1.5em}}td,th{{border:1px solid #ccc;padding:2px 8px;text-align:left}}\
-         th{{background:#f0f0f0}}.bad{{color:#b00;font-weight:bold}}.ok{{color:#070}}code{{font-size:12px}}</style>\
+         th{{background:#f0f0f0}}.bad{{color:#b00;font-weight:bold}}.ok{{color:#070}}code{{font-size:12px}}\
+         .ev td:nth-child(-n+2){{white-space:nowrap}}.ev td:last-child code{{overflow-wrap:anywhere}}</style>\
          </head><body><h1>vigild on {0}</h1>",
         e(host)
     );
@@ -374,7 +375,10 @@ pub fn status_html(v: &FleetView, up: &UpstreamView, recent: &[super::Recent], h
         }
         h.push_str("</table>");
     }
-    let _ = write!(h, "<h2>Latest events</h2><table><tr><th>time</th><th>guest</th><th>kind</th><th>detail</th></tr>");
+    let _ = write!(
+        h,
+        "<h2>Latest events</h2><table class=\"ev\"><tr><th>time</th><th>guest</th><th>kind</th><th>detail</th></tr>"
+    );
     for r in recent {
         let _ = write!(
             h,
