@@ -347,7 +347,7 @@ pub fn status_html(v: &FleetView, up: &UpstreamView, recent: &[super::Recent], h
     if guests.len() > STATUS_PAGE_GUESTS {
         let _ = write!(
             h,
-            "<p>{} more guests: <code>vigild status</code> lists them all.</p>",
+            "<p>{} more guests: <code>vigild status --json</code> lists them all.</p>",
             guests.len() - STATUS_PAGE_GUESTS
         );
     }
