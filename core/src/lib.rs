@@ -48,7 +48,8 @@ pub use codec::{decode, decode_general, decode_without_precheck, precheck, Decod
 pub use error::ProtocolError;
 pub use framer::{FrameError, LineFramer, LineStorage, LINE_BUF, MAX_LINE};
 pub use monitor::{
-    Fault, Monitor, MonitorConfig, MonitorEvent, MonitorState, MonitorStats, NotifyError, Registration, ANSWER_WINDOW,
+    EventSlot, Fault, Monitor, MonitorConfig, MonitorEvent, MonitorState, MonitorStats, NotifyError, Registration,
+    ANSWER_WINDOW,
 };
 pub use msg::*;
 #[cfg(feature = "std")]
@@ -90,7 +91,3 @@ impl IdSource for XorShift32 {
         x
     }
 }
-
-/// A bounded event queue: the state machines stop consuming input when it holds an undelivered event, so the
-/// caller must drain it with `poll_event` after every `handle_*` call.
-pub(crate) type EventQueue<E, const N: usize> = heapless::Deque<E, N>;

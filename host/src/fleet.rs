@@ -252,7 +252,12 @@ impl Fleet {
             id: id.into(),
             path: Arc::clone(&path),
             origin,
-            monitor: Monitor::with_line_storage(policy.monitor, XorShift32::new(seed), LineOnDemand::default()),
+            monitor: Monitor::with_storage(
+                policy.monitor,
+                XorShift32::new(seed),
+                LineOnDemand::default(),
+                EventOnDemand::default(),
+            ),
             policy,
             link: Link::Backoff,
             reconnect_at: now,

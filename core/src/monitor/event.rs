@@ -64,6 +64,38 @@ pub enum MonitorEvent {
     RegistrationTimeout,
 }
 
+/// Where a [`Monitor`](super::Monitor) keeps the one event waiting to be polled.
+///
+/// `Option<MonitorEvent>` (the default) keeps it inline: ~232 bytes, most of them a `log_msg`, in every monitor
+/// for an event that waits only between an input call and the caller's next `poll_event`. A host with thousands of
+/// guests can keep it on the heap only while it waits (events are rare: registrations, losses, health changes), as
+/// it does for partial lines with [`LineStorage`](crate::LineStorage).
+pub trait EventSlot {
+    /// No event waits.
+    fn is_empty(&self) -> bool;
+    /// Keeps `event` and returns true; if one already waits (the monitor never asks for that), drops `event` and
+    /// returns false.
+    fn put(&mut self, event: MonitorEvent) -> bool;
+    /// The waiting event, if any; the slot is empty afterwards.
+    fn take(&mut self) -> Option<MonitorEvent>;
+}
+
+impl EventSlot for Option<MonitorEvent> {
+    fn is_empty(&self) -> bool {
+        self.is_none()
+    }
+    fn put(&mut self, event: MonitorEvent) -> bool {
+        if self.is_some() {
+            return false;
+        }
+        *self = Some(event);
+        true
+    }
+    fn take(&mut self) -> Option<MonitorEvent> {
+        Option::take(self)
+    }
+}
+
 /// An open fault, remembered across sessions and reconnections until a healthy heartbeat clears it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]

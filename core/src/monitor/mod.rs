@@ -17,10 +17,10 @@ use crate::framer::{LineFramer, LineStorage, LINE_BUF};
 use crate::msg::*;
 use crate::time::{Duration, Instant};
 use crate::timers::Timers;
-use crate::{EventQueue, IdSource};
+use crate::IdSource;
 
 pub use config::MonitorConfig;
-pub use event::{Fault, MonitorEvent, NotifyError, Registration};
+pub use event::{EventSlot, Fault, MonitorEvent, NotifyError, Registration};
 pub use nonces::ANSWER_WINDOW;
 use nonces::{Echo, SentNonces};
 pub use stats::MonitorStats;
@@ -46,9 +46,6 @@ enum Timer {
     Registration = 2,
 }
 const TIMERS: usize = 3;
-/// One event waits at a time (input stops until it is polled); a vote that a new session or an `exit` ends has
-/// its own slot ([`Monitor::vote_ended`]), so no step needs more.
-const EVENTS: usize = 1;
 
 #[derive(Clone, Copy, Debug)]
 struct Vote {
@@ -71,7 +68,10 @@ struct Vote {
 /// [`poll_transmit`](Self::poll_transmit) until `None`, then sleep until [`poll_timeout`](Self::poll_timeout).
 /// `handle_bytes` stops early while an event waits to be polled and returns how much it consumed: feed it the
 /// rest afterwards. `now` must never go backwards.
-pub struct Monitor<R, S = [u8; LINE_BUF]> {
+///
+/// One event waits at a time, in an [`EventSlot`] (input stops until it is polled); a vote that a new session or an
+/// `exit` ends has its own slot (`vote_ended`), so no step needs more.
+pub struct Monitor<R, S = [u8; LINE_BUF], E = Option<MonitorEvent>> {
     config: MonitorConfig,
     ids: R,
     framer: LineFramer<S>,
@@ -98,7 +98,7 @@ pub struct Monitor<R, S = [u8; LINE_BUF]> {
     tx_challenge: bool,
     last_nack: Option<Instant>,
     sequence: u32,
-    events: EventQueue<MonitorEvent, EVENTS>,
+    events: E,
     /// A vote ended without an answer (the session ended, the guest registered anew or exited), and why: polled
     /// before the queued event, which it precedes.
     vote_ended: Option<(Vote, &'static str)>,
@@ -116,6 +116,14 @@ impl<R: IdSource, S: LineStorage> Monitor<R, S> {
     /// A monitor that keeps a line arriving in parts in `storage` (see [`LineStorage`]: a host with thousands of
     /// guests can give each one storage that exists only while a partial line is held).
     pub fn with_line_storage(config: MonitorConfig, ids: R, storage: S) -> Self {
+        Monitor::with_storage(config, ids, storage, None)
+    }
+}
+
+impl<R: IdSource, S: LineStorage, E: EventSlot> Monitor<R, S, E> {
+    /// A monitor with caller-chosen storage for partial lines ([`LineStorage`]) and for the waiting event
+    /// ([`EventSlot`]); `events` must be empty.
+    pub fn with_storage(config: MonitorConfig, ids: R, storage: S, events: E) -> Self {
         Monitor {
             config,
             ids,
@@ -139,7 +147,7 @@ impl<R: IdSource, S: LineStorage> Monitor<R, S> {
             tx_challenge: false,
             last_nack: None,
             sequence: 1,
-            events: EventQueue::new(),
+            events,
             vote_ended: None,
             stats: MonitorStats::default(),
         }
@@ -284,7 +292,7 @@ impl<R: IdSource, S: LineStorage> Monitor<R, S> {
         if let Some((vote, why)) = self.vote_ended.take() {
             return Some(vote_result(vote, VoteResult::Error, bounded(why)));
         }
-        self.events.pop_front()
+        self.events.take()
     }
 
     /// The earliest time [`handle_timeout`](Self::handle_timeout) must be called, if any.
@@ -554,7 +562,7 @@ impl<R: IdSource, S: LineStorage> Monitor<R, S> {
     fn push(&mut self, e: MonitorEvent) {
         // Input stops while an event waits and each step pushes at most one, so this never overflows; if it
         // ever did, the oldest event would be kept and this one counted as an error rather than panicking.
-        if self.events.push_back(e).is_err() {
+        if !self.events.put(e) {
             self.stats.protocol_errors += 1;
         }
     }
@@ -596,7 +604,7 @@ fn vote_result(vote: Vote, result: VoteResult, log_msg: LogMsg) -> MonitorEvent 
     }
 }
 
-impl<R, S> fmt::Debug for Monitor<R, S> {
+impl<R, S, E> fmt::Debug for Monitor<R, S, E> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Monitor")
             .field("state", &self.state)

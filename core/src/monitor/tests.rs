@@ -575,7 +575,16 @@ fn guest_sending_host_messages_is_refused() {
 #[test]
 fn sizes_fit_the_budget() {
     let size = core::mem::size_of::<Monitor<crate::XorShift32>>();
-    std::println!("size_of::<Monitor<XorShift32>>() = {size}");
+    std::println!(
+        "size_of::<Monitor<XorShift32>>() = {size}: config {}, registration {}, stats {}, timers {}, nonces {}, \
+         event slot {}",
+        core::mem::size_of::<MonitorConfig>(),
+        core::mem::size_of::<Option<Registration>>(),
+        core::mem::size_of::<MonitorStats>(),
+        core::mem::size_of::<Timers<TIMERS>>(),
+        core::mem::size_of::<SentNonces>(),
+        core::mem::size_of::<Option<MonitorEvent>>(),
+    );
     assert!(size < 2048, "Monitor is {size} bytes");
 }
 
