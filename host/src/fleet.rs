@@ -462,17 +462,17 @@ impl Fleet {
 
     /// The next I/O request.
     pub fn poll_io(&mut self) -> Option<Io> {
-        self.io.pop_front()
+        pop_settling(&mut self.io)
     }
 
     /// The next event, with its guest id.
     pub fn poll_event(&mut self) -> Option<(Arc<str>, Event)> {
-        self.events.pop_front()
+        pop_settling(&mut self.events)
     }
 
     /// The next corrective action to run.
     pub fn poll_action(&mut self) -> Option<ActionRequest> {
-        self.actions.pop_front()
+        pop_settling(&mut self.actions)
     }
 
     /// A guest that may have bytes to send: drain it with [`poll_transmit`](Self::poll_transmit).
@@ -527,6 +527,17 @@ impl Fleet {
         }
         self.wheel.set(key, at);
     }
+}
+
+/// Pops the front; once drained, a queue that a storm grew (every guest registering at once: 10,000 events of
+/// 192 bytes) gives its memory back instead of keeping the storm's capacity for the life of the process.
+fn pop_settling<T>(q: &mut VecDeque<T>) -> Option<T> {
+    const KEEP: usize = 256;
+    let item = q.pop_front();
+    if item.is_none() && q.capacity() > KEEP {
+        q.shrink_to(KEEP);
+    }
+    item
 }
 
 #[cfg(test)]

@@ -739,3 +739,22 @@ fn no_libvirt_action_before_the_minimum_uptime_after_a_start() {
     let Via::Libvirt(how) = h.actions[0].via else { panic!() };
     assert_eq!(how.op, LibvirtOp::Stop);
 }
+
+#[test]
+fn queues_give_back_what_a_storm_grew() {
+    // issue #20: 2,000 guests connecting before anything is polled fill the event queue; once drained, it keeps
+    // no more than a small capacity (a storm of 10,000 would otherwise hold ~3 MiB for the life of the process)
+    let mut h = Harness::new(GuestSettings::default());
+    for i in 0..2000 {
+        h.f.add_guest(&format!("g{i}"), format!("/run/g{i}.sock").into(), Origin::Watched, None, 42, at(0)).unwrap();
+    }
+    while let Some(io) = h.f.poll_io() {
+        if let Io::Connect { key, .. } = io {
+            h.f.handle_connected(key, at(0));
+        }
+    }
+    assert!(h.f.events.len() >= 2000, "{} events queued", h.f.events.len());
+    h.pump(0);
+    assert!(h.events.len() >= 2000);
+    assert!(h.f.events.capacity() <= 256 && h.f.io.capacity() <= 256, "{}", h.f.events.capacity());
+}
