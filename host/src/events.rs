@@ -365,9 +365,9 @@ pub fn rfc3339(t: SystemTime) -> String {
 #[derive(Clone, Copy, Debug)]
 pub struct RateLimit {
     tokens: u32,
+    /// Events withheld since the last one let through (saturating; 16 bytes in all, four per guest).
+    pub suppressed: u32,
     last_refill_ms: u64,
-    /// Events withheld since the last one let through.
-    pub suppressed: u64,
 }
 
 impl RateLimit {
@@ -392,14 +392,14 @@ impl RateLimit {
             self.tokens -= 1;
             true
         } else {
-            self.suppressed += 1;
+            self.suppressed = self.suppressed.saturating_add(1);
             false
         }
     }
 
     /// [`allow`](Self::allow), and the count withheld before this one (reset) when allowed.
     pub fn take(&mut self, now_ms: u64) -> Option<u64> {
-        self.allow(now_ms).then(|| std::mem::take(&mut self.suppressed))
+        self.allow(now_ms).then(|| u64::from(std::mem::take(&mut self.suppressed)))
     }
 }
 

@@ -76,7 +76,7 @@ struct Guest {
     /// The vote or notice in flight, for the caller.
     vote: Option<Ticket>,
     /// An open maintenance window: until, and why.
-    maintenance: Option<(Instant, String)>,
+    maintenance: Option<Box<(Instant, String)>>,
     /// Reporting of this guest's faults (the reference's per-instance "reporting" state).
     reporting: bool,
     /// A fault happened while faults were withheld (maintenance, reporting off): report it when they no longer are.
@@ -358,7 +358,7 @@ impl Fleet {
         let mut fired = std::mem::take(&mut self.fired);
         self.wheel.expire(now, |_, key| fired.push(key));
         for key in fired.drain(..) {
-            if self.guests.get(key).is_some_and(|g| g.maintenance.as_ref().is_some_and(|(until, _)| *until <= now)) {
+            if self.guests.get(key).is_some_and(|g| g.maintenance.as_deref().is_some_and(|(until, _)| *until <= now)) {
                 self.end_maintenance_of(key, "expired", now);
             }
             if self.guests.get(key).is_some_and(|g| matches!(g.vm, Vm::Rebooting { until } if until <= now)) {
@@ -518,7 +518,7 @@ impl Fleet {
         };
         let rebooting = if let Vm::Rebooting { until } = g.vm { Some(until) } else { None };
         let others =
-            [g.resume_at.filter(|_| g.link == Link::Connected), g.maintenance.as_ref().map(|(t, _)| *t), rebooting];
+            [g.resume_at.filter(|_| g.link == Link::Connected), g.maintenance.as_deref().map(|(t, _)| *t), rebooting];
         for t in others {
             at = match (at, t) {
                 (Some(a), Some(b)) => Some(a.min(b)),

@@ -188,7 +188,7 @@ impl Fleet {
         let key = self.find(id)?;
         let len = Duration::from_secs(secs).min(MAX_MAINTENANCE);
         let g = &mut self.guests[key];
-        g.maintenance = Some((now + len, reason.to_owned()));
+        g.maintenance = Some(Box::new((now + len, reason.to_owned())));
         let event = Event::Maintenance { state: "started", secs: Some(len.as_millis() / 1000), reason: reason.into() };
         self.events.push_back((Arc::clone(&g.id), event));
         self.reschedule(key);
@@ -204,7 +204,8 @@ impl Fleet {
 
     pub(super) fn end_maintenance_of(&mut self, key: GuestKey, how: &'static str, now: Instant) {
         let Some(g) = self.guests.get_mut(key) else { return };
-        let Some((_, reason)) = g.maintenance.take() else { return };
+        let Some(window) = g.maintenance.take() else { return };
+        let (_, reason) = *window;
         let event = Event::Maintenance { state: how, secs: None, reason };
         self.events.push_back((Arc::clone(&g.id), event));
         self.release(key, now);
