@@ -48,8 +48,8 @@ pub use codec::{decode, decode_general, decode_without_precheck, precheck, Decod
 pub use error::ProtocolError;
 pub use framer::{FrameError, LineFramer, LineStorage, LINE_BUF, MAX_LINE};
 pub use monitor::{
-    EventSlot, Fault, Monitor, MonitorConfig, MonitorEvent, MonitorState, MonitorStats, NotifyError, Registration,
-    ANSWER_WINDOW,
+    ConfigSource, EventSlot, Fault, Monitor, MonitorConfig, MonitorEvent, MonitorState, MonitorStats, NotifyError,
+    Registration, ANSWER_WINDOW,
 };
 pub use msg::*;
 #[cfg(feature = "std")]

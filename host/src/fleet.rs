@@ -253,7 +253,7 @@ impl Fleet {
             path: Arc::clone(&path),
             origin,
             monitor: Monitor::with_storage(
-                policy.monitor,
+                PolicyConfig(Arc::clone(&policy)),
                 XorShift32::new(seed),
                 LineOnDemand::default(),
                 EventOnDemand::default(),
@@ -435,7 +435,7 @@ impl Fleet {
                 Some(s) => Arc::new(Policy::resolve(&self.file.defaults, Some(s))),
                 None => Arc::clone(&self.defaults),
             };
-            g.monitor.set_config(policy.monitor);
+            g.monitor.set_config(PolicyConfig(Arc::clone(&policy)));
             g.policy = policy;
         }
         self.add_configured(&mut seeds, now);

@@ -52,3 +52,17 @@ impl Default for MonitorConfig {
         }
     }
 }
+
+/// Where a [`Monitor`](super::Monitor) reads its tunables: its own copy (a [`MonitorConfig`], the default), or one
+/// the caller shares among many monitors (a host with thousands of guests under one policy keeps one copy, not
+/// 48 bytes in each).
+pub trait ConfigSource {
+    /// The tunables in force.
+    fn monitor_config(&self) -> &MonitorConfig;
+}
+
+impl ConfigSource for MonitorConfig {
+    fn monitor_config(&self) -> &MonitorConfig {
+        self
+    }
+}

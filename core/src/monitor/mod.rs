@@ -19,7 +19,7 @@ use crate::time::{Duration, Instant};
 use crate::timers::Timers;
 use crate::IdSource;
 
-pub use config::MonitorConfig;
+pub use config::{ConfigSource, MonitorConfig};
 pub use event::{EventSlot, Fault, MonitorEvent, NotifyError, Registration};
 pub use nonces::ANSWER_WINDOW;
 use nonces::{Echo, SentNonces};
@@ -71,8 +71,8 @@ struct Vote {
 ///
 /// One event waits at a time, in an [`EventSlot`] (input stops until it is polled); a vote that a new session or an
 /// `exit` ends has its own slot (`vote_ended`), so no step needs more.
-pub struct Monitor<R, S = [u8; LINE_BUF], E = Option<MonitorEvent>> {
-    config: MonitorConfig,
+pub struct Monitor<R, S = [u8; LINE_BUF], E = Option<MonitorEvent>, C = MonitorConfig> {
+    config: C,
     ids: R,
     framer: LineFramer<S>,
     state: MonitorState,
@@ -120,10 +120,10 @@ impl<R: IdSource, S: LineStorage> Monitor<R, S> {
     }
 }
 
-impl<R: IdSource, S: LineStorage, E: EventSlot> Monitor<R, S, E> {
-    /// A monitor with caller-chosen storage for partial lines ([`LineStorage`]) and for the waiting event
-    /// ([`EventSlot`]); `events` must be empty.
-    pub fn with_storage(config: MonitorConfig, ids: R, storage: S, events: E) -> Self {
+impl<R: IdSource, S: LineStorage, E: EventSlot, C: ConfigSource> Monitor<R, S, E, C> {
+    /// A monitor with caller-chosen storage for partial lines ([`LineStorage`]), for the waiting event
+    /// ([`EventSlot`]; `events` must be empty) and for its tunables ([`ConfigSource`]).
+    pub fn with_storage(config: C, ids: R, storage: S, events: E) -> Self {
         Monitor {
             config,
             ids,
@@ -177,7 +177,7 @@ impl<R: IdSource, S: LineStorage, E: EventSlot> Monitor<R, S, E> {
 
     /// The tunables.
     pub fn config(&self) -> &MonitorConfig {
-        &self.config
+        self.config.monitor_config()
     }
 
     // ---- input ----
@@ -187,7 +187,7 @@ impl<R: IdSource, S: LineStorage, E: EventSlot> Monitor<R, S, E> {
     pub fn connected(&mut self, now: Instant) {
         self.end_session();
         self.state = MonitorState::AwaitingInit;
-        self.set_timer(Timer::Registration, Some(now + self.config.registration_timeout));
+        self.set_timer(Timer::Registration, Some(now + self.config.monitor_config().registration_timeout));
     }
 
     /// The transport is gone. An open vote ends with `error`.
@@ -239,7 +239,7 @@ impl<R: IdSource, S: LineStorage, E: EventSlot> Monitor<R, S, E> {
 
     /// Replaces the tunables (a reloaded configuration). The loss threshold applies at once; interval bounds at
     /// the guest's next registration.
-    pub fn set_config(&mut self, config: MonitorConfig) {
+    pub fn set_config(&mut self, config: C) {
         self.config = config;
     }
 
@@ -251,7 +251,7 @@ impl<R: IdSource, S: LineStorage, E: EventSlot> Monitor<R, S, E> {
         }
         self.misses = 0;
         self.loss_reported = false;
-        let interval = self.registration.as_ref().map_or(self.config.min_interval, |r| r.interval);
+        let interval = self.registration.as_ref().map_or(self.config.monitor_config().min_interval, |r| r.interval);
         let deadline = self.on_grid(now + interval, interval);
         self.challenge(now, deadline);
     }
@@ -350,7 +350,8 @@ impl<R: IdSource, S: LineStorage, E: EventSlot> Monitor<R, S, E> {
             self.stats.unknown_values += 1;
         }
         let requested = Duration::from_millis(u64::from(init.heartbeat_interval_ms));
-        let interval = requested.max(self.config.min_interval).min(self.config.max_interval);
+        let interval =
+            requested.max(self.config.monitor_config().min_interval).min(self.config.monitor_config().max_interval);
         let registration = Registration { init, interval };
         self.registration = Some(registration.clone());
         self.state = MonitorState::Heartbeating;
@@ -362,7 +363,7 @@ impl<R: IdSource, S: LineStorage, E: EventSlot> Monitor<R, S, E> {
         self.sent.start(base);
         self.tx_init_ack = true;
         self.set_timer(Timer::Registration, None);
-        let spread = if self.config.spread_phase {
+        let spread = if self.config.monitor_config().spread_phase {
             Duration::from_millis(u64::from(self.ids.next_id()) % (interval.as_millis() / 2).max(1))
         } else {
             Duration::ZERO
@@ -466,7 +467,7 @@ impl<R: IdSource, S: LineStorage, E: EventSlot> Monitor<R, S, E> {
 
     fn on_interval_end(&mut self, now: Instant) {
         let due = self.timers.get(Timer::Challenge as usize).unwrap_or(now);
-        let interval = self.registration.as_ref().map_or(self.config.min_interval, |r| r.interval);
+        let interval = self.registration.as_ref().map_or(self.config.monitor_config().min_interval, |r| r.interval);
         // A guest can only be blamed for an interval in which it had time to answer: a challenge that left less
         // than half an interval before this verdict was the host's lateness, not the guest's.
         let fair = due.saturating_duration_since(self.challenged_at).as_millis() * 2 >= interval.as_millis();
@@ -476,7 +477,7 @@ impl<R: IdSource, S: LineStorage, E: EventSlot> Monitor<R, S, E> {
             self.misses = self.misses.saturating_add(1);
             self.stats.misses += 1;
             // past the threshold and not yet reported: a threshold lowered meanwhile (a reload) still reports
-            if self.misses > self.config.loss_threshold && !self.loss_reported {
+            if self.misses > self.config.monitor_config().loss_threshold && !self.loss_reported {
                 self.loss_reported = true;
                 // Reported once per episode; challenges go on so that a guest that comes back (after a freeze,
                 // a migration stun) is heard within one interval, without a new `init`. If nothing at all comes
@@ -484,7 +485,7 @@ impl<R: IdSource, S: LineStorage, E: EventSlot> Monitor<R, S, E> {
                 self.stats.losses += 1;
                 self.fault = Some(Fault::Lost);
                 self.unhealthy_reported = None;
-                self.set_timer(Timer::Registration, Some(now + self.config.registration_timeout));
+                self.set_timer(Timer::Registration, Some(now + self.config.monitor_config().registration_timeout));
                 self.push(MonitorEvent::HeartbeatLost {
                     consecutive_misses: self.misses,
                     last_heartbeat: self.last_heartbeat,
@@ -498,7 +499,7 @@ impl<R: IdSource, S: LineStorage, E: EventSlot> Monitor<R, S, E> {
 
     /// `at`, rounded up to the coalescing grid of `interval` (see [`MonitorConfig::coalesce`]).
     fn on_grid(&self, at: Instant, interval: Duration) -> Instant {
-        let step = self.config.coalesce_step(interval).as_millis();
+        let step = self.config.monitor_config().coalesce_step(interval).as_millis();
         if step <= 1 {
             return at;
         }
@@ -533,7 +534,7 @@ impl<R: IdSource, S: LineStorage, E: EventSlot> Monitor<R, S, E> {
     }
 
     fn nack(&mut self, now: Instant, reason: &'static str) {
-        let allowed = self.last_nack.is_none_or(|t| now >= t + self.config.nack_interval);
+        let allowed = self.last_nack.is_none_or(|t| now >= t + self.config.monitor_config().nack_interval);
         if allowed && self.tx_nack.is_none() {
             self.tx_nack = Some(reason);
             self.last_nack = Some(now);
@@ -604,7 +605,7 @@ fn vote_result(vote: Vote, result: VoteResult, log_msg: LogMsg) -> MonitorEvent 
     }
 }
 
-impl<R, S, E> fmt::Debug for Monitor<R, S, E> {
+impl<R, S, E, C> fmt::Debug for Monitor<R, S, E, C> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Monitor")
             .field("state", &self.state)

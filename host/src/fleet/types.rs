@@ -171,5 +171,15 @@ impl vigil_core::EventSlot for EventOnDemand {
     }
 }
 
+/// A guest's Monitor tunables: those of its policy, shared by every guest under it (8 bytes a guest, not 48).
+#[derive(Clone, Debug)]
+pub struct PolicyConfig(pub std::sync::Arc<crate::config::Policy>);
+
+impl vigil_core::ConfigSource for PolicyConfig {
+    fn monitor_config(&self) -> &vigil_core::MonitorConfig {
+        &self.0.monitor
+    }
+}
+
 /// The core's Monitor as the fleet keeps it.
-pub type GuestMonitor = vigil_core::Monitor<vigil_core::XorShift32, LineOnDemand, EventOnDemand>;
+pub type GuestMonitor = vigil_core::Monitor<vigil_core::XorShift32, LineOnDemand, EventOnDemand, PolicyConfig>;
