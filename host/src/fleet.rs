@@ -327,7 +327,7 @@ impl Fleet {
             return;
         }
         g.budget.charge(input.len() as u64);
-        let on_time_before = g.monitor.stats().heartbeats - g.monitor.stats().late_answers;
+        let on_time_before = g.monitor.stats().heartbeats - u64::from(g.monitor.stats().late_answers);
         while !input.is_empty() {
             let Some(g) = self.guests.get_mut(key) else { return };
             let used = g.monitor.handle_bytes(now, input);
@@ -339,7 +339,7 @@ impl Fleet {
         }
         if let Some(g) = self.guests.get(key) {
             let s = g.monitor.stats();
-            if s.heartbeats - s.late_answers > on_time_before {
+            if s.heartbeats - u64::from(s.late_answers) > on_time_before {
                 self.counters.rtt.observe(s.last_rtt.as_millis() as f64 / 1000.0);
             }
         }

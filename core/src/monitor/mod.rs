@@ -307,7 +307,7 @@ impl<R: IdSource, S: LineStorage, E: EventSlot, C: ConfigSource> Monitor<R, S, E
     pub fn poll_transmit(&mut self, now: Instant, buf: &mut [u8; MAX_WIRE]) -> Option<usize> {
         let invocation_id = self.registration.as_ref().map_or(0, |r| r.init.invocation_id);
         let body = if let Some(reason) = self.tx_nack.take() {
-            self.stats.nacks += 1;
+            self.stats.nacks = self.stats.nacks.saturating_add(1);
             Body::Nack { invocation_id, log_msg: bounded(reason) }
         } else if self.tx_init_ack {
             self.tx_init_ack = false;
@@ -347,7 +347,7 @@ impl<R: IdSource, S: LineStorage, E: EventSlot, C: ConfigSource> Monitor<R, S, E
     fn on_init(&mut self, now: Instant, init: Init) {
         self.end_vote("guest registered anew");
         if init.corrective_action == CorrectiveAction::Unknown {
-            self.stats.unknown_values += 1;
+            self.stats.unknown_values = self.stats.unknown_values.saturating_add(1);
         }
         let requested = Duration::from_millis(u64::from(init.heartbeat_interval_ms));
         let interval =
@@ -355,7 +355,7 @@ impl<R: IdSource, S: LineStorage, E: EventSlot, C: ConfigSource> Monitor<R, S, E
         let registration = Registration { init, interval };
         self.registration = Some(registration.clone());
         self.state = MonitorState::Heartbeating;
-        self.stats.registrations += 1;
+        self.stats.registrations = self.stats.registrations.saturating_add(1);
         self.unhealthy_reported = None;
         self.misses = 0;
         self.loss_reported = false;
@@ -388,7 +388,7 @@ impl<R: IdSource, S: LineStorage, E: EventSlot, C: ConfigSource> Monitor<R, S, E
             self.stats.last_rtt = rtt;
             self.stats.max_rtt = self.stats.max_rtt.max(rtt);
         } else {
-            self.stats.late_answers += 1;
+            self.stats.late_answers = self.stats.late_answers.saturating_add(1);
         }
         // Proof of life, whichever of the latest challenges it answers.
         self.heard = true;
@@ -398,7 +398,7 @@ impl<R: IdSource, S: LineStorage, E: EventSlot, C: ConfigSource> Monitor<R, S, E
         self.stats.heartbeats += 1;
         self.set_timer(Timer::Registration, None);
         if r.heartbeat_health == Health::Unknown || r.corrective_action == CorrectiveAction::Unknown {
-            self.stats.unknown_values += 1;
+            self.stats.unknown_values = self.stats.unknown_values.saturating_add(1);
         }
         match r.heartbeat_health {
             Health::Unhealthy => {
@@ -437,7 +437,7 @@ impl<R: IdSource, S: LineStorage, E: EventSlot, C: ConfigSource> Monitor<R, S, E
             return;
         }
         if r.event_type == EventType::Unknown || r.notification_type == NotificationType::Unknown {
-            self.stats.unknown_values += 1;
+            self.stats.unknown_values = self.stats.unknown_values.saturating_add(1);
         }
         // The reference's `unknown` members match the open vote: it sends them when it could not parse ours.
         match self.vote {
@@ -472,17 +472,17 @@ impl<R: IdSource, S: LineStorage, E: EventSlot, C: ConfigSource> Monitor<R, S, E
         // than half an interval before this verdict was the host's lateness, not the guest's.
         let fair = due.saturating_duration_since(self.challenged_at).as_millis() * 2 >= interval.as_millis();
         if !self.heard && !fair {
-            self.stats.host_late += 1;
+            self.stats.host_late = self.stats.host_late.saturating_add(1);
         } else if !self.heard {
             self.misses = self.misses.saturating_add(1);
-            self.stats.misses += 1;
+            self.stats.misses = self.stats.misses.saturating_add(1);
             // past the threshold and not yet reported: a threshold lowered meanwhile (a reload) still reports
             if self.misses > self.config.monitor_config().loss_threshold && !self.loss_reported {
                 self.loss_reported = true;
                 // Reported once per episode; challenges go on so that a guest that comes back (after a freeze,
                 // a migration stun) is heard within one interval, without a new `init`. If nothing at all comes
                 // back for the registration timeout, the caller is told to reconnect.
-                self.stats.losses += 1;
+                self.stats.losses = self.stats.losses.saturating_add(1);
                 self.fault = Some(Fault::Lost);
                 self.unhealthy_reported = None;
                 self.set_timer(Timer::Registration, Some(now + self.config.monitor_config().registration_timeout));
@@ -516,7 +516,7 @@ impl<R: IdSource, S: LineStorage, E: EventSlot, C: ConfigSource> Monitor<R, S, E
     }
 
     fn on_protocol_error(&mut self, now: Instant, e: ProtocolError) {
-        self.stats.protocol_errors += 1;
+        self.stats.protocol_errors = self.stats.protocol_errors.saturating_add(1);
         let reason = match e {
             ProtocolError::Frame(_) => Some("message too long"),
             ProtocolError::Decode(DecodeError::UnsupportedVersion(_)) => Some("unsupported version"),
@@ -539,7 +539,7 @@ impl<R: IdSource, S: LineStorage, E: EventSlot, C: ConfigSource> Monitor<R, S, E
             self.tx_nack = Some(reason);
             self.last_nack = Some(now);
         } else {
-            self.stats.nacks_suppressed += 1;
+            self.stats.nacks_suppressed = self.stats.nacks_suppressed.saturating_add(1);
         }
     }
 
@@ -564,7 +564,7 @@ impl<R: IdSource, S: LineStorage, E: EventSlot, C: ConfigSource> Monitor<R, S, E
         // Input stops while an event waits and each step pushes at most one, so this never overflows; if it
         // ever did, the oldest event would be kept and this one counted as an error rather than panicking.
         if !self.events.put(e) {
-            self.stats.protocol_errors += 1;
+            self.stats.protocol_errors = self.stats.protocol_errors.saturating_add(1);
         }
     }
 

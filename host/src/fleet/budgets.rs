@@ -55,7 +55,7 @@ impl Fleet {
                     g.monitor.stats().bytes_in,
                     g.rate_limited
                 );
-                let total = g.monitor.stats().protocol_errors + g.rate_limited;
+                let total = u64::from(g.monitor.stats().protocol_errors) + g.rate_limited;
                 let event = Event::ProtocolError { error: "rate_limited", detail, suppressed, total };
                 self.events.push_back((Arc::clone(&g.id), event));
             }

@@ -79,10 +79,10 @@ impl Totals {
     pub fn add(&mut self, s: &MonitorStats) {
         self.messages_out += s.messages_out;
         self.heartbeats += s.heartbeats;
-        self.misses += s.misses;
-        self.host_late += s.host_late;
-        self.losses += s.losses;
-        self.registrations += s.registrations;
+        self.misses += u64::from(s.misses);
+        self.host_late += u64::from(s.host_late);
+        self.losses += u64::from(s.losses);
+        self.registrations += u64::from(s.registrations);
         self.bytes_in += s.bytes_in;
     }
 }

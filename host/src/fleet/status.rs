@@ -37,8 +37,8 @@ pub(super) fn status_of(g: &Guest, now: Instant) -> GuestStatus {
         vote_secs: g.monitor.registration().map(|r| r.init.vote_secs.min(g.policy.caps.notice_secs)),
         restart_secs: g.monitor.registration().map(|r| r.init.restart_secs.min(g.policy.caps.restart_secs)),
         heartbeats: s.heartbeats,
-        misses: s.misses,
-        protocol_errors: s.protocol_errors,
+        misses: u64::from(s.misses),
+        protocol_errors: u64::from(s.protocol_errors),
         last_rtt_ms: s.last_rtt.as_millis(),
         max_rtt_ms: s.max_rtt.as_millis(),
         tx_dropped: g.tx_dropped,
@@ -47,8 +47,8 @@ pub(super) fn status_of(g: &Guest, now: Instant) -> GuestStatus {
         maintenance_reason: g.maintenance.as_deref().map(|(_, r)| r.clone()),
         maintenance_left_ms: g.maintenance.as_deref().map(|(until, _)| (*until - now).as_millis()),
         reporting: g.reporting,
-        late_answers: s.late_answers,
-        unknown_values: s.unknown_values,
+        late_answers: u64::from(s.late_answers),
+        unknown_values: u64::from(s.unknown_values),
     }
 }
 
