@@ -62,10 +62,10 @@ struct Guest {
     /// Over budget since then (not read until `resume_at`).
     throttled_since: Option<Instant>,
     resume_at: Option<Instant>,
-    rate_limited: u64,
-    connections: u64,
+    rate_limited: u32,
+    connections: u32,
     flooded_out: bool,
-    tx_dropped: u64,
+    tx_dropped: u32,
     last_action: Option<Instant>,
     errors: RateLimit,
     /// Over-budget reports have their own limit, so decode errors cannot hide them.
@@ -349,7 +349,7 @@ impl Fleet {
     /// Bytes for the guest were dropped because it does not read.
     pub fn handle_tx_dropped(&mut self, key: GuestKey) {
         if let Some(g) = self.guests.get_mut(key) {
-            g.tx_dropped += 1;
+            g.tx_dropped = g.tx_dropped.saturating_add(1);
         }
     }
 

@@ -47,6 +47,24 @@ enum Timer {
 }
 const TIMERS: usize = 3;
 
+/// Why an open vote ended without an answer (a byte, where the text would take sixteen in every monitor).
+#[derive(Clone, Copy, Debug)]
+enum VoteEnd {
+    Registered,
+    Exited,
+    Disconnected,
+}
+
+impl VoteEnd {
+    fn reason(self) -> &'static str {
+        match self {
+            VoteEnd::Registered => "guest registered anew",
+            VoteEnd::Exited => "guest agent exited before answering",
+            VoteEnd::Disconnected => "connection to guest lost",
+        }
+    }
+}
+
 #[derive(Clone, Copy, Debug)]
 struct Vote {
     notify: ActionNotify,
@@ -101,7 +119,7 @@ pub struct Monitor<R, S = [u8; LINE_BUF], E = Option<MonitorEvent>, C = MonitorC
     events: E,
     /// A vote ended without an answer (the session ended, the guest registered anew or exited), and why: polled
     /// before the queued event, which it precedes.
-    vote_ended: Option<(Vote, &'static str)>,
+    vote_ended: Option<(Vote, VoteEnd)>,
     stats: MonitorStats,
 }
 
@@ -290,7 +308,7 @@ impl<R: IdSource, S: LineStorage, E: EventSlot, C: ConfigSource> Monitor<R, S, E
     #[must_use]
     pub fn poll_event(&mut self) -> Option<MonitorEvent> {
         if let Some((vote, why)) = self.vote_ended.take() {
-            return Some(vote_result(vote, VoteResult::Error, bounded(why)));
+            return Some(vote_result(vote, VoteResult::Error, bounded(why.reason())));
         }
         self.events.take()
     }
@@ -345,7 +363,7 @@ impl<R: IdSource, S: LineStorage, E: EventSlot, C: ConfigSource> Monitor<R, S, E
     }
 
     fn on_init(&mut self, now: Instant, init: Init) {
-        self.end_vote("guest registered anew");
+        self.end_vote(VoteEnd::Registered);
         if init.corrective_action == CorrectiveAction::Unknown {
             self.stats.unknown_values = self.stats.unknown_values.saturating_add(1);
         }
@@ -456,7 +474,7 @@ impl<R: IdSource, S: LineStorage, E: EventSlot, C: ConfigSource> Monitor<R, S, E
     }
 
     fn on_exit(&mut self, log_msg: LogMsg) {
-        self.end_vote("guest agent exited before answering");
+        self.end_vote(VoteEnd::Exited);
         self.timers.clear();
         self.tx_challenge = false;
         self.state = MonitorState::Exited;
@@ -548,7 +566,7 @@ impl<R: IdSource, S: LineStorage, E: EventSlot, C: ConfigSource> Monitor<R, S, E
     }
 
     /// The open vote, if any, ends with `error` for `why` (reported from its own slot, before any queued event).
-    fn end_vote(&mut self, why: &'static str) {
+    fn end_vote(&mut self, why: VoteEnd) {
         if let Some(vote) = self.vote.take() {
             self.set_timer(Timer::Vote, None);
             self.vote_ended = Some((vote, why));
@@ -569,7 +587,7 @@ impl<R: IdSource, S: LineStorage, E: EventSlot, C: ConfigSource> Monitor<R, S, E
     }
 
     fn end_session(&mut self) {
-        self.end_vote("connection to guest lost");
+        self.end_vote(VoteEnd::Disconnected);
         self.framer.reset();
         self.timers.clear();
         self.registration = None;

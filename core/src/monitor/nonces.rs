@@ -25,11 +25,34 @@ pub(super) enum Echo {
     Refused,
 }
 
+/// 128 bits in two words: a `u128` would give every Monitor (and a host's every guest entry) 16-byte alignment,
+/// and the padding that comes with it.
+#[derive(Clone, Copy, Debug, Default)]
+struct Bits128([u64; 2]);
+
+impl Bits128 {
+    /// Bit `j` (taken modulo 128).
+    fn get(&self, j: u32) -> bool {
+        self.0[(j / 64 % 2) as usize] >> (j % 64) & 1 == 1
+    }
+
+    /// Sets bit `j` (taken modulo 128).
+    fn set(&mut self, j: u32) {
+        self.0[(j / 64 % 2) as usize] |= 1 << (j % 64);
+    }
+
+    /// Every bit moves up by one; bit 0 becomes clear and bit 127 leaves.
+    fn shift_up(&mut self) {
+        self.0[1] = self.0[1] << 1 | self.0[0] >> 63;
+        self.0[0] <<= 1;
+    }
+}
+
 /// The challenges of one session.
 #[derive(Clone, Copy, Debug, Default)]
 pub(super) struct SentNonces {
     /// Bit `j`: the challenge `sent - 1 - j` was answered.
-    answered: u128,
+    answered: Bits128,
     base: u32,
     /// Challenges sent in this session.
     sent: u32,
@@ -51,10 +74,10 @@ impl SentNonces {
     /// The next challenge left: its bit enters the window, and the oldest bit leaves it (an answered one moves the
     /// floor above it).
     pub(super) fn sent(&mut self) {
-        if self.sent >= ANSWER_WINDOW && self.answered >> (ANSWER_WINDOW - 1) & 1 == 1 {
+        if self.sent >= ANSWER_WINDOW && self.answered.get(ANSWER_WINDOW - 1) {
             self.floor = self.floor.max(self.sent - ANSWER_WINDOW + 1);
         }
-        self.answered <<= 1;
+        self.answered.shift_up();
         // a session never sends 2^31 challenges (68 years at 1 s); if one did, nonces would repeat: stop counting
         self.sent = (self.sent + 1).min(MAX_NONCE);
     }
@@ -67,11 +90,10 @@ impl SentNonces {
         }
         let behind = self.sent - 1 - index;
         if behind < ANSWER_WINDOW {
-            let bit = 1u128 << behind;
-            if self.answered & bit != 0 {
+            if self.answered.get(behind) {
                 return Echo::Refused;
             }
-            self.answered |= bit;
+            self.answered.set(behind);
         } else {
             // out of the window: only in order
             self.floor = index + 1;

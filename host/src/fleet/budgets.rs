@@ -44,7 +44,7 @@ impl Fleet {
         g.resume_at = Some(resume);
         let since = *g.throttled_since.get_or_insert(now);
         if since == now {
-            g.rate_limited += 1;
+            g.rate_limited = g.rate_limited.saturating_add(1);
             if let Some(suppressed) = g.floods.take(now.as_millis()) {
                 let b = g.policy.budget;
                 let detail = format!(
@@ -55,7 +55,7 @@ impl Fleet {
                     g.monitor.stats().bytes_in,
                     g.rate_limited
                 );
-                let total = u64::from(g.monitor.stats().protocol_errors) + g.rate_limited;
+                let total = u64::from(g.monitor.stats().protocol_errors) + u64::from(g.rate_limited);
                 let event = Event::ProtocolError { error: "rate_limited", detail, suppressed, total };
                 self.events.push_back((Arc::clone(&g.id), event));
             }

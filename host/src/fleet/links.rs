@@ -14,7 +14,7 @@ impl Fleet {
     pub fn handle_connected(&mut self, key: GuestKey, now: Instant) {
         let Some(g) = self.guests.get_mut(key) else { return };
         g.link = Link::Connected;
-        g.connections += 1;
+        g.connections = g.connections.saturating_add(1);
         g.connected_at = now;
         g.heartbeats_at_connect = g.monitor.stats().heartbeats;
         g.throttled_since = None;

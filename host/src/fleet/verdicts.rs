@@ -112,7 +112,7 @@ impl Fleet {
             MonitorEvent::ProtocolError(pe) => {
                 *self.counters.protocol_errors.entry(pe.label()).or_default() += 1;
                 let Some(suppressed) = g.errors.take(now.as_millis()) else { return };
-                let total = u64::from(g.monitor.stats().protocol_errors) + g.rate_limited;
+                let total = u64::from(g.monitor.stats().protocol_errors) + u64::from(g.rate_limited);
                 Event::ProtocolError { error: pe.label(), detail: pe.to_string(), suppressed, total }
             }
             MonitorEvent::RegistrationTimeout => {
