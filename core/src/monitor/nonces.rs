@@ -107,6 +107,31 @@ mod tests {
     use super::*;
 
     #[test]
+    fn two_words_behave_as_one_u128() {
+        let (mut bits, mut reference) = (Bits128::default(), 0u128);
+        let mut x = 0x9e37_79b9u32;
+        for _ in 0..10_000 {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            let j = x % 128;
+            match x / 128 % 3 {
+                0 => {
+                    bits.set(j);
+                    reference |= 1 << j;
+                }
+                1 => {
+                    bits.shift_up();
+                    reference <<= 1;
+                }
+                _ => {}
+            }
+            assert_eq!(bits.get(j), reference >> j & 1 == 1);
+            assert_eq!((u128::from(bits.0[1]) << 64) | u128::from(bits.0[0]), reference);
+        }
+    }
+
+    #[test]
     fn each_sent_nonce_is_taken_once_however_old_and_never_one_not_sent() {
         let mut s = SentNonces::default();
         s.start(MAX_NONCE - 2); // wraps within the first challenges
