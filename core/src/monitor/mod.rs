@@ -8,6 +8,7 @@ mod config;
 mod event;
 mod nonces;
 mod stats;
+mod vote;
 
 use core::fmt;
 
@@ -24,6 +25,7 @@ pub use event::{EventSlot, Fault, MonitorEvent, NotifyError, Registration};
 pub use nonces::ANSWER_WINDOW;
 use nonces::{Echo, SentNonces};
 pub use stats::MonitorStats;
+use vote::{vote_result, Vote, VoteEnd};
 
 /// Where the session stands.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -46,30 +48,6 @@ enum Timer {
     Registration = 2,
 }
 const TIMERS: usize = 3;
-
-/// Why an open vote ended without an answer (a byte, where the text would take sixteen in every monitor).
-#[derive(Clone, Copy, Debug)]
-enum VoteEnd {
-    Registered,
-    Exited,
-    Disconnected,
-}
-
-impl VoteEnd {
-    fn reason(self) -> &'static str {
-        match self {
-            VoteEnd::Registered => "guest registered anew",
-            VoteEnd::Exited => "guest agent exited before answering",
-            VoteEnd::Disconnected => "connection to guest lost",
-        }
-    }
-}
-
-#[derive(Clone, Copy, Debug)]
-struct Vote {
-    notify: ActionNotify,
-    sent: bool,
-}
 
 /// The host side of one guest's heartbeat session. Sans-IO: the caller moves bytes and time.
 ///
@@ -198,6 +176,10 @@ impl<R: IdSource, S: LineStorage, E: EventSlot, C: ConfigSource> Monitor<R, S, E
         self.config.monitor_config()
     }
 
+    fn cfg(&self) -> &MonitorConfig {
+        self.config.monitor_config()
+    }
+
     // ---- input ----
 
     /// A transport to the guest is up: wait for `init`. Any partial line of an earlier connection is forgotten;
@@ -205,7 +187,7 @@ impl<R: IdSource, S: LineStorage, E: EventSlot, C: ConfigSource> Monitor<R, S, E
     pub fn connected(&mut self, now: Instant) {
         self.end_session();
         self.state = MonitorState::AwaitingInit;
-        self.set_timer(Timer::Registration, Some(now + self.config.monitor_config().registration_timeout));
+        self.set_timer(Timer::Registration, Some(now + self.cfg().registration_timeout));
     }
 
     /// The transport is gone. An open vote ends with `error`.
@@ -269,37 +251,9 @@ impl<R: IdSource, S: LineStorage, E: EventSlot, C: ConfigSource> Monitor<R, S, E
         }
         self.misses = 0;
         self.loss_reported = false;
-        let interval = self.registration.as_ref().map_or(self.config.monitor_config().min_interval, |r| r.interval);
+        let interval = self.registration.as_ref().map_or(self.cfg().min_interval, |r| r.interval);
         let deadline = self.on_grid(now + interval, interval);
         self.challenge(now, deadline);
-    }
-
-    /// Sends `action_notify` and waits `timeout` (exactly the value sent) for the answer, which arrives as
-    /// [`MonitorEvent::VoteResult`] — with `timeout` if none came.
-    pub fn notify(
-        &mut self,
-        now: Instant,
-        event_type: EventType,
-        notification_type: NotificationType,
-        timeout: Duration,
-    ) -> Result<(), NotifyError> {
-        if self.state != MonitorState::Heartbeating {
-            return Err(NotifyError::NotRegistered);
-        }
-        if self.fault == Some(Fault::Lost) {
-            return Err(NotifyError::NotHeartbeating);
-        }
-        if self.vote.is_some() {
-            return Err(NotifyError::Busy);
-        }
-        let timeout_ms = u32::try_from(timeout.as_millis()).map_err(|_| NotifyError::TimeoutTooLong)?;
-        let invocation_id = self.registration.as_ref().map_or(0, |r| r.init.invocation_id);
-        self.vote = Some(Vote {
-            notify: ActionNotify { invocation_id, event_type, notification_type, timeout_ms },
-            sent: false,
-        });
-        self.set_timer(Timer::Vote, Some(now + timeout));
-        Ok(())
     }
 
     // ---- output ----
@@ -368,8 +322,7 @@ impl<R: IdSource, S: LineStorage, E: EventSlot, C: ConfigSource> Monitor<R, S, E
             self.stats.unknown_values = self.stats.unknown_values.saturating_add(1);
         }
         let requested = Duration::from_millis(u64::from(init.heartbeat_interval_ms));
-        let interval =
-            requested.max(self.config.monitor_config().min_interval).min(self.config.monitor_config().max_interval);
+        let interval = requested.max(self.cfg().min_interval).min(self.cfg().max_interval);
         let registration = Registration { init, interval };
         self.registration = Some(registration.clone());
         self.state = MonitorState::Heartbeating;
@@ -381,7 +334,7 @@ impl<R: IdSource, S: LineStorage, E: EventSlot, C: ConfigSource> Monitor<R, S, E
         self.sent.start(base);
         self.tx_init_ack = true;
         self.set_timer(Timer::Registration, None);
-        let spread = if self.config.monitor_config().spread_phase {
+        let spread = if self.cfg().spread_phase {
             Duration::from_millis(u64::from(self.ids.next_id()) % (interval.as_millis() / 2).max(1))
         } else {
             Duration::ZERO
@@ -443,36 +396,6 @@ impl<R: IdSource, S: LineStorage, E: EventSlot, C: ConfigSource> Monitor<R, S, E
         }
     }
 
-    fn on_action_response(&mut self, now: Instant, r: ActionResponse) {
-        let expected = self.registration.as_ref().map_or(0, |reg| reg.init.invocation_id);
-        if self.state != MonitorState::Heartbeating {
-            self.on_protocol_error(now, ProtocolError::Unexpected(MsgType::ActionResponse));
-            return;
-        }
-        if r.invocation_id != expected {
-            self.nack(now, "wrong invocation_id");
-            self.on_protocol_error(now, ProtocolError::WrongInvocationId { expected, got: r.invocation_id });
-            return;
-        }
-        if r.event_type == EventType::Unknown || r.notification_type == NotificationType::Unknown {
-            self.stats.unknown_values = self.stats.unknown_values.saturating_add(1);
-        }
-        // The reference's `unknown` members match the open vote: it sends them when it could not parse ours.
-        match self.vote {
-            Some(v)
-                if v.sent
-                    && (v.notify.event_type == r.event_type || r.event_type == EventType::Unknown)
-                    && (v.notify.notification_type == r.notification_type
-                        || r.notification_type == NotificationType::Unknown) =>
-            {
-                self.vote = None;
-                self.set_timer(Timer::Vote, None);
-                self.push_vote_result(v, r.vote_result, r.log_msg);
-            }
-            _ => self.on_protocol_error(now, ProtocolError::Unexpected(MsgType::ActionResponse)),
-        }
-    }
-
     fn on_exit(&mut self, log_msg: LogMsg) {
         self.end_vote(VoteEnd::Exited);
         self.timers.clear();
@@ -485,7 +408,7 @@ impl<R: IdSource, S: LineStorage, E: EventSlot, C: ConfigSource> Monitor<R, S, E
 
     fn on_interval_end(&mut self, now: Instant) {
         let due = self.timers.get(Timer::Challenge as usize).unwrap_or(now);
-        let interval = self.registration.as_ref().map_or(self.config.monitor_config().min_interval, |r| r.interval);
+        let interval = self.registration.as_ref().map_or(self.cfg().min_interval, |r| r.interval);
         // A guest can only be blamed for an interval in which it had time to answer: a challenge that left less
         // than half an interval before this verdict was the host's lateness, not the guest's.
         let fair = due.saturating_duration_since(self.challenged_at).as_millis() * 2 >= interval.as_millis();
@@ -495,7 +418,7 @@ impl<R: IdSource, S: LineStorage, E: EventSlot, C: ConfigSource> Monitor<R, S, E
             self.misses = self.misses.saturating_add(1);
             self.stats.misses = self.stats.misses.saturating_add(1);
             // past the threshold and not yet reported: a threshold lowered meanwhile (a reload) still reports
-            if self.misses > self.config.monitor_config().loss_threshold && !self.loss_reported {
+            if self.misses > self.cfg().loss_threshold && !self.loss_reported {
                 self.loss_reported = true;
                 // Reported once per episode; challenges go on so that a guest that comes back (after a freeze,
                 // a migration stun) is heard within one interval, without a new `init`. If nothing at all comes
@@ -503,7 +426,7 @@ impl<R: IdSource, S: LineStorage, E: EventSlot, C: ConfigSource> Monitor<R, S, E
                 self.stats.losses = self.stats.losses.saturating_add(1);
                 self.fault = Some(Fault::Lost);
                 self.unhealthy_reported = None;
-                self.set_timer(Timer::Registration, Some(now + self.config.monitor_config().registration_timeout));
+                self.set_timer(Timer::Registration, Some(now + self.cfg().registration_timeout));
                 self.push(MonitorEvent::HeartbeatLost {
                     consecutive_misses: self.misses,
                     last_heartbeat: self.last_heartbeat,
@@ -517,7 +440,7 @@ impl<R: IdSource, S: LineStorage, E: EventSlot, C: ConfigSource> Monitor<R, S, E
 
     /// `at`, rounded up to the coalescing grid of `interval` (see [`MonitorConfig::coalesce`]).
     fn on_grid(&self, at: Instant, interval: Duration) -> Instant {
-        let step = self.config.monitor_config().coalesce_step(interval).as_millis();
+        let step = self.cfg().coalesce_step(interval).as_millis();
         if step <= 1 {
             return at;
         }
@@ -552,24 +475,12 @@ impl<R: IdSource, S: LineStorage, E: EventSlot, C: ConfigSource> Monitor<R, S, E
     }
 
     fn nack(&mut self, now: Instant, reason: &'static str) {
-        let allowed = self.last_nack.is_none_or(|t| now >= t + self.config.monitor_config().nack_interval);
+        let allowed = self.last_nack.is_none_or(|t| now >= t + self.cfg().nack_interval);
         if allowed && self.tx_nack.is_none() {
             self.tx_nack = Some(reason);
             self.last_nack = Some(now);
         } else {
             self.stats.nacks_suppressed = self.stats.nacks_suppressed.saturating_add(1);
-        }
-    }
-
-    fn push_vote_result(&mut self, vote: Vote, result: VoteResult, log_msg: LogMsg) {
-        self.push(vote_result(vote, result, log_msg));
-    }
-
-    /// The open vote, if any, ends with `error` for `why` (reported from its own slot, before any queued event).
-    fn end_vote(&mut self, why: VoteEnd) {
-        if let Some(vote) = self.vote.take() {
-            self.set_timer(Timer::Vote, None);
-            self.vote_ended = Some((vote, why));
         }
     }
 
@@ -611,15 +522,6 @@ impl<R: IdSource, S: LineStorage, E: EventSlot, C: ConfigSource> Monitor<R, S, E
             Some(at) => self.timers.set(t as usize, at),
             None => self.timers.stop(t as usize),
         }
-    }
-}
-
-fn vote_result(vote: Vote, result: VoteResult, log_msg: LogMsg) -> MonitorEvent {
-    MonitorEvent::VoteResult {
-        event_type: vote.notify.event_type,
-        notification_type: vote.notify.notification_type,
-        result,
-        log_msg,
     }
 }
 
