@@ -33,6 +33,23 @@ struct Conn {
     queued: bool,
     /// The peer closed its end: read to the end, never stop at a short read.
     read_closed: bool,
+    /// Registered for writability too: only while `out` holds bytes. A socket registered for it at all times
+    /// raises an edge each time the guest takes a challenge, which would wake the loop twice per heartbeat.
+    want_write: bool,
+}
+
+impl Conn {
+    /// Registers for writability exactly while bytes wait in `out`. Re-registering reports a socket that became
+    /// writable in between at once, so no edge is lost.
+    fn want_writable(&mut self, registry: &Registry, key: GuestKey) -> io::Result<()> {
+        let want = !self.out.is_empty();
+        if want != self.want_write {
+            let interest = if want { Interest::READABLE | Interest::WRITABLE } else { Interest::READABLE };
+            registry.reregister(&mut self.stream, token(key, self.gen), interest)?;
+            self.want_write = want;
+        }
+        Ok(())
+    }
 }
 
 /// The token of guest `key`'s connection number `gen`.
@@ -72,9 +89,11 @@ impl Conns {
     }
 
     /// A readiness event for token `t`; stale tokens (an older connection in the same slot) are ignored.
+    #[allow(clippy::too_many_arguments)]
     pub fn on_ready(
         &mut self,
         fleet: &mut Fleet,
+        registry: &Registry,
         t: usize,
         readable: bool,
         read_closed: bool,
@@ -89,7 +108,7 @@ impl Conns {
             self.to_read.push(key);
         }
         if writable {
-            self.flush_out(fleet, key, now);
+            self.flush_out(fleet, registry, key, now);
         }
     }
 
@@ -201,8 +220,7 @@ impl Conns {
             Ok(mut stream) => {
                 self.next_gen = (self.next_gen + 1) & 0x7FFF_FFFF;
                 let gen = self.next_gen;
-                if let Err(e) = registry.register(&mut stream, token(key, gen), Interest::READABLE | Interest::WRITABLE)
-                {
+                if let Err(e) = registry.register(&mut stream, token(key, gen), Interest::READABLE) {
                     warn!(error = %e, "register failed");
                     fleet.handle_connect_failed(key, false, now);
                     return;
@@ -210,7 +228,8 @@ impl Conns {
                 if self.table.len() <= key {
                     self.table.resize_with(key + 1, || None);
                 }
-                self.table[key] = Some(Conn { stream, gen, out: Vec::new(), queued: false, read_closed: false });
+                self.table[key] =
+                    Some(Conn { stream, gen, out: Vec::new(), queued: false, read_closed: false, want_write: false });
                 fleet.handle_connected(key, now);
             }
             Err(e) => {
@@ -228,7 +247,7 @@ impl Conns {
     }
 
     /// Writes what the fleet has for guest `key`.
-    pub fn transmit(&mut self, fleet: &mut Fleet, key: GuestKey, now: Instant) {
+    pub fn transmit(&mut self, fleet: &mut Fleet, registry: &Registry, key: GuestKey, now: Instant) {
         let mut wire = [0u8; MAX_WIRE];
         let mut broken = None;
         while let Some(n) = fleet.poll_transmit(key, now, &mut wire) {
@@ -252,13 +271,20 @@ impl Conns {
                 }
             }
         }
+        if broken.is_none() {
+            if let Some(conn) = self.table.get_mut(key).and_then(Option::as_mut) {
+                if let Err(e) = conn.want_writable(registry, key) {
+                    broken = Some(format!("reregister failed: {e}"));
+                }
+            }
+        }
         if let Some(reason) = broken {
             fleet.handle_closed(key, &reason, now);
         }
     }
 
     /// Writes what waited for guest `key` (it became writable).
-    pub fn flush_out(&mut self, fleet: &mut Fleet, key: GuestKey, now: Instant) {
+    pub fn flush_out(&mut self, fleet: &mut Fleet, registry: &Registry, key: GuestKey, now: Instant) {
         let Some(conn) = self.table.get_mut(key).and_then(Option::as_mut) else { return };
         while !conn.out.is_empty() {
             match conn.stream.write(&conn.out) {
@@ -278,12 +304,15 @@ impl Conns {
         if conn.out.is_empty() && conn.out.capacity() > MAX_OUTBUF {
             conn.out = Vec::new();
         }
+        if let Err(e) = conn.want_writable(registry, key) {
+            fleet.handle_closed(key, &format!("reregister failed: {e}"), now);
+        }
     }
 
     /// Writes what waits for every guest (at a stop).
-    pub fn flush_all(&mut self, fleet: &mut Fleet, now: Instant) {
+    pub fn flush_all(&mut self, fleet: &mut Fleet, registry: &Registry, now: Instant) {
         for key in 0..self.table.len() {
-            self.flush_out(fleet, key, now);
+            self.flush_out(fleet, registry, key, now);
         }
     }
 }
@@ -358,7 +387,7 @@ mod tests {
                     }
                 }
                 while let Some(key) = self.fleet.poll_dirty() {
-                    self.conns.transmit(&mut self.fleet, key, at(t));
+                    self.conns.transmit(&mut self.fleet, self.poll.registry(), key, at(t));
                 }
                 while self.fleet.poll_event().is_some() {}
             }

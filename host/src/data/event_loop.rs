@@ -218,7 +218,7 @@ impl Daemon {
                     }
                     Token(t) => {
                         let (r, c, w) = (event.is_readable(), event.is_read_closed(), event.is_writable());
-                        self.conns.on_ready(&mut self.fleet, t, r, c, w, now)
+                        self.conns.on_ready(&mut self.fleet, self.poll.registry(), t, r, c, w, now)
                     }
                 }
             }
@@ -273,7 +273,7 @@ impl Daemon {
             }
             while let Some(key) = self.fleet.poll_dirty() {
                 progress = true;
-                self.conns.transmit(&mut self.fleet, key, now);
+                self.conns.transmit(&mut self.fleet, self.poll.registry(), key, now);
             }
             while let Some((guest, event)) = self.fleet.poll_event() {
                 self.publish(guest, event);
@@ -478,7 +478,7 @@ impl Daemon {
         // queued corrective actions are never started after SIGTERM (each is reported as skipped)
         self.actions.stop();
         self.fleet.shutdown(now);
-        self.conns.flush_all(&mut self.fleet, now);
+        self.conns.flush_all(&mut self.fleet, self.poll.registry(), now);
         self.drive(now);
         self.on_outcomes();
         // votes still open end as `error` with the sessions above; anything not answered yet is dropped here
