@@ -465,4 +465,47 @@ mod tests {
         // reached
         assert_eq!(rig.conns.to_read, [keys[2], keys[1]], "the unreached guest first, the cut one behind it");
     }
+
+    #[test]
+    fn a_guest_that_reads_late_gets_what_waited_once_its_socket_has_room() {
+        let mut rig = Rig::new(1, PASS_BUDGET);
+        let key = rig.guests[0].0;
+        let _ = rig.challenge(0);
+        // the guest stops reading: fill its socket (empty lines, which a guest skips)
+        let conn = rig.conns.get(key).unwrap();
+        let fill = [b'\n'; 4096];
+        while conn.stream.write(&fill).is_ok() {}
+        assert!(!conn.want_write, "registered for writability only while output waits");
+        rig.fleet.handle_timeouts(at(1000));
+        rig.pump(1000);
+        let conn = rig.conns.get(key).unwrap();
+        assert!(!conn.out.is_empty() && conn.want_write, "the challenge waits, and the socket is watched for room");
+        // the guest reads again: the readiness event flushes what waited and stops watching for room
+        let reader = std::thread::spawn({
+            let mut s = rig.guests[0].1.try_clone().unwrap();
+            move || {
+                let mut all = Vec::new();
+                let mut buf = [0u8; 65536];
+                while !all.ends_with(b"}\n") {
+                    let n = std::io::Read::read(&mut s, &mut buf).unwrap();
+                    assert!(n > 0);
+                    all.extend_from_slice(&buf[..n]);
+                }
+                all
+            }
+        });
+        let mut events = mio::Events::with_capacity(8);
+        while rig.conns.get(key).unwrap().want_write {
+            rig.poll.poll(&mut events, Some(std::time::Duration::from_secs(5))).unwrap();
+            assert!(!events.is_empty(), "the socket's room was reported");
+            for e in events.iter() {
+                let registry = rig.poll.registry();
+                rig.conns.on_ready(&mut rig.fleet, registry, e.token().0, false, false, e.is_writable(), at(1001));
+            }
+        }
+        let all = reader.join().unwrap();
+        let line = all.rsplit(|&b| b == b'\n').nth(1).unwrap();
+        assert!(line.starts_with(b"{") && line.windows(9).any(|w| w == b"challenge"), "the challenge that waited");
+        assert!(rig.conns.get(key).unwrap().out.is_empty());
+    }
 }
