@@ -61,6 +61,9 @@ struct Cli {
     /// Stop after this many seconds (default: run until killed).
     #[arg(long)]
     duration_secs: Option<u64>,
+    /// Healthy guests send every message this many ms after their agent wrote it (slow, still in time).
+    #[arg(long, default_value_t = 0)]
+    answer_delay_ms: u64,
     /// Id prefix.
     #[arg(long, default_value = "sim")]
     prefix: String,
@@ -88,6 +91,7 @@ fn main() -> ExitCode {
         flap_down: Duration::from_secs(c.flap_down_secs),
         duration: c.duration_secs.map(Duration::from_secs),
         prefix: c.prefix,
+        answer_delay: Duration::from_millis(c.answer_delay_ms),
     };
     let stop = Arc::new(AtomicBool::new(false));
     for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {

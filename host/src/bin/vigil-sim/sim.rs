@@ -81,6 +81,8 @@ pub struct SimConfig {
     pub duration: Option<Duration>,
     /// Id prefix (to run several simulators on one directory).
     pub prefix: String,
+    /// Every message of a healthy guest leaves this long after the agent wrote it (a slow guest, still in time).
+    pub answer_delay: Duration,
 }
 
 impl Default for SimConfig {
@@ -94,6 +96,7 @@ impl Default for SimConfig {
             flap_down: Duration::from_secs(5),
             duration: None,
             prefix: "sim".into(),
+            answer_delay: Duration::ZERO,
         }
     }
 }
@@ -112,6 +115,8 @@ struct SimGuest {
     /// Registered for writability: only while `out` waits (a socket registered for it at all times makes every
     /// read of the host wake this process, a cost the benchmark would charge to the host).
     want_write: bool,
+    /// [`SimConfig::answer_delay`].
+    delay: Duration,
 }
 
 /// The socket path of guest `id` in `dir`.
@@ -150,6 +155,7 @@ pub fn run(cfg: &SimConfig, stop: &Arc<AtomicBool>) -> io::Result<()> {
             back_at: None,
             next_garbage: start,
             want_write: false,
+            delay: cfg.answer_delay,
         });
     }
     for (i, g) in guests.iter_mut().enumerate() {
@@ -348,17 +354,14 @@ fn drain_agent_events(g: &mut SimGuest) {
 fn pump(g: &mut SimGuest, now: Instant) {
     let mut wire = [0u8; MAX_WIRE];
     while let Some(n) = g.agent.poll_transmit(now, &mut wire) {
-        if !g.failing {
-            g.out.extend_from_slice(&wire[..n]);
-            continue;
-        }
-        match g.behaviour {
-            Behaviour::Hang | Behaviour::Flap => {}
-            Behaviour::Late => {
+        match (g.failing, g.behaviour) {
+            (true, Behaviour::Hang | Behaviour::Flap) => {}
+            (true, Behaviour::Late) => {
                 let delay = Duration::from_millis(u64::from(g.agent.config().heartbeat_interval_ms) * 5 / 2);
                 g.delayed.push_back((now + delay, wire[..n].to_vec()));
             }
-            _ => g.out.extend_from_slice(&wire[..n]),
+            _ if g.delay == Duration::ZERO => g.out.extend_from_slice(&wire[..n]),
+            _ => g.delayed.push_back((now + g.delay, wire[..n].to_vec())),
         }
     }
     while g.delayed.front().is_some_and(|(t, _)| *t <= now) {
