@@ -62,6 +62,8 @@ pub struct Conns {
     table: Vec<Option<Conn>>,
     next_gen: u32,
     readbuf: Vec<u8>,
+    /// One message on its way out (kept, so that a send does not clear a kilobyte first).
+    wire: Box<[u8; MAX_WIRE]>,
     to_read: Vec<GuestKey>,
     /// Bytes read from all guests in one pass ([`PASS_BUDGET`]; smaller in tests).
     pass_budget: usize,
@@ -76,7 +78,14 @@ impl Default for Conns {
 impl Conns {
     /// Connections whose passes read at most `pass_budget` bytes in all.
     pub fn with_pass_budget(pass_budget: usize) -> Self {
-        Conns { table: Vec::new(), next_gen: 0, readbuf: vec![0; READ_CHUNK], to_read: Vec::new(), pass_budget }
+        Conns {
+            table: Vec::new(),
+            next_gen: 0,
+            readbuf: vec![0; READ_CHUNK],
+            wire: Box::new([0; MAX_WIRE]),
+            to_read: Vec::new(),
+            pass_budget,
+        }
     }
 
     /// Guests are waiting to be read (the loop must not sleep).
@@ -248,9 +257,9 @@ impl Conns {
 
     /// Writes what the fleet has for guest `key`.
     pub fn transmit(&mut self, fleet: &mut Fleet, registry: &Registry, key: GuestKey, now: Instant) {
-        let mut wire = [0u8; MAX_WIRE];
+        let wire = &mut self.wire;
         let mut broken = None;
-        while let Some(n) = fleet.poll_transmit(key, now, &mut wire) {
+        while let Some(n) = fleet.poll_transmit(key, now, wire) {
             let Some(conn) = self.table.get_mut(key).and_then(Option::as_mut) else { break };
             let mut sent = 0;
             if conn.out.is_empty() {
