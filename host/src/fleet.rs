@@ -501,7 +501,8 @@ impl Fleet {
 
     fn after_input(&mut self, key: GuestKey) {
         if let Some(g) = self.guests.get_mut(key) {
-            if !g.dirty {
+            // only guests with something to send are visited (an answer, the common input, leaves nothing)
+            if !g.dirty && g.monitor.wants_transmit() {
                 g.dirty = true;
                 self.dirty.push(key);
             }

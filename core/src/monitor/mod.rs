@@ -277,6 +277,19 @@ impl<R: IdSource, S: LineStorage, E: EventSlot, C: ConfigSource> Monitor<R, S, E
     /// `now` is when the bytes leave (round-trip times are measured from it).
     #[must_use]
     pub fn poll_transmit(&mut self, now: Instant, buf: &mut [u8; MAX_WIRE]) -> Option<usize> {
+        let wanted = self.wants_transmit();
+        let n = self.transmit(now, buf);
+        debug_assert_eq!(wanted, n.is_some(), "wants_transmit agrees with poll_transmit");
+        n
+    }
+
+    /// Whether [`poll_transmit`](Self::poll_transmit) has a message to write. A caller serving many guests asks
+    /// it after an input, and visits only those that have something to send (most inputs, answers, have nothing).
+    pub fn wants_transmit(&self) -> bool {
+        self.tx_nack.is_some() || self.tx_init_ack || self.tx_challenge || self.vote.as_ref().is_some_and(|v| !v.sent)
+    }
+
+    fn transmit(&mut self, now: Instant, buf: &mut [u8; MAX_WIRE]) -> Option<usize> {
         let invocation_id = self.registration.as_ref().map_or(0, |r| r.init.invocation_id);
         let body = if let Some(reason) = self.tx_nack.take() {
             self.stats.nacks = self.stats.nacks.saturating_add(1);
