@@ -170,39 +170,3 @@ fn a_thousand_guests_at_250ms_for_10s_without_a_false_fault() {
     let hb: u64 = st["guests"].as_array().unwrap().iter().map(|g| g["heartbeats"].as_u64().unwrap()).sum();
     assert!(hb >= 1000 * 30, "{hb} heartbeats in ~10 s from 1000 guests at 250 ms");
 }
-
-/// The sum of the guests' missed intervals in a status snapshot.
-fn misses(status: &serde_json::Value) -> u64 {
-    status["guests"].as_array().map_or(0, |g| g.iter().filter_map(|g| g["misses"].as_u64()).sum())
-}
-
-#[test]
-fn a_host_stalled_past_its_deadlines_reads_every_answer_before_judging() {
-    // A real stall (SIGSTOP, as a host under memory pressure or a tracer). The guests answer 700 ms after each
-    // challenge (in time), so most answers are in flight at any moment: they arrive while vigild is stopped, and
-    // when it runs again every deadline has passed and ~1,400 sockets are readable at once, more than one epoll
-    // wait returns (1,024). Every answer was in its socket before its verdict: none may count as missed (before
-    // the loop took a last look at readiness before judging: 545 and 875 false misses in two runs).
-    let _serial = heavy();
-    let work = TempDir::new("stall");
-    let dir = work.path().join("qemu");
-    std::fs::create_dir_all(&dir).unwrap();
-    let _s = sim(&dir, &["--guests", "2000", "--interval-ms", "1000", "--answer-delay-ms", "700"]);
-    std::thread::sleep(Duration::from_millis(500));
-    let mut d = Vigild::start(&dir, work.path(), &[]);
-    d.wait_until(60, "2000 registered", |ev| count(ev, "registered") == 2000);
-    // settle (the registration storm's own lateness is not this test's subject), then a status written since
-    std::thread::sleep(Duration::from_secs(5));
-    let before = misses(&d.status());
-    let pid = rustix::process::Pid::from_raw(d.proc.pid() as i32).unwrap();
-    rustix::process::kill_process(pid, rustix::process::Signal::STOP).unwrap();
-    std::thread::sleep(Duration::from_millis(2500));
-    rustix::process::kill_process(pid, rustix::process::Signal::CONT).unwrap();
-    // the status file is rewritten every 2 s: one written at least 2 s after the stall ended
-    std::thread::sleep(Duration::from_millis(4500));
-    let after = misses(&d.status());
-    assert_eq!(after - before, 0, "intervals judged missed although their answers were in the sockets");
-    let lost = d.events_of("heartbeat_lost");
-    assert!(lost.is_empty(), "{} false losses, first: {:?}", lost.len(), lost.first());
-    assert!(d.proc.terminate(), "clean exit on SIGTERM");
-}
