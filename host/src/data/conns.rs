@@ -97,26 +97,17 @@ impl Conns {
         self.table.get_mut(key).and_then(Option::as_mut)
     }
 
-    /// A readiness event for token `t`; stale tokens (an older connection in the same slot) are ignored.
-    #[allow(clippy::too_many_arguments)]
-    pub fn on_ready(
-        &mut self,
-        fleet: &mut Fleet,
-        registry: &Registry,
-        t: usize,
-        readable: bool,
-        read_closed: bool,
-        writable: bool,
-        now: Instant,
-    ) {
+    /// A readiness event of a guest connection; stale ones (an older connection in the same slot) are ignored.
+    pub fn on_ready(&mut self, fleet: &mut Fleet, registry: &Registry, event: &mio::event::Event, now: Instant) {
+        let t = event.token().0;
         let (key, gen) = (t & 0xFFFF_FFFF, (t >> 32) as u32);
         let Some(conn) = self.get(key).filter(|c| c.gen == gen) else { return };
-        conn.read_closed |= read_closed;
-        if (readable || read_closed) && !conn.queued {
+        conn.read_closed |= event.is_read_closed();
+        if (event.is_readable() || event.is_read_closed()) && !conn.queued {
             conn.queued = true;
             self.to_read.push(key);
         }
-        if writable {
+        if event.is_writable() {
             self.flush_out(fleet, registry, key, now);
         }
     }
@@ -509,7 +500,7 @@ mod tests {
             assert!(!events.is_empty(), "the socket's room was reported");
             for e in events.iter() {
                 let registry = rig.poll.registry();
-                rig.conns.on_ready(&mut rig.fleet, registry, e.token().0, false, false, e.is_writable(), at(1001));
+                rig.conns.on_ready(&mut rig.fleet, registry, e, at(1001));
             }
         }
         let all = reader.join().unwrap();

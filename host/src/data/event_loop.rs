@@ -215,21 +215,7 @@ impl Daemon {
             let mut now = self.clock.now();
             self.dispatch(&events, now);
             if self.fleet.next_timeout().is_some_and(|t| t <= now) {
-                // Verdicts are due. Judge at a time read *before* a last look at readiness: an answer that arrived
-                // before that time is in the ready list by then (the sender's write puts it there), so it is read
-                // before its verdict, even after a stall left more sockets ready than one wait returns.
-                for _ in 0..DRAIN_ROUNDS {
-                    now = self.clock.now();
-                    match self.poll.poll(&mut events, Some(std::time::Duration::ZERO)) {
-                        Ok(()) => {}
-                        Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                        Err(e) => return Err(e),
-                    }
-                    self.dispatch(&events, now);
-                    if events.iter().count() < EVENTS {
-                        break;
-                    }
-                }
+                now = self.last_look(&mut events)?;
             }
             // answers that arrived in time are counted before the verdicts that would miss them; the read work
             // of one pass is bounded, so timers are never late by more than one bounded pass
@@ -244,6 +230,26 @@ impl Daemon {
         Ok(())
     }
 
+    /// Before verdicts: judge at a time read *before* a last look at readiness. An answer that arrived before that
+    /// time is in the ready list by then (the sender's write puts it there), so it is read before its verdict, even
+    /// after a stall left more sockets ready than one wait returns. Returns that time.
+    fn last_look(&mut self, events: &mut Events) -> io::Result<Instant> {
+        let mut now = self.clock.now();
+        for _ in 0..DRAIN_ROUNDS {
+            now = self.clock.now();
+            match self.poll.poll(events, Some(std::time::Duration::ZERO)) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            }
+            self.dispatch(events, now);
+            if events.iter().count() < EVENTS {
+                break;
+            }
+        }
+        Ok(now)
+    }
+
     /// Hands readiness events to their owners.
     fn dispatch(&mut self, events: &Events, now: Instant) {
         for event in events.iter() {
@@ -254,10 +260,7 @@ impl Daemon {
                     self.on_outcomes();
                     self.on_commands(now);
                 }
-                Token(t) => {
-                    let (r, c, w) = (event.is_readable(), event.is_read_closed(), event.is_writable());
-                    self.conns.on_ready(&mut self.fleet, self.poll.registry(), t, r, c, w, now)
-                }
+                _ => self.conns.on_ready(&mut self.fleet, self.poll.registry(), event, now),
             }
         }
     }
