@@ -103,7 +103,8 @@ pub struct Fleet {
     io: VecDeque<Io>,
     events: VecDeque<(Arc<str>, Event)>,
     actions: VecDeque<ActionRequest>,
-    dirty: Vec<GuestKey>,
+    /// Guests that may have bytes to send, in the order they got them (a pass's run is sent front to back).
+    dirty: VecDeque<GuestKey>,
     fired: Vec<GuestKey>,
     scratch: Vec<MonitorEvent>,
     next_ticket: Ticket,
@@ -137,7 +138,7 @@ impl Fleet {
             io: VecDeque::new(),
             events: VecDeque::new(),
             actions: VecDeque::new(),
-            dirty: Vec::new(),
+            dirty: VecDeque::new(),
             fired: Vec::new(),
             scratch: Vec::with_capacity(4),
             next_ticket: 0,
@@ -285,6 +286,12 @@ impl Fleet {
             not_established_reported: false,
             requested: vigil_core::CorrectiveAction::None,
         });
+        // Where in the interval its challenges fall: runs of neighbours in the slab share a place, and successive
+        // runs are spread over the interval by the golden ratio (2^16 / phi), whatever the number of guests.
+        if let Some(run) = std::num::NonZeroUsize::new(self.cfg.phase_run) {
+            let place = ((key / run) as u32).wrapping_mul(40_503) as u16;
+            self.guests[key].monitor.set_phase(Some(place));
+        }
         self.by_path.insert(Arc::clone(&path), key);
         let id = Arc::clone(&self.guests[key].id);
         self.by_id.entry(id).or_insert(key);
@@ -357,6 +364,8 @@ impl Fleet {
     pub fn handle_timeouts(&mut self, now: Instant) {
         let mut fired = std::mem::take(&mut self.fired);
         self.wheel.expire(now, |_, key| fired.push(key));
+        // in the order of the slab (and of the connection table): a run of neighbours is walked front to back
+        fired.sort_unstable();
         for key in fired.drain(..) {
             if self.guests.get(key).is_some_and(|g| g.maintenance.as_deref().is_some_and(|(until, _)| *until <= now)) {
                 self.end_maintenance_of(key, "expired", now);
@@ -477,7 +486,7 @@ impl Fleet {
 
     /// A guest that may have bytes to send: drain it with [`poll_transmit`](Self::poll_transmit).
     pub fn poll_dirty(&mut self) -> Option<GuestKey> {
-        let key = self.dirty.pop()?;
+        let key = self.dirty.pop_front()?;
         if let Some(g) = self.guests.get_mut(key) {
             g.dirty = false;
         }
@@ -504,7 +513,7 @@ impl Fleet {
             // only guests with something to send are visited (an answer, the common input, leaves nothing)
             if !g.dirty && g.monitor.wants_transmit() {
                 g.dirty = true;
-                self.dirty.push(key);
+                self.dirty.push_back(key);
             }
         }
         self.reschedule(key);

@@ -18,7 +18,9 @@ pub struct MonitorConfig {
     /// At most one `nack` per this span (default 1 s): a flooding guest cannot make the host write at its pace.
     pub nack_interval: Duration,
     /// After a registration, delay the second challenge by a random part (up to half) of the interval, so that
-    /// guests registering at once (a restart of the host daemon) do not keep challenge phases aligned forever.
+    /// guests registering at once (a restart of the host daemon) do not keep challenge phases aligned forever; or,
+    /// if the caller chose a place in the interval ([`Monitor::set_phase`](super::Monitor::set_phase)), until
+    /// that place (at most one interval more).
     /// Within the protocol: a guest expects a challenge within max(2 x interval, 5 s). Default off (exact
     /// timing); the host daemon turns it on.
     pub spread_phase: bool,

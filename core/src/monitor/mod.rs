@@ -99,6 +99,8 @@ pub struct Monitor<R, S = [u8; LINE_BUF], E = Option<MonitorEvent>, C = MonitorC
     /// before the queued event, which it precedes.
     vote_ended: Option<(Vote, VoteEnd)>,
     stats: MonitorStats,
+    /// Where in the interval this guest's challenges fall, if the caller chose it (see [`set_phase`](Self::set_phase)).
+    phase: Option<u16>,
 }
 
 impl<R: IdSource> Monitor<R> {
@@ -146,6 +148,7 @@ impl<R: IdSource, S: LineStorage, E: EventSlot, C: ConfigSource> Monitor<R, S, E
             events,
             vote_ended: None,
             stats: MonitorStats::default(),
+            phase: None,
         }
     }
 
@@ -241,6 +244,16 @@ impl<R: IdSource, S: LineStorage, E: EventSlot, C: ConfigSource> Monitor<R, S, E
     /// the guest's next registration.
     pub fn set_config(&mut self, config: C) {
         self.config = config;
+    }
+
+    /// Chooses where in the interval this guest's challenges fall, in 1/65,536ths of it (with
+    /// [`MonitorConfig::spread_phase`]; otherwise ignored). From the next registration on, the first challenge
+    /// deadline is the first instant at that place at least one interval after the registration (so the first
+    /// interval is at most two intervals long), rounded up to the coalescing grid; `None` (the default) spreads at
+    /// random. A host with thousands of guests places guests that sit side by side in its memory side by side in
+    /// time, so that each wake-up walks its memory in order.
+    pub fn set_phase(&mut self, place: Option<u16>) {
+        self.phase = place;
     }
 
     /// The caller knows the guest could not have answered until now (its VM was paused, and has just been
@@ -347,10 +360,15 @@ impl<R: IdSource, S: LineStorage, E: EventSlot, C: ConfigSource> Monitor<R, S, E
         self.sent.start(base);
         self.tx_init_ack = true;
         self.set_timer(Timer::Registration, None);
-        let spread = if self.cfg().spread_phase {
-            Duration::from_millis(u64::from(self.ids.next_id()) % (interval.as_millis() / 2).max(1))
-        } else {
-            Duration::ZERO
+        let spread = match (self.cfg().spread_phase, self.phase) {
+            (false, _) => Duration::ZERO,
+            (true, None) => Duration::from_millis(u64::from(self.ids.next_id()) % (interval.as_millis() / 2).max(1)),
+            (true, Some(place)) => {
+                let period = interval.as_millis().max(1);
+                let target = u64::from(place).saturating_mul(period) >> 16;
+                let base = (now + interval).as_millis() % period;
+                Duration::from_millis((target + period - base) % period)
+            }
         };
         let first = self.on_grid(now + interval + spread, interval);
         self.challenge(now, first);

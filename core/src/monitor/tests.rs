@@ -295,6 +295,43 @@ fn spread_phase_delays_the_second_challenge_by_at_most_half_an_interval() {
 }
 
 #[test]
+fn a_chosen_phase_places_every_deadline_at_that_place_in_the_interval() {
+    // a quarter of the way into the 1 s interval: deadlines at ...250 ms, the first one 1 to 2 intervals after the
+    // registration, whenever it comes
+    for registered in [0u64, 100, 249, 250, 251, 999, 1_000, 12_345] {
+        let mut s = Script::new(MonitorConfig { spread_phase: true, ..MonitorConfig::default() });
+        s.m.set_phase(Some(1 << 14));
+        let n = s.register(registered, 1000);
+        s.feed(registered + 5, &ok(n));
+        let first = s.m.poll_timeout().unwrap().as_millis();
+        assert_eq!(first % 1000, 250, "registered at {registered}: {first}");
+        assert!(first >= registered + 1000 && first < registered + 2000, "registered at {registered}: {first}");
+        s.advance(first);
+        s.sent(first);
+        assert_eq!(s.m.poll_timeout(), Some(at(first + 1000)), "then the cadence is the interval");
+    }
+    // with coalescing, the place is rounded up to the grid: neighbours on one side of a step share a deadline
+    let first_of = |place: u16| {
+        let c = MonitorConfig { spread_phase: true, coalesce: Duration::from_millis(10), ..MonitorConfig::default() };
+        let mut s = Script::new(c);
+        s.m.set_phase(Some(place));
+        s.register(3, 1000);
+        s.m.poll_timeout().unwrap().as_millis()
+    };
+    assert_eq!(first_of(1 << 14), 1250);
+    assert_eq!(first_of((1 << 14) + 300), 1260, "254 ms into the interval, rounded up to the 10 ms grid");
+    assert_eq!(first_of(0), 2000, "place 0: the first such instant at least an interval after 3 ms");
+}
+
+#[test]
+fn without_spread_phase_a_chosen_phase_is_ignored() {
+    let mut s = Script::new(MonitorConfig::default());
+    s.m.set_phase(Some(1 << 15));
+    s.register(7, 1000);
+    assert_eq!(s.m.poll_timeout(), Some(at(1007)));
+}
+
+#[test]
 fn the_coalescing_step_divides_the_interval_and_is_at_most_one_percent_of_it() {
     let c = MonitorConfig { coalesce: Duration::from_millis(10), ..MonitorConfig::default() };
     let step = |ms| c.coalesce_step(Duration::from_millis(ms)).as_millis();

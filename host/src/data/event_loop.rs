@@ -149,7 +149,8 @@ impl Daemon {
         // the epoch lies in the past, so that a previous run's actions (the ledger) are instants on this clock
         let clock = StdClock::with_past(LEDGER_KEEP);
         let now = clock.now();
-        let fleet_cfg = FleetConfig { backoff_min: cfg.backoff_min, backoff_max: cfg.backoff_max };
+        let fleet_cfg =
+            FleetConfig { backoff_min: cfg.backoff_min, backoff_max: cfg.backoff_max, ..FleetConfig::default() };
         let mut fleet = Fleet::new(fleet_cfg, file, os_random(), now);
         let ledger = match &cfg.control.upstream {
             Some(up) => {

@@ -24,13 +24,17 @@ struct Harness {
 }
 
 impl Harness {
-    fn new(mut settings: GuestSettings) -> Self {
+    fn new(settings: GuestSettings) -> Self {
+        Harness::with_fleet(FleetConfig::default(), settings)
+    }
+
+    fn with_fleet(cfg: FleetConfig, mut settings: GuestSettings) -> Self {
         // exact timing in these tests (the phase spread has its own test in the core)
         settings.spread_phase.get_or_insert(false);
         settings.coalesce_ms.get_or_insert(0);
         let file = FileConfig { defaults: settings, ..FileConfig::default() };
         Harness {
-            f: Fleet::new(FleetConfig::default(), file, 7, at(0)),
+            f: Fleet::new(cfg, file, 7, at(0)),
             refuse: false,
             events: Vec::new(),
             actions: Vec::new(),
@@ -610,28 +614,64 @@ fn wakeups(h: &mut Harness, keys: &[GuestKey], from: u64, to: u64) -> usize {
 
 #[test]
 fn coalesced_deadlines_serve_many_guests_per_wake_up_and_no_verdict_changes() {
-    // 1,000 guests registering at every millisecond of a second, 1 s interval, spread phases (as vigild runs)
-    let mut settings = GuestSettings { coalesce_ms: Some(10), spread_phase: Some(true), ..GuestSettings::default() };
-    let mut h = Harness::new(settings.clone());
-    let keys: Vec<GuestKey> = (0..1000).map(|i| h.add(&format!("g{i}"), i)).collect();
-    for (i, &k) in keys.iter().enumerate() {
-        h.feed(k, i as u64, &init(1000, "reboot"));
-    }
-    let coalesced = wakeups(&mut h, &keys, 1000, 11_000);
-    assert_eq!(h.count("heartbeat_lost"), 0, "{:?}", h.kinds());
+    // 1,000 guests registering at every millisecond of a second, 1 s interval, random phases (no runs of neighbours)
+    let run = |coalesce_ms| {
+        let settings =
+            GuestSettings { coalesce_ms: Some(coalesce_ms), spread_phase: Some(true), ..GuestSettings::default() };
+        let mut h = Harness::with_fleet(FleetConfig { phase_run: 0, ..FleetConfig::default() }, settings);
+        let keys: Vec<GuestKey> = (0..1000).map(|i| h.add(&format!("g{i}"), i)).collect();
+        for (i, &k) in keys.iter().enumerate() {
+            h.feed(k, i as u64, &init(1000, "reboot"));
+        }
+        let wakes = wakeups(&mut h, &keys, 1000, 11_000);
+        assert_eq!(h.count("heartbeat_lost"), 0, "{:?}", h.kinds());
+        wakes
+    };
+    let coalesced = run(10);
     // at most one wake-up per 10 ms step (plus the few deadlines of the registration second)
     assert!(coalesced <= 10 * 100 + 100, "{coalesced} wake-ups in 10 s");
-
     // the same without coalescing: a wake-up per distinct millisecond phase
-    settings.coalesce_ms = Some(0);
-    let mut h = Harness::new(settings);
-    let keys: Vec<GuestKey> = (0..1000).map(|i| h.add(&format!("g{i}"), i)).collect();
-    for (i, &k) in keys.iter().enumerate() {
-        h.feed(k, i as u64, &init(1000, "reboot"));
-    }
-    let exact = wakeups(&mut h, &keys, 1000, 11_000);
+    let exact = run(0);
     println!("wake-ups over 10 s of 1,000 guests: exact {exact}, coalesced {coalesced}");
     assert!(exact >= 4 * coalesced, "exact {exact}, coalesced {coalesced}");
+}
+
+#[test]
+fn neighbours_in_the_fleet_share_a_place_in_the_interval_and_are_challenged_in_one_pass_in_their_order() {
+    // as vigild runs: spread phases, 10 ms coalescing, runs of PHASE_RUN neighbours; guests register in a
+    // scrambled order over a second, each answering every challenge
+    let settings = GuestSettings { coalesce_ms: Some(10), spread_phase: Some(true), ..GuestSettings::default() };
+    let mut h = Harness::new(settings);
+    let n = 8 * PHASE_RUN;
+    let keys: Vec<GuestKey> = (0..n).map(|i| h.add(&format!("g{i}"), 0)).collect();
+    for i in 0..n {
+        let k = keys[(i * 37) % n];
+        h.feed(k, 1 + (i as u64 * 997) % 1000, &init(1000, "reboot"));
+    }
+    h.pump(1000);
+    let wakes = wakeups(&mut h, &keys, 1000, 3_000);
+    assert_eq!(h.count("heartbeat_lost"), 0, "{:?}", h.kinds());
+    // every guest's deadline, two seconds in: a run shares one, different runs have different ones
+    let deadline = |k: GuestKey| h.f.monitor(k).and_then(|m| m.poll_timeout()).map(|t| t.as_millis() % 1000);
+    for run in keys.chunks(PHASE_RUN) {
+        let places: Vec<_> = run.iter().map(|&k| deadline(k)).collect();
+        assert!(places.iter().all(|p| p.is_some() && *p == places[0]), "one run, one place: {places:?}");
+    }
+    let mut firsts: Vec<_> = keys.chunks(PHASE_RUN).map(|run| deadline(run[0])).collect();
+    firsts.sort();
+    firsts.dedup();
+    assert_eq!(firsts.len(), 8, "each run in its own place: {firsts:?}");
+    assert!(wakes <= 2 * 8 + 16, "a wake-up per run per interval (and the registration second's): {wakes}");
+    // a pass challenges the run front to back
+    let due = h.f.next_timeout().unwrap();
+    h.sent.clear();
+    h.f.handle_timeouts(due);
+    let mut order = Vec::new();
+    while let Some(k) = h.f.poll_dirty() {
+        order.push(k);
+    }
+    assert_eq!(order.len(), PHASE_RUN, "{order:?}");
+    assert!(order.windows(2).all(|w| w[0] < w[1]), "in the fleet's order: {order:?}");
 }
 
 #[test]
