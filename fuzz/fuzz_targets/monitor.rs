@@ -1,11 +1,22 @@
 //! The host Monitor driven by arbitrary (bytes, time advance) steps: no panic, deadlines never in the past once
-//! due timers fired, bounded output per step, and the event queue always drains.
+//! due timers fired, bounded output per step, and the event queue always drains; with exact timing or vigild's
+//! (spread, placed and coalesced phases).
 #![no_main]
 use libfuzzer_sys::fuzz_target;
 use vigil_core::*;
 
 fuzz_target!(|steps: Vec<(Vec<u8>, u16, bool)>| {
-    let mut m = Monitor::new(MonitorConfig::default(), XorShift32::new(1));
+    // the first step chooses the host's tunables: exact timing, or vigild's (spread phases at a chosen place in
+    // the interval, 10 ms coalescing)
+    let config = match steps.first() {
+        Some((_, place, true)) => {
+            let c = MonitorConfig { spread_phase: true, coalesce: Duration::from_millis(10), ..MonitorConfig::default() };
+            (c, Some(*place))
+        }
+        _ => (MonitorConfig::default(), None),
+    };
+    let mut m = Monitor::new(config.0, XorShift32::new(1));
+    m.set_phase(config.1);
     m.connected(Instant::ZERO);
     let mut now = Instant::ZERO;
     let mut buf = [0u8; MAX_WIRE];
