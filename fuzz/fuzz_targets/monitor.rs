@@ -10,7 +10,8 @@ fuzz_target!(|steps: Vec<(Vec<u8>, u16, bool)>| {
     // the interval, 10 ms coalescing)
     let config = match steps.first() {
         Some((_, place, true)) => {
-            let c = MonitorConfig { spread_phase: true, coalesce: Duration::from_millis(10), ..MonitorConfig::default() };
+            let c =
+                MonitorConfig { spread_phase: true, coalesce: Duration::from_millis(10), ..MonitorConfig::default() };
             (c, Some(*place))
         }
         _ => (MonitorConfig::default(), None),
