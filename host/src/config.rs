@@ -72,7 +72,8 @@ pub struct GuestSettings {
     pub budget_bytes_per_interval: Option<u64>,
     /// Bytes a guest may send at once (default 8192).
     pub budget_burst_bytes: Option<u64>,
-    /// Spread challenge phases after a registration (default true; see `MonitorConfig::spread_phase`).
+    /// Place challenges over the interval after a registration, runs of guests neighbouring in vigild's memory at one
+    /// place (default true; see `MonitorConfig::spread_phase` and `FleetConfig::phase_run`).
     pub spread_phase: Option<bool>,
     /// Challenge deadlines fall on a grid of at most this many milliseconds (and at most 1 % of the interval), so
     /// that one wake-up of the loop serves every guest due in the same step; only the phase moves, never the

@@ -19,8 +19,8 @@ pub struct MonitorConfig {
     pub nack_interval: Duration,
     /// After a registration, delay the second challenge by a random part (up to half) of the interval, so that
     /// guests registering at once (a restart of the host daemon) do not keep challenge phases aligned forever; or,
-    /// if the caller chose a place in the interval ([`Monitor::set_phase`](super::Monitor::set_phase)), until
-    /// that place (at most one interval more).
+    /// if the caller chose a place in the interval ([`Monitor::set_phase`](super::Monitor::set_phase)), towards
+    /// that place, by at most half an interval per interval.
     /// Within the protocol: a guest expects a challenge within max(2 x interval, 5 s). Default off (exact
     /// timing); the host daemon turns it on.
     pub spread_phase: bool,

@@ -246,12 +246,12 @@ impl<R: IdSource, S: LineStorage, E: EventSlot, C: ConfigSource> Monitor<R, S, E
         self.config = config;
     }
 
-    /// Chooses where in the interval this guest's challenges fall, in 1/65,536ths of it (with
-    /// [`MonitorConfig::spread_phase`]; otherwise ignored). From the next registration on, the first challenge
-    /// deadline is the first instant at that place at least one interval after the registration (so the first
-    /// interval is at most two intervals long), rounded up to the coalescing grid; `None` (the default) spreads at
-    /// random. A host with thousands of guests places guests that sit side by side in its memory side by side in
-    /// time, so that each wake-up walks its memory in order.
+    /// Chooses where in the interval this guest's challenges fall, in 1/65,536ths of it, rounded up to the
+    /// coalescing grid (with [`MonitorConfig::spread_phase`]; otherwise ignored; `None`, the default, spreads at
+    /// random). Deadlines move there by at most half an interval per interval, so no interval is longer than one
+    /// and a half (a guest re-registers when no challenge comes within two). A host with thousands of guests places
+    /// guests that sit side by side in its memory side by side in time, so that each wake-up walks its memory in
+    /// order.
     pub fn set_phase(&mut self, place: Option<u16>) {
         self.phase = place;
     }
@@ -363,12 +363,7 @@ impl<R: IdSource, S: LineStorage, E: EventSlot, C: ConfigSource> Monitor<R, S, E
         let spread = match (self.cfg().spread_phase, self.phase) {
             (false, _) => Duration::ZERO,
             (true, None) => Duration::from_millis(u64::from(self.ids.next_id()) % (interval.as_millis() / 2).max(1)),
-            (true, Some(place)) => {
-                let period = interval.as_millis().max(1);
-                let target = u64::from(place).saturating_mul(period) >> 16;
-                let base = (now + interval).as_millis() % period;
-                Duration::from_millis((target + period - base) % period)
-            }
+            (true, Some(_)) => self.step_to_place(now + interval, interval),
         };
         let first = self.on_grid(now + interval + spread, interval);
         self.challenge(now, first);
@@ -464,9 +459,29 @@ impl<R: IdSource, S: LineStorage, E: EventSlot, C: ConfigSource> Monitor<R, S, E
                 });
             }
         }
-        // Keep the cadence unless we are already a whole interval late (then start a new phase, on the grid).
-        let next = if due + interval > now { due + interval } else { self.on_grid(now + interval, interval) };
+        // Keep the cadence (moving towards the guest's place, if it has one and is not there yet) unless we are
+        // already a whole interval late (then start a new phase, on the grid).
+        let next = if due + interval > now {
+            due + interval + self.step_to_place(due + interval, interval)
+        } else {
+            self.on_grid(now + interval, interval)
+        };
         self.challenge(now, next);
+    }
+
+    /// How much later than `at` a deadline should fall to be at the guest's place in the interval (see
+    /// [`set_phase`](Self::set_phase)), at most half an interval (the rest is for the next interval): zero without a
+    /// place, or once there. A deadline on the coalescing grid stays on it.
+    fn step_to_place(&self, at: Instant, interval: Duration) -> Duration {
+        let Some(place) = self.phase.filter(|_| self.cfg().spread_phase) else {
+            return Duration::ZERO;
+        };
+        let period = interval.as_millis().max(1);
+        let step = self.cfg().coalesce_step(interval).as_millis().max(1);
+        // the place, rounded up to the grid (which divides the interval)
+        let want = ((u64::from(place).saturating_mul(period) >> 16).div_ceil(step).saturating_mul(step)) % period;
+        let ahead = (want + period - at.as_millis() % period) % period;
+        Duration::from_millis(ahead.min(period / 2 / step * step))
     }
 
     /// `at`, rounded up to the coalescing grid of `interval` (see [`MonitorConfig::coalesce`]).

@@ -294,33 +294,46 @@ fn spread_phase_delays_the_second_challenge_by_at_most_half_an_interval() {
     assert_eq!(s.m.poll_timeout(), Some(second + Duration::from_millis(1000)));
 }
 
-#[test]
-fn a_chosen_phase_places_every_deadline_at_that_place_in_the_interval() {
-    // a quarter of the way into the 1 s interval: deadlines at ...250 ms, the first one 1 to 2 intervals after the
-    // registration, whenever it comes
-    for registered in [0u64, 100, 249, 250, 251, 999, 1_000, 12_345] {
-        let mut s = Script::new(MonitorConfig { spread_phase: true, ..MonitorConfig::default() });
-        s.m.set_phase(Some(1 << 14));
-        let n = s.register(registered, 1000);
-        s.feed(registered + 5, &ok(n));
-        let first = s.m.poll_timeout().unwrap().as_millis();
-        assert_eq!(first % 1000, 250, "registered at {registered}: {first}");
-        assert!(first >= registered + 1000 && first < registered + 2000, "registered at {registered}: {first}");
-        s.advance(first);
-        s.sent(first);
-        assert_eq!(s.m.poll_timeout(), Some(at(first + 1000)), "then the cadence is the interval");
+/// The deadlines of a guest that answers every challenge at once, from its registration at `registered`.
+fn deadlines(config: MonitorConfig, place: u16, registered: u64, count: usize) -> Vec<u64> {
+    let mut s = Script::new(config);
+    s.m.set_phase(Some(place));
+    let n = s.register(registered, 1000);
+    s.feed(registered + 1, &ok(n));
+    let mut out = Vec::new();
+    while out.len() < count {
+        let due = s.m.poll_timeout().unwrap().as_millis();
+        out.push(due);
+        s.advance(due);
+        let sent = s.sent(due);
+        let Some(Body::Challenge { heartbeat_challenge }) = sent.last().cloned() else { panic!("{sent:?}") };
+        s.feed(due + 1, &ok(heartbeat_challenge));
     }
-    // with coalescing, the place is rounded up to the grid: neighbours on one side of a step share a deadline
-    let first_of = |place: u16| {
-        let c = MonitorConfig { spread_phase: true, coalesce: Duration::from_millis(10), ..MonitorConfig::default() };
-        let mut s = Script::new(c);
-        s.m.set_phase(Some(place));
-        s.register(3, 1000);
-        s.m.poll_timeout().unwrap().as_millis()
-    };
-    assert_eq!(first_of(1 << 14), 1250);
-    assert_eq!(first_of((1 << 14) + 300), 1260, "254 ms into the interval, rounded up to the 10 ms grid");
-    assert_eq!(first_of(0), 2000, "place 0: the first such instant at least an interval after 3 ms");
+    out
+}
+
+#[test]
+fn a_chosen_phase_moves_deadlines_to_that_place_by_at_most_half_an_interval_each() {
+    // a quarter of the way into the 1 s interval, whenever the guest registers
+    let spread = MonitorConfig { spread_phase: true, ..MonitorConfig::default() };
+    for registered in [0u64, 100, 249, 250, 251, 700, 749, 750, 999, 1_000, 12_345] {
+        let d = deadlines(spread, 1 << 14, registered, 5);
+        let mut last = registered;
+        for &t in &d {
+            // never sooner than an interval, never later than one and a half: a guest re-registers after two
+            assert!(t - last >= 1000 && t - last <= 1500, "registered at {registered}: {d:?}");
+            last = t;
+        }
+        // there within two intervals, and it stays
+        assert!(d[1..].iter().all(|t| t % 1000 == 250), "registered at {registered}: {d:?}");
+    }
+    assert_eq!(deadlines(spread, 1 << 14, 0, 3), [1250, 2250, 3250], "a quarter of an interval late: there at once");
+    assert_eq!(deadlines(spread, 1 << 14, 700, 3), [2200, 3250, 4250], "0.55 intervals away: half now, the rest next");
+    // with coalescing, the place is rounded up to the 10 ms grid and every deadline is on it
+    let grid = MonitorConfig { coalesce: Duration::from_millis(10), ..spread };
+    assert_eq!(deadlines(grid, (1 << 14) + 300, 3, 3), [1260, 2260, 3260], "254 ms in: the grid's 260 ms");
+    let d = deadlines(grid, 0, 3, 3);
+    assert_eq!(d, [1510, 3000, 4000], "place 0 from 3 ms: half an interval (on the grid), then the rest");
 }
 
 #[test]
