@@ -313,10 +313,7 @@ impl Fleet {
         let open_fault = g.monitor.fault().map(status::fault_word);
         self.events.push_back((Arc::clone(&g.id), Event::Removed { open_fault }));
         self.retired.add(g.monitor.stats());
-        if self.removed.len() >= 1024 {
-            self.removed.pop_front();
-        }
-        self.removed.push_back((Arc::clone(&g.id), now));
+        self.remember_removed(Arc::clone(&g.id), now);
         self.by_path.remove(&g.path);
         if self.by_id.get(&g.id) == Some(&key) {
             self.by_id.remove(&g.id);
@@ -507,6 +504,14 @@ impl Fleet {
     }
 
     // ---- internals ----
+
+    /// Guest `id` is no longer watched since `now`: the hypervisor's word on it may still come (see `removed`).
+    fn remember_removed(&mut self, id: Arc<str>, now: Instant) {
+        if self.removed.len() >= 1024 {
+            self.removed.pop_front();
+        }
+        self.removed.push_back((id, now));
+    }
 
     fn after_input(&mut self, key: GuestKey) {
         if let Some(g) = self.guests.get_mut(key) {

@@ -128,11 +128,14 @@ impl Fleet {
         true
     }
 
-    /// Stops watching a domain (it is gone); a loss still open is closed upstream (`removed`).
-    pub fn unwatch_agent(&mut self, id: &str) {
+    /// Stops watching a domain (it is gone); a loss still open is closed upstream (`removed`). The hypervisor's
+    /// word on it may come after this (a destroyed domain leaves the list before its `stopped` event is read):
+    /// it is still reported, as for a heartbeat guest whose socket went away first.
+    pub fn unwatch_agent(&mut self, id: &str, now: Instant) {
         if let Some((id, g)) = self.agents.remove_entry(id) {
             let open_fault = g.lost.then(|| "heartbeat_lost".to_string());
-            self.events.push_back((id, Event::Removed { open_fault }));
+            self.events.push_back((Arc::clone(&id), Event::Removed { open_fault }));
+            self.remember_removed(id, now);
         }
     }
 
@@ -346,8 +349,26 @@ mod tests {
             ("heartbeating", "qemu-ga:vm-1", 2, 3)
         );
         assert_eq!(f.state_counts().0.iter().find(|(s, _)| *s == "heartbeating").map(|e| e.1), Some(1));
-        f.unwatch_agent("u1");
+        f.unwatch_agent("u1", at(30_000));
         assert_eq!(kinds(&mut f), ["removed"]);
+    }
+
+    #[test]
+    fn a_domain_that_left_the_list_before_its_stopped_event_is_still_reported_stopped() {
+        // `virsh destroy`: the domain list no longer has it (unwatched) before the lifecycle event is read
+        let mut f = Fleet::new(FleetConfig::default(), FileConfig::default(), 1, at(0));
+        f.watch_agent("u1", "vm-1", at(0));
+        assert_eq!(kinds(&mut f), ["watching"]);
+        f.unwatch_agent("u1", at(10_000));
+        assert_eq!(kinds(&mut f), ["removed"]);
+        assert!(!f.handle_lifecycle("u1", Lifecycle::Stopped, at(10_500)), "no guest has that id any more");
+        assert_eq!(kinds(&mut f), ["stopped"]);
+        // only lately removed ones: a minute on, the word on an id is nobody's
+        f.watch_agent("u2", "vm-2", at(10_000));
+        f.unwatch_agent("u2", at(10_000));
+        let _ = kinds(&mut f);
+        f.handle_lifecycle("u2", Lifecycle::Stopped, at(71_000));
+        assert!(kinds(&mut f).is_empty());
     }
 
     #[test]

@@ -26,7 +26,7 @@ impl Daemon {
                 Command::AgentWatch { guest, domain } => {
                     self.fleet.watch_agent(&guest, &domain, now);
                 }
-                Command::AgentUnwatch { guest } => self.fleet.unwatch_agent(&guest),
+                Command::AgentUnwatch { guest } => self.fleet.unwatch_agent(&guest, now),
                 Command::AgentHealth { guest, result, failure_threshold } => {
                     self.fleet.handle_agent_health(&guest, result, failure_threshold)
                 }
