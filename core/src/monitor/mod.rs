@@ -7,6 +7,7 @@
 mod config;
 mod event;
 mod nonces;
+mod phase;
 mod stats;
 mod vote;
 
@@ -467,30 +468,6 @@ impl<R: IdSource, S: LineStorage, E: EventSlot, C: ConfigSource> Monitor<R, S, E
             self.on_grid(now + interval, interval)
         };
         self.challenge(now, next);
-    }
-
-    /// How much later than `at` a deadline should fall to be at the guest's place in the interval (see
-    /// [`set_phase`](Self::set_phase)), at most half an interval (the rest is for the next interval): zero without a
-    /// place, or once there. A deadline on the coalescing grid stays on it.
-    fn step_to_place(&self, at: Instant, interval: Duration) -> Duration {
-        let Some(place) = self.phase.filter(|_| self.cfg().spread_phase) else {
-            return Duration::ZERO;
-        };
-        let period = interval.as_millis().max(1);
-        let step = self.cfg().coalesce_step(interval).as_millis().max(1);
-        // the place, rounded up to the grid (which divides the interval)
-        let want = ((u64::from(place).saturating_mul(period) >> 16).div_ceil(step).saturating_mul(step)) % period;
-        let ahead = (want + period - at.as_millis() % period) % period;
-        Duration::from_millis(ahead.min(period / 2 / step * step))
-    }
-
-    /// `at`, rounded up to the coalescing grid of `interval` (see [`MonitorConfig::coalesce`]).
-    fn on_grid(&self, at: Instant, interval: Duration) -> Instant {
-        let step = self.cfg().coalesce_step(interval).as_millis();
-        if step <= 1 {
-            return at;
-        }
-        Instant::from_millis(at.as_millis().div_ceil(step).saturating_mul(step))
     }
 
     fn challenge(&mut self, now: Instant, deadline: Instant) {
