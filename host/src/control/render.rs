@@ -13,6 +13,8 @@ use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::{Registry, Unit};
 
 use super::FleetView;
+use crate::events::Event;
+use vigil_core::VoteResult;
 use crate::metrics::Buckets;
 
 type Labels = Vec<(String, String)>;
@@ -49,6 +51,17 @@ fn family<'a>(name: &str, values: impl IntoIterator<Item = (&'a str, u64)>) -> F
         f.get_or_create(&vec![(name.to_string(), label.to_string())]).inc_by(v);
     }
     f
+}
+
+/// Every known label with its count (0 when none yet), then any other label the map holds: a series exists from
+/// the start, so `increase()` and `rate()` see its first event (an absent series has no "before").
+fn every<'a>(
+    known: impl IntoIterator<Item = &'a str>,
+    counts: &'a BTreeMap<&'static str, u64>,
+) -> impl Iterator<Item = (&'a str, u64)> {
+    let known: Vec<&'a str> = known.into_iter().collect();
+    let extra = counts.iter().filter(|(k, _)| !known.contains(k)).map(|(k, v)| (*k, *v)).collect::<Vec<_>>();
+    known.into_iter().map(|k| (k, counts.get(k).copied().unwrap_or(0))).chain(extra)
 }
 
 /// The upstream side: the spool and each sink's counters.
@@ -159,7 +172,7 @@ pub fn openmetrics(
         "Protocol errors by kind (rate_limited: episodes over the byte budget)",
         family("kind", c.protocol_errors.iter().map(|(k, v)| (*k, *v))),
     );
-    r.register("votes", "Votes and notices by result", family("result", c.votes.iter().map(|(k, v)| (*k, *v))));
+    r.register("votes", "Votes and notices by result", family("result", every(VoteResult::ALL.iter().map(|r| r.as_str()), &c.votes)));
     r.register_with_unit(
         "heartbeat_round_trip",
         "Challenge to answer, for answers to the current challenge",
@@ -181,7 +194,7 @@ pub fn openmetrics(
     r.register(
         "events",
         "Events seen by the control plane, by kind",
-        family("kind", events_by_kind.iter().map(|(k, v)| (*k, *v))),
+        family("kind", every(Event::KINDS.iter().copied(), events_by_kind)),
     );
     r.register(
         "action_results",
