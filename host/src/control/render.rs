@@ -420,6 +420,29 @@ mod tests {
     }
 
     #[test]
+    fn every_known_label_has_a_series_from_the_start_and_none_is_lost() {
+        let counts = BTreeMap::from([("recovered", 2), ("from_a_newer_kind", 1)]);
+        let got: Vec<(&str, u64)> = every(["connected", "recovered"], &counts).collect();
+        assert_eq!(got, [("connected", 0), ("recovered", 2), ("from_a_newer_kind", 1)]);
+        // a vigild that has seen nothing yet
+        let view = FleetView {
+            guests: Vec::new(),
+            by_state: Vec::new(),
+            in_maintenance: 0,
+            counters: Default::default(),
+            totals: Default::default(),
+            pass: Buckets::new(&[0.001]),
+            events_emitted: 0,
+            events_dropped: 0,
+            control_dropped: 0,
+            reporting: true,
+        };
+        let text = openmetrics(&view, &BTreeMap::new(), 0, &UpstreamView::default());
+        assert!(text.contains("vigil_events_total{kind=\"action_suppressed\"} 0"), "{text}");
+        assert!(text.contains("vigil_votes_total{result=\"timeout\"} 0"), "{text}");
+    }
+
+    #[test]
     fn html_text_is_escaped() {
         assert_eq!(html_escape("<b a='1'>&\"\u{7}"), "&lt;b a=&#39;1&#39;&gt;&amp;&quot;\u{fffd}");
     }
