@@ -190,8 +190,12 @@ impl Daemon {
 
     /// Runs until SIGTERM/SIGINT.
     pub fn run(mut self) -> io::Result<()> {
+        // before the first guest socket: every guest descriptor lives in this thread's table alone, and system
+        // calls on them skip the shared table's reference counting (see `private_descriptor_table` for the rule)
+        let private = crate::sys::private_descriptor_table();
         info!(
             fd_limit = self.fd_limit,
+            private_descriptor_table = private,
             "file-descriptor limit {}: room for about {} guests",
             self.fd_limit,
             self.fd_limit.saturating_sub(64)

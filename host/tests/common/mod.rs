@@ -75,8 +75,19 @@ impl Proc {
             .and_then(|v| v.parse().ok())
             .unwrap_or(0)
     }
+    /// Descriptors open in the process: its data-plane thread has a table of its own (`private_descriptor_table`),
+    /// so every thread's table is read, and a descriptor in two tables (opened before they parted) counts once.
     pub fn open_fds(&self) -> usize {
-        std::fs::read_dir(format!("/proc/{}/fd", self.pid())).map(|d| d.count()).unwrap_or(0)
+        let mut seen = std::collections::HashSet::new();
+        let tasks = std::fs::read_dir(format!("/proc/{}/task", self.pid())).into_iter().flatten().flatten();
+        for task in tasks {
+            for fd in std::fs::read_dir(task.path().join("fd")).into_iter().flatten().flatten() {
+                if let Ok(target) = std::fs::read_link(fd.path()) {
+                    seen.insert((fd.file_name(), target));
+                }
+            }
+        }
+        seen.len()
     }
 }
 
