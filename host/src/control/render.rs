@@ -14,8 +14,8 @@ use prometheus_client::registry::{Registry, Unit};
 
 use super::FleetView;
 use crate::events::Event;
-use vigil_core::VoteResult;
 use crate::metrics::Buckets;
+use vigil_core::VoteResult;
 
 type Labels = Vec<(String, String)>;
 
@@ -172,7 +172,11 @@ pub fn openmetrics(
         "Protocol errors by kind (rate_limited: episodes over the byte budget)",
         family("kind", c.protocol_errors.iter().map(|(k, v)| (*k, *v))),
     );
-    r.register("votes", "Votes and notices by result", family("result", every(VoteResult::ALL.iter().map(|r| r.as_str()), &c.votes)));
+    r.register(
+        "votes",
+        "Votes and notices by result",
+        family("result", every(VoteResult::ALL.iter().map(|r| r.as_str()), &c.votes)),
+    );
     r.register_with_unit(
         "heartbeat_round_trip",
         "Challenge to answer, for answers to the current challenge",
