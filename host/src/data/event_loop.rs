@@ -292,6 +292,13 @@ impl Daemon {
         }
     }
 
+    /// Publishes every event the fleet has.
+    fn publish_events(&mut self) {
+        while let Some((guest, event)) = self.fleet.poll_event() {
+            self.publish(guest, event);
+        }
+    }
+
     /// Carries out what the fleet asks: connections, closes, resumed reads, bytes to send, events, actions.
     fn drive(&mut self, now: Instant) {
         for _ in 0..64 {
@@ -305,14 +312,15 @@ impl Daemon {
                     Io::Close { key } => self.conns.close(self.poll.registry(), key),
                     Io::Resume { key } => self.conns.resume(key),
                 }
+                // a storm of connects (every guest found at start, or back after an outage) is published as it
+                // goes: the fleet's queue never holds thousands of events, whose memory glibc would keep
+                self.publish_events();
             }
             while let Some(key) = self.fleet.poll_dirty() {
                 progress = true;
                 self.conns.transmit(&mut self.fleet, self.poll.registry(), key, now);
             }
-            while let Some((guest, event)) = self.fleet.poll_event() {
-                self.publish(guest, event);
-            }
+            self.publish_events();
             while let Some(done) = self.fleet.poll_vote_done() {
                 if let Some(reply) = self.votes.remove(&done.ticket) {
                     let _ = reply.send(Ok(done));
