@@ -1,5 +1,5 @@
 //! The data-plane benchmark's binary works (a 3-second run with 50 guests): it prints its table with a floor row,
-//! a vigild row and the ratio line. No timing is asserted; the numbers live in BENCHMARKS.md.
+//! a vigild row, the memory line and the ratio line. No timing is asserted; the numbers live in BENCHMARKS.md.
 //!
 //! `vigil-bench` runs `vigild` and `vigil-sim` from beside itself (one target directory): cargo builds another
 //! package's binaries only when asked, so the test asks first (a no-op when `cargo test --workspace` built them).
@@ -21,4 +21,6 @@ fn vigil_bench_smoke_prints_its_table() {
     let cells: Vec<&str> = vigild.split('|').map(str::trim).collect();
     assert_eq!(cells.get(12), Some(&"0"), "no false fault in the smoke run: {vigild}");
     assert!(text.contains("vigild/floor CPU per heartbeat: "), "{text}");
+    let mem = text.lines().find(|l| l.starts_with("memory (N = 50): RSS ")).unwrap_or_else(|| panic!("{text}"));
+    assert!(!mem.contains("anonymous 0.0 MiB"), "the anonymous part is read: {mem}");
 }

@@ -73,10 +73,15 @@ fn cpu_secs(pid: u32) -> f64 {
 }
 
 fn rss_kib(pid: u32) -> u64 {
+    status_kib(pid, "VmRSS:")
+}
+
+/// A `kB` field of `/proc/PID/status` (0 when absent).
+fn status_kib(pid: u32, field: &str) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .unwrap_or_default()
         .lines()
-        .find(|l| l.starts_with("VmRSS:"))
+        .find(|l| l.starts_with(field))
         .and_then(|l| l.split_whitespace().nth(1))
         .and_then(|v| v.parse().ok())
         .unwrap_or(0)
@@ -150,6 +155,8 @@ struct Row {
     /// The simulators' CPU per heartbeat (a slow simulator makes every host look good).
     sim_us_per_hb: f64,
     rss_kib: u64,
+    /// Of `rss_kib`, anonymous memory (heap, tables, stacks): what is the process's own.
+    rss_anon_kib: u64,
     rtt: (f64, f64, f64),
     detect: Option<(f64, f64)>,
     false_faults: usize,
@@ -238,6 +245,9 @@ fn run_vigild(cli: &Cli, n: usize, work: &Path) -> Row {
         None
     };
     let rss = rss_kib(pid);
+    // what of it is vigild's own memory, and what is file-backed (its text and libraries: page cache, shared, and
+    // resident as far as the page cache holds the file)
+    let rss_anon = status_kib(pid, "RssAnon:");
     let guests: Value =
         admin(&admin_sock, "/v1/guests").and_then(|b| serde_json::from_str(&b).ok()).unwrap_or(Value::Null);
     let max_rtt =
@@ -314,6 +324,7 @@ fn run_vigild(cli: &Cli, n: usize, work: &Path) -> Row {
         wakes_per_sec: wakes / t1,
         sim_us_per_hb: (s1 - s0) / hb.max(1.0) * 1e6,
         rss_kib: rss,
+        rss_anon_kib: rss_anon,
         rtt,
         detect: (!detect.is_empty()).then(|| (pct(&detect, 0.5), pct(&detect, 0.99))),
         false_faults,
@@ -447,6 +458,7 @@ fn run_floor(cli: &Cli, n: usize, work: &Path) -> Row {
         wakes_per_sec: (w1 - wakes_at_start) as f64 / secs.max(1e-9),
         sim_us_per_hb: (s1 - s0) / hb.max(1.0) * 1e6,
         rss_kib: 0,
+        rss_anon_kib: 0,
         rtt: (0.0, 0.0, 0.0),
         detect: None,
         false_faults: 0,
@@ -501,6 +513,15 @@ fn main() {
                 det,
                 r.false_faults,
                 r.sim_us_per_hb
+            );
+        }
+        if v.rss_kib > 0 {
+            println!(
+                "memory (N = {n}): RSS {:.1} MiB = anonymous {:.1} MiB ({:.2} KiB per guest) + file-backed {:.1} MiB (text and libraries)",
+                v.rss_kib as f64 / 1024.0,
+                v.rss_anon_kib as f64 / 1024.0,
+                v.rss_anon_kib as f64 / n as f64,
+                v.rss_kib.saturating_sub(v.rss_anon_kib) as f64 / 1024.0
             );
         }
         if let Some(floor) = &floor {
