@@ -34,6 +34,7 @@ mod commands;
 mod lifecycle;
 mod links;
 pub mod recovery;
+mod seldom;
 mod status;
 mod types;
 mod verdicts;
@@ -59,24 +60,13 @@ struct Guest {
     /// Heartbeats counted when this connection began.
     heartbeats_at_connect: u64,
     budget: ByteBudget,
-    /// Over budget since then (not read until `resume_at`).
-    throttled_since: Option<Instant>,
-    resume_at: Option<Instant>,
-    rate_limited: u32,
     connections: u32,
     flooded_out: bool,
-    tx_dropped: u32,
-    last_action: Option<Instant>,
-    errors: RateLimit,
-    /// Over-budget reports have their own limit, so decode errors cannot hide them.
-    floods: RateLimit,
     registrations: RateLimit,
     links: RateLimit,
     dirty: bool,
-    /// The vote or notice in flight, for the caller.
-    vote: Option<Ticket>,
-    /// An open maintenance window: until, and why.
-    maintenance: Option<Box<(Instant, String)>>,
+    /// What only some guests ever need (an over-budget episode, a vote, a maintenance window...), made on first use.
+    seldom: Option<Box<seldom::Seldom>>,
     /// Reporting of this guest's faults (the reference's per-instance "reporting" state).
     reporting: bool,
     /// A fault happened while faults were withheld (maintenance, reporting off): report it when they no longer are.
@@ -258,6 +248,7 @@ impl Fleet {
                 XorShift32::new(seed),
                 LineOnDemand::default(),
                 EventOnDemand::default(),
+                RegistrationOnDemand::default(),
             ),
             policy,
             link: Link::Backoff,
@@ -266,20 +257,12 @@ impl Fleet {
             connected_at: now,
             heartbeats_at_connect: 0,
             budget,
-            throttled_since: None,
-            resume_at: None,
-            rate_limited: 0,
             connections: 0,
             flooded_out: false,
-            tx_dropped: 0,
-            last_action: None,
-            errors: RateLimit::new(),
-            floods: RateLimit::new(),
             registrations: RateLimit::new(),
             links: RateLimit::new(),
             dirty: false,
-            vote: None,
-            maintenance: None,
+            seldom: None,
             reporting: true,
             fault_withheld: false,
             vm: Vm::Running,
@@ -353,7 +336,8 @@ impl Fleet {
     /// Bytes for the guest were dropped because it does not read.
     pub fn handle_tx_dropped(&mut self, key: GuestKey) {
         if let Some(g) = self.guests.get_mut(key) {
-            g.tx_dropped = g.tx_dropped.saturating_add(1);
+            let s = g.seldom();
+            s.tx_dropped = s.tx_dropped.saturating_add(1);
         }
     }
 
@@ -364,7 +348,7 @@ impl Fleet {
         // in the order of the slab (and of the connection table): a run of neighbours is walked front to back
         fired.sort_unstable();
         for key in fired.drain(..) {
-            if self.guests.get(key).is_some_and(|g| g.maintenance.as_deref().is_some_and(|(until, _)| *until <= now)) {
+            if self.guests.get(key).is_some_and(|g| g.maintenance().is_some_and(|(until, _)| *until <= now)) {
                 self.end_maintenance_of(key, "expired", now);
             }
             if self.guests.get(key).is_some_and(|g| matches!(g.vm, Vm::Rebooting { until } if until <= now)) {
@@ -378,8 +362,8 @@ impl Fleet {
                 }
                 Link::Backoff | Link::Connecting => self.reschedule(key),
                 Link::Connected => {
-                    if g.resume_at.is_some_and(|t| t <= now) {
-                        g.resume_at = None;
+                    if g.resume_at().is_some_and(|t| t <= now) {
+                        g.seldom().resume_at = None;
                         self.io.push_back(Io::Resume { key });
                     }
                     // fire everything due, draining events between calls (bounded: a monitor has three timers)
@@ -532,8 +516,7 @@ impl Fleet {
             Link::Connecting => None,
         };
         let rebooting = if let Vm::Rebooting { until } = g.vm { Some(until) } else { None };
-        let others =
-            [g.resume_at.filter(|_| g.link == Link::Connected), g.maintenance.as_deref().map(|(t, _)| *t), rebooting];
+        let others = [g.resume_at().filter(|_| g.link == Link::Connected), g.maintenance().map(|(t, _)| *t), rebooting];
         for t in others {
             at = match (at, t) {
                 (Some(a), Some(b)) => Some(a.min(b)),

@@ -12,7 +12,7 @@ impl Fleet {
     /// Bytes guest `key` may be read now (0: over budget, do not read).
     pub fn read_allowance(&mut self, key: GuestKey, now: Instant) -> usize {
         match self.guests.get_mut(key) {
-            Some(g) if g.link == Link::Connected && g.resume_at.is_none() => {
+            Some(g) if g.link == Link::Connected && g.resume_at().is_none() => {
                 usize::try_from(g.budget.available(now)).unwrap_or(usize::MAX)
             }
             _ => 0,
@@ -23,9 +23,7 @@ impl Fleet {
     /// has ended.
     pub fn handle_drained(&mut self, key: GuestKey) {
         if let Some(g) = self.guests.get_mut(key) {
-            if g.resume_at.is_none() {
-                g.throttled_since = None;
-            }
+            g.end_episode(false);
         }
     }
 
@@ -37,15 +35,16 @@ impl Fleet {
         if g.link != Link::Connected {
             return;
         }
-        if g.throttled_since.is_none() {
+        let resume = g.budget.ready_at(now).max(now + Duration::from_millis(1));
+        let s = g.seldom();
+        if s.throttled_since.is_none() {
             *self.counters.protocol_errors.entry("rate_limited").or_default() += 1;
         }
-        let resume = g.budget.ready_at(now).max(now + Duration::from_millis(1));
-        g.resume_at = Some(resume);
-        let since = *g.throttled_since.get_or_insert(now);
+        s.resume_at = Some(resume);
+        let since = *s.throttled_since.get_or_insert(now);
         if since == now {
-            g.rate_limited = g.rate_limited.saturating_add(1);
-            if let Some(suppressed) = g.floods.take(now.as_millis()) {
+            s.rate_limited = s.rate_limited.saturating_add(1);
+            if let Some(suppressed) = s.floods.take(now.as_millis()) {
                 let b = g.policy.budget;
                 let detail = format!(
                     "over its byte budget ({} bytes per interval, burst {}): not read until it has budget again \
@@ -53,9 +52,9 @@ impl Fleet {
                     b.bytes_per_interval,
                     b.burst,
                     g.monitor.stats().bytes_in,
-                    g.rate_limited
+                    g.rate_limited()
                 );
-                let total = u64::from(g.monitor.stats().protocol_errors) + u64::from(g.rate_limited);
+                let total = u64::from(g.monitor.stats().protocol_errors) + u64::from(g.rate_limited());
                 let event = Event::ProtocolError { error: "rate_limited", detail, suppressed, total };
                 self.events.push_back((Arc::clone(&g.id), event));
             }

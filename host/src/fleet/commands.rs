@@ -171,7 +171,7 @@ impl Fleet {
         }
         self.next_ticket += 1;
         let ticket = self.next_ticket;
-        g.vote = Some(ticket);
+        g.seldom().vote = Some(ticket);
         self.after_input(key);
         Ok(VoteStarted { ticket, timeout, notification_type: kind })
     }
@@ -188,7 +188,7 @@ impl Fleet {
         let key = self.find(id)?;
         let len = Duration::from_secs(secs).min(MAX_MAINTENANCE);
         let g = &mut self.guests[key];
-        g.maintenance = Some(Box::new((now + len, reason.to_owned())));
+        g.seldom().maintenance = Some((now + len, reason.to_owned()));
         let event = Event::Maintenance { state: "started", secs: Some(len.as_millis() / 1000), reason: reason.into() };
         self.events.push_back((Arc::clone(&g.id), event));
         self.reschedule(key);
@@ -204,8 +204,7 @@ impl Fleet {
 
     pub(super) fn end_maintenance_of(&mut self, key: GuestKey, how: &'static str, now: Instant) {
         let Some(g) = self.guests.get_mut(key) else { return };
-        let Some(window) = g.maintenance.take() else { return };
-        let (_, reason) = *window;
+        let Some((_, reason)) = g.seldom.as_deref_mut().and_then(|s| s.maintenance.take()) else { return };
         let event = Event::Maintenance { state: how, secs: None, reason };
         self.events.push_back((Arc::clone(&g.id), event));
         self.release(key, now);
@@ -245,7 +244,7 @@ impl Fleet {
     fn release(&mut self, key: GuestKey, now: Instant) {
         let reporting = self.reporting;
         let Some(g) = self.guests.get_mut(key) else { return };
-        if !g.fault_withheld || !reporting || !g.reporting || g.maintenance.is_some() || g.vm != super::Vm::Running {
+        if !g.fault_withheld || !reporting || !g.reporting || g.maintenance().is_some() || g.vm != super::Vm::Running {
             return;
         }
         g.fault_withheld = false;
@@ -286,7 +285,7 @@ impl Fleet {
         };
         for (_, g) in self.guests.iter() {
             count(g.state_word());
-            in_maintenance += u64::from(g.maintenance.is_some());
+            in_maintenance += u64::from(g.maintenance().is_some());
         }
         for g in self.agents.values() {
             count(g.state_word());

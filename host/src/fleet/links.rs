@@ -17,8 +17,7 @@ impl Fleet {
         g.connections = g.connections.saturating_add(1);
         g.connected_at = now;
         g.heartbeats_at_connect = g.monitor.stats().heartbeats;
-        g.throttled_since = None;
-        g.resume_at = None;
+        g.end_episode(true);
         g.flooded_out = false;
         g.budget = ByteBudget::new(&g.policy.budget, Duration::from_secs(1), now);
         g.monitor.connected(now);
@@ -61,7 +60,9 @@ impl Fleet {
     pub(super) fn close(&mut self, key: GuestKey, reason: &str, now: Instant) {
         let Some(g) = self.guests.get_mut(key) else { return };
         g.link = Link::Backoff;
-        g.resume_at = None;
+        if let Some(s) = g.seldom.as_deref_mut() {
+            s.resume_at = None;
+        }
         g.monitor.disconnected();
         if let Some(suppressed) = g.links.take(now.as_millis()) {
             let event = Event::Disconnected { reason: reason.to_owned(), suppressed };

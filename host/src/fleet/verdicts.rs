@@ -53,7 +53,7 @@ impl Fleet {
                 }
             }
             MonitorEvent::HeartbeatLost { .. } | MonitorEvent::Unhealthy { .. }
-                if !self.reporting || !g.reporting || g.maintenance.is_some() || g.vm != super::Vm::Running =>
+                if !self.reporting || !g.reporting || g.maintenance().is_some() || g.vm != super::Vm::Running =>
             {
                 g.fault_withheld = true;
                 self.counters.withheld_faults += 1;
@@ -92,7 +92,7 @@ impl Fleet {
             MonitorEvent::Deregistered { log_msg } => Event::Deregistered { log_msg: log_msg.to_string() },
             MonitorEvent::VoteResult { event_type, notification_type, result, log_msg } => {
                 *self.counters.votes.entry(result.as_str()).or_default() += 1;
-                if let Some(ticket) = g.vote.take() {
+                if let Some(ticket) = g.seldom.as_deref_mut().and_then(|s| s.vote.take()) {
                     self.votes_done.push_back(VoteDone {
                         ticket,
                         guest: Arc::clone(&id),
@@ -111,8 +111,8 @@ impl Fleet {
             }
             MonitorEvent::ProtocolError(pe) => {
                 *self.counters.protocol_errors.entry(pe.label()).or_default() += 1;
-                let Some(suppressed) = g.errors.take(now.as_millis()) else { return };
-                let total = u64::from(g.monitor.stats().protocol_errors) + u64::from(g.rate_limited);
+                let Some(suppressed) = g.seldom().errors.take(now.as_millis()) else { return };
+                let total = u64::from(g.monitor.stats().protocol_errors) + u64::from(g.rate_limited());
                 Event::ProtocolError { error: pe.label(), detail: pe.to_string(), suppressed, total }
             }
             MonitorEvent::RegistrationTimeout => {
@@ -136,10 +136,10 @@ impl Fleet {
 
     pub(super) fn act(&mut self, key: GuestKey, trigger: &'static str, action: CorrectiveAction, now: Instant) {
         let Some(g) = self.guests.get(key) else { return };
-        let (id, policy, last) = (Arc::clone(&g.id), Arc::clone(&g.policy), g.last_action);
+        let (id, policy, last) = (Arc::clone(&g.id), Arc::clone(&g.policy), g.last_action());
         if self.act_under(&id, &policy, last, trigger, action, now) {
             if let Some(g) = self.guests.get_mut(key) {
-                g.last_action = Some(now);
+                g.seldom().last_action = Some(now);
             }
         }
     }
