@@ -49,7 +49,7 @@ pub use error::ProtocolError;
 pub use framer::{FrameError, LineFramer, LineStorage, LINE_BUF, MAX_LINE};
 pub use monitor::{
     ConfigSource, EventSlot, Fault, Monitor, MonitorConfig, MonitorEvent, MonitorState, MonitorStats, NotifyError,
-    Registration, RegistrationSlot, ANSWER_WINDOW,
+    Registration, ANSWER_WINDOW,
 };
 pub use msg::*;
 #[cfg(feature = "std")]

@@ -248,7 +248,6 @@ impl Fleet {
                 XorShift32::new(seed),
                 LineOnDemand::default(),
                 EventOnDemand::default(),
-                RegistrationOnDemand::default(),
             ),
             policy,
             link: Link::Backoff,

@@ -96,32 +96,6 @@ impl EventSlot for Option<MonitorEvent> {
     }
 }
 
-/// Where a [`Monitor`](super::Monitor) keeps the guest's registration while its session lasts.
-///
-/// `Option<Registration>` (the default) keeps it inline: 104 bytes in every monitor, most of them the guest's
-/// self-declared `name`, which the monitor itself never reads (it keeps the interval and the invocation id it works
-/// with beside the slot). A host with thousands of guests can keep it on the heap, one allocation per registration.
-pub trait RegistrationSlot {
-    /// The registration kept, if any.
-    fn get(&self) -> Option<&Registration>;
-    /// Keeps `registration` in place of any earlier one.
-    fn set(&mut self, registration: Registration);
-    /// Forgets the registration (the session ended).
-    fn clear(&mut self);
-}
-
-impl RegistrationSlot for Option<Registration> {
-    fn get(&self) -> Option<&Registration> {
-        self.as_ref()
-    }
-    fn set(&mut self, registration: Registration) {
-        *self = Some(registration);
-    }
-    fn clear(&mut self) {
-        *self = None;
-    }
-}
-
 /// An open fault, remembered across sessions and reconnections until a healthy heartbeat clears it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]

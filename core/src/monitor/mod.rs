@@ -22,7 +22,7 @@ use crate::timers::Timers;
 use crate::IdSource;
 
 pub use config::{ConfigSource, MonitorConfig};
-pub use event::{EventSlot, Fault, MonitorEvent, NotifyError, Registration, RegistrationSlot};
+pub use event::{EventSlot, Fault, MonitorEvent, NotifyError, Registration};
 pub use nonces::ANSWER_WINDOW;
 use nonces::{Echo, SentNonces};
 pub use stats::MonitorStats;
@@ -68,16 +68,12 @@ const TIMERS: usize = 3;
 ///
 /// One event waits at a time, in an [`EventSlot`] (input stops until it is polled); a vote that a new session or an
 /// `exit` ends has its own slot (`vote_ended`), so no step needs more.
-pub struct Monitor<R, S = [u8; LINE_BUF], E = Option<MonitorEvent>, C = MonitorConfig, G = Option<Registration>> {
+pub struct Monitor<R, S = [u8; LINE_BUF], E = Option<MonitorEvent>, C = MonitorConfig> {
     config: C,
     ids: R,
     framer: LineFramer<S>,
     state: MonitorState,
-    /// The registration of this session, for the caller (see [`RegistrationSlot`]).
-    registration: G,
-    /// Of it, what the monitor works with: the interval in force (zero: not registered) and the invocation id.
-    interval: Duration,
-    invocation_id: u32,
+    registration: Option<Registration>,
     fault: Option<Fault>,
     /// The most severe action reported unhealthy in this session (dedupes `Unhealthy`).
     unhealthy_reported: Option<CorrectiveAction>,
@@ -119,24 +115,20 @@ impl<R: IdSource, S: LineStorage> Monitor<R, S> {
     /// A monitor that keeps a line arriving in parts in `storage` (see [`LineStorage`]: a host with thousands of
     /// guests can give each one storage that exists only while a partial line is held).
     pub fn with_line_storage(config: MonitorConfig, ids: R, storage: S) -> Self {
-        Monitor::with_storage(config, ids, storage, None, None)
+        Monitor::with_storage(config, ids, storage, None)
     }
 }
 
-impl<R: IdSource, S: LineStorage, E: EventSlot, C: ConfigSource, G: RegistrationSlot> Monitor<R, S, E, C, G> {
+impl<R: IdSource, S: LineStorage, E: EventSlot, C: ConfigSource> Monitor<R, S, E, C> {
     /// A monitor with caller-chosen storage for partial lines ([`LineStorage`]), for the waiting event
-    /// ([`EventSlot`]; `events` must be empty), for its tunables ([`ConfigSource`]) and for the registration
-    /// ([`RegistrationSlot`]; emptied here).
-    pub fn with_storage(config: C, ids: R, storage: S, events: E, mut registration: G) -> Self {
-        registration.clear();
+    /// ([`EventSlot`]; `events` must be empty) and for its tunables ([`ConfigSource`]).
+    pub fn with_storage(config: C, ids: R, storage: S, events: E) -> Self {
         Monitor {
             config,
             ids,
             framer: LineFramer::with_storage(storage),
             state: MonitorState::Disconnected,
-            registration,
-            interval: Duration::ZERO,
-            invocation_id: 0,
+            registration: None,
             fault: None,
             unhealthy_reported: None,
             nonce: 0,
@@ -170,7 +162,7 @@ impl<R: IdSource, S: LineStorage, E: EventSlot, C: ConfigSource, G: Registration
 
     /// The guest's last registration, if it registered in this connection.
     pub fn registration(&self) -> Option<&Registration> {
-        self.registration.get()
+        self.registration.as_ref()
     }
 
     /// The open fault, if any.
@@ -190,15 +182,6 @@ impl<R: IdSource, S: LineStorage, E: EventSlot, C: ConfigSource, G: Registration
 
     fn cfg(&self) -> &MonitorConfig {
         self.config.monitor_config()
-    }
-
-    /// The challenge interval in force: the registration's, or the shortest allowed before one.
-    fn interval(&self) -> Duration {
-        if self.interval == Duration::ZERO {
-            self.cfg().min_interval
-        } else {
-            self.interval
-        }
     }
 
     // ---- input ----
@@ -282,7 +265,7 @@ impl<R: IdSource, S: LineStorage, E: EventSlot, C: ConfigSource, G: Registration
         }
         self.misses = 0;
         self.loss_reported = false;
-        let interval = self.interval();
+        let interval = self.registration.as_ref().map_or(self.cfg().min_interval, |r| r.interval);
         let deadline = self.on_grid(now + interval, interval);
         self.challenge(now, deadline);
     }
@@ -321,7 +304,7 @@ impl<R: IdSource, S: LineStorage, E: EventSlot, C: ConfigSource, G: Registration
     }
 
     fn transmit(&mut self, now: Instant, buf: &mut [u8; MAX_WIRE]) -> Option<usize> {
-        let invocation_id = self.invocation_id;
+        let invocation_id = self.registration.as_ref().map_or(0, |r| r.init.invocation_id);
         let body = if let Some(reason) = self.tx_nack.take() {
             self.stats.nacks = self.stats.nacks.saturating_add(1);
             Body::Nack { invocation_id, log_msg: bounded(reason) }
@@ -368,9 +351,7 @@ impl<R: IdSource, S: LineStorage, E: EventSlot, C: ConfigSource, G: Registration
         let requested = Duration::from_millis(u64::from(init.heartbeat_interval_ms));
         let interval = requested.max(self.cfg().min_interval).min(self.cfg().max_interval);
         let registration = Registration { init, interval };
-        self.interval = interval;
-        self.invocation_id = registration.init.invocation_id;
-        self.registration.set(registration.clone());
+        self.registration = Some(registration.clone());
         self.state = MonitorState::Heartbeating;
         self.stats.registrations = self.stats.registrations.saturating_add(1);
         self.unhealthy_reported = None;
@@ -454,7 +435,7 @@ impl<R: IdSource, S: LineStorage, E: EventSlot, C: ConfigSource, G: Registration
 
     fn on_interval_end(&mut self, now: Instant) {
         let due = self.timers.get(Timer::Challenge as usize).unwrap_or(now);
-        let interval = self.interval();
+        let interval = self.registration.as_ref().map_or(self.cfg().min_interval, |r| r.interval);
         // A guest can only be blamed for an interval in which it had time to answer: a challenge that left less
         // than half an interval before this verdict was the host's lateness, not the guest's.
         let fair = due.saturating_duration_since(self.challenged_at).as_millis() * 2 >= interval.as_millis();
@@ -543,9 +524,7 @@ impl<R: IdSource, S: LineStorage, E: EventSlot, C: ConfigSource, G: Registration
         self.end_vote(VoteEnd::Disconnected);
         self.framer.reset();
         self.timers.clear();
-        self.registration.clear();
-        self.interval = Duration::ZERO;
-        self.invocation_id = 0;
+        self.registration = None;
         self.tx_nack = None;
         self.tx_init_ack = false;
         self.tx_challenge = false;

@@ -3,11 +3,11 @@
 
 use super::Monitor;
 use crate::framer::LineStorage;
-use crate::monitor::{ConfigSource, EventSlot, RegistrationSlot};
+use crate::monitor::{ConfigSource, EventSlot};
 use crate::time::{Duration, Instant};
 use crate::IdSource;
 
-impl<R: IdSource, S: LineStorage, E: EventSlot, C: ConfigSource, G: RegistrationSlot> Monitor<R, S, E, C, G> {
+impl<R: IdSource, S: LineStorage, E: EventSlot, C: ConfigSource> Monitor<R, S, E, C> {
     /// How much later than `at` a deadline should fall to be at the guest's place in the interval (see
     /// [`set_phase`](Self::set_phase)), at most half an interval (the rest is for the next interval): zero without a
     /// place, or once there. A deadline on the coalescing grid stays on it.

@@ -27,7 +27,7 @@ pub(super) struct Vote {
     pub(super) sent: bool,
 }
 
-impl<R: IdSource, S: LineStorage, E: EventSlot, C: ConfigSource, G: RegistrationSlot> Monitor<R, S, E, C, G> {
+impl<R: IdSource, S: LineStorage, E: EventSlot, C: ConfigSource> Monitor<R, S, E, C> {
     /// Sends `action_notify` and waits `timeout` (exactly the value sent) for the answer, which arrives as
     /// [`MonitorEvent::VoteResult`] — with `timeout` if none came.
     pub fn notify(
@@ -47,7 +47,7 @@ impl<R: IdSource, S: LineStorage, E: EventSlot, C: ConfigSource, G: Registration
             return Err(NotifyError::Busy);
         }
         let timeout_ms = u32::try_from(timeout.as_millis()).map_err(|_| NotifyError::TimeoutTooLong)?;
-        let invocation_id = self.invocation_id;
+        let invocation_id = self.registration.as_ref().map_or(0, |r| r.init.invocation_id);
         self.vote = Some(Vote {
             notify: ActionNotify { invocation_id, event_type, notification_type, timeout_ms },
             sent: false,
@@ -57,7 +57,7 @@ impl<R: IdSource, S: LineStorage, E: EventSlot, C: ConfigSource, G: Registration
     }
 
     pub(super) fn on_action_response(&mut self, now: Instant, r: ActionResponse) {
-        let expected = self.invocation_id;
+        let expected = self.registration.as_ref().map_or(0, |reg| reg.init.invocation_id);
         if self.state != MonitorState::Heartbeating {
             self.on_protocol_error(now, ProtocolError::Unexpected(MsgType::ActionResponse));
             return;

@@ -181,28 +181,6 @@ impl vigil_core::EventSlot for EventOnDemand {
     }
 }
 
-/// A guest's registration, on the heap while its session lasts: the guest's self-declared name makes most of its
-/// 104 bytes, and the fleet reads it only for the status (8 bytes a guest instead, and one allocation per `init`).
-#[derive(Debug, Default)]
-pub struct RegistrationOnDemand(Option<Box<vigil_core::Registration>>);
-
-impl vigil_core::RegistrationSlot for RegistrationOnDemand {
-    fn get(&self) -> Option<&vigil_core::Registration> {
-        self.0.as_deref()
-    }
-
-    fn set(&mut self, registration: vigil_core::Registration) {
-        match &mut self.0 {
-            Some(kept) => **kept = registration,
-            None => self.0 = Some(Box::new(registration)),
-        }
-    }
-
-    fn clear(&mut self) {
-        self.0 = None;
-    }
-}
-
 /// A guest's Monitor tunables: those of its policy, shared by every guest under it (8 bytes a guest, not 48).
 #[derive(Clone, Debug)]
 pub struct PolicyConfig(pub std::sync::Arc<crate::config::Policy>);
@@ -214,5 +192,4 @@ impl vigil_core::ConfigSource for PolicyConfig {
 }
 
 /// The core's Monitor as the fleet keeps it.
-pub type GuestMonitor =
-    vigil_core::Monitor<vigil_core::XorShift32, LineOnDemand, EventOnDemand, PolicyConfig, RegistrationOnDemand>;
+pub type GuestMonitor = vigil_core::Monitor<vigil_core::XorShift32, LineOnDemand, EventOnDemand, PolicyConfig>;
