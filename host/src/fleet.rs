@@ -11,7 +11,8 @@
 //! beside it: `links` (connections, backoff), `bucket` (a guest's byte token bucket) and `budgets` (what running
 //! out of it leads to), `verdicts` (what each Monitor event leads to), `commands` (votes, maintenance, reporting,
 //! counters, the id index), `lifecycle` (paused, rebooting, stopped, crashed), `status` (state words, status
-//! lines), `wheel` (every guest's next deadline), `types`; and `tests`.
+//! lines), `wheel` (every guest's next deadline), `seldom` (what only some guests need, made on first use),
+//! `types`; and `tests`.
 
 use std::collections::{HashMap, VecDeque};
 use std::path::{Path, PathBuf};
