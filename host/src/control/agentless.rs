@@ -170,13 +170,24 @@ pub async fn run(cfg: QgaRunConfig, lv: Result<Libvirt, Error>, shared: Arc<Shar
 /// A probe went unanswered: is the domain still running, as libvirt says now (an agent-free call)? A domain being
 /// destroyed, shut down or paused stops answering before its lifecycle event arrives; that is not a hang.
 async fn confirm_running(lv: &Libvirt, d: &DomainRef, timeout: Duration, why: String) -> Probe {
-    match lv.info(d, Some(timeout)).await {
+    confirm(lv.info(d, Some(timeout)).await.map(|info| info.state), why)
+}
+
+/// What libvirt's answer on the domain's state (`virDomainGetInfo`) makes of an unanswered probe: a miss only if
+/// libvirt says promptly that the domain runs. A guest that hangs leaves libvirt's own calls fast (the agent's call
+/// waits without holding the domain); a libvirt that cannot say within the probe's timeout is busy with the domain
+/// itself (a destroy waiting for QEMU to die holds it: seen in a live run, where the loss came 7 ms before the
+/// `stopped` event), and a libvirtd gone cannot probe: neither is the guest's fault, as in [`classify`].
+pub fn confirm(state: Result<u8, Error>, why: String) -> Probe {
+    match state {
         // VIR_DOMAIN_RUNNING, VIR_DOMAIN_BLOCKED: it runs, and its agent did not answer
-        Ok(info) if matches!(info.state, 1 | 2) => Probe::NoAnswer(why),
+        Ok(1 | 2) => Probe::NoAnswer(why),
         Ok(_) => Probe::NotRunning,
         Err(Error::Remote { code: wire::ERR_NO_DOMAIN | wire::ERR_OPERATION_INVALID, .. }) => Probe::NotRunning,
-        // libvirt itself slow or gone: the probe's own verdict stands
-        Err(_) => Probe::NoAnswer(why),
+        // any other refusal: libvirt answered, and did not say it stopped; the probe's verdict stands
+        Err(Error::Remote { .. }) => Probe::NoAnswer(why),
+        // libvirt slow to say (busy with this domain) or unreachable: nothing to judge this time
+        Err(_) => Probe::NotRunning,
     }
 }
 
@@ -351,6 +362,31 @@ mod tests {
         assert_eq!(classify(Err(remote(55))), Probe::NotRunning);
         assert_eq!(classify(Err(remote(1))), Probe::Answered, "the agent refused: it is alive");
         assert_eq!(classify(Err(Error::Connect("gone".into()))), Probe::NotRunning);
+    }
+
+    #[test]
+    fn an_unanswered_probe_is_a_miss_only_if_libvirt_says_promptly_that_the_domain_runs() {
+        let why = || "the probe sent 501 ms ago is still unanswered".to_string();
+        assert_eq!(confirm(Ok(1), why()), Probe::NoAnswer(why()), "running");
+        assert_eq!(confirm(Ok(2), why()), Probe::NoAnswer(why()), "blocked");
+        for state in [3, 4, 5, 6, 7] {
+            assert_eq!(
+                confirm(Ok(state), why()),
+                Probe::NotRunning,
+                "paused, shutting down, shut off, crashed, suspended"
+            );
+        }
+        let remote = |code: i32| Error::Remote { code, message: "m".into() };
+        assert_eq!(confirm(Err(remote(wire::ERR_NO_DOMAIN)), why()), Probe::NotRunning, "gone");
+        assert_eq!(
+            confirm(Err(remote(1)), why()),
+            Probe::NoAnswer(why()),
+            "libvirt answered, running as far as it knows"
+        );
+        // a destroy holds the domain while QEMU dies: GetInfo waits past the timeout; the stop comes next
+        let slow = Error::Timeout { call: "DOMAIN_GET_INFO", after: Duration::from_millis(500) };
+        assert_eq!(confirm(Err(slow), why()), Probe::NotRunning);
+        assert_eq!(confirm(Err(Error::Connect("gone".into())), why()), Probe::NotRunning);
     }
 
     #[test]
