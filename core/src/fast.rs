@@ -38,14 +38,19 @@ impl<'a> Cur<'a> {
     }
 
     /// The rest of a string whose opening quote was read: no escapes, no control bytes, valid UTF-8.
-    fn plain_str(&mut self) -> Option<&'a str> {
+    /// The bytes of a string with no escape up to its closing quote.
+    fn plain(&mut self) -> Option<&'a [u8]> {
         let start = self.i;
         let len = self.b.get(start..)?.iter().position(|&c| c == b'"' || c == b'\\' || c < 0x20)?;
         if self.b[start + len] != b'"' {
             return None;
         }
         self.i = start + len + 1;
-        core::str::from_utf8(&self.b[start..start + len]).ok()
+        self.b.get(start..start + len)
+    }
+
+    fn plain_str(&mut self) -> Option<&'a str> {
+        core::str::from_utf8(self.plain()?).ok()
     }
 
     fn end(&self) -> Option<()> {
@@ -65,25 +70,62 @@ pub(crate) fn decode(line: &[u8]) -> Option<Message> {
     let body = if c.lit(b"challenge\",\"sequence\":").is_some() {
         let sequence = c.uint()?;
         c.lit(b",\"heartbeat_challenge\":")?;
-        (sequence, Body::Challenge { heartbeat_challenge: c.uint()? })
+        let body = Body::Challenge { heartbeat_challenge: c.uint()? };
+        c.lit(b"}")?;
+        c.end()?;
+        (sequence, body)
     } else {
-        c.lit(b"challenge_response\",\"sequence\":")?;
-        let sequence = c.uint()?;
-        c.lit(b",\"heartbeat_response\":")?;
-        let heartbeat_response = c.uint()?;
-        c.lit(b",\"heartbeat_health\":\"")?;
-        let heartbeat_health = Health::from_wire(c.plain_str()?)?;
-        c.lit(b",\"corrective_action\":\"")?;
-        let corrective_action = CorrectiveAction::from_wire(c.plain_str()?)?;
-        c.lit(b",\"log_msg\":\"")?;
-        let log_msg = LogMsg::try_from(c.plain_str()?).ok()?;
-        let r = ChallengeResponse { heartbeat_response, heartbeat_health, corrective_action, log_msg };
-        (sequence, Body::ChallengeResponse(r))
+        let a = answer_rest(&mut c)?;
+        let r = ChallengeResponse {
+            heartbeat_response: a.heartbeat_response,
+            heartbeat_health: a.heartbeat_health,
+            corrective_action: a.corrective_action,
+            log_msg: LogMsg::try_from(a.log_msg).ok()?,
+        };
+        (a.sequence, Body::ChallengeResponse(r))
     };
-    c.lit(b"}")?;
-    c.end()?;
     let (sequence, body) = body;
     Some(Message { version, revision, sequence, body })
+}
+
+/// A `challenge_response` in the common form, read in place: its text is checked (UTF-8, no escape, at most
+/// [`MAX_LOG_MSG`] bytes, as [`decode`] requires) but not copied.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Answer<'a> {
+    pub sequence: u32,
+    pub heartbeat_response: u32,
+    pub heartbeat_health: Health,
+    pub corrective_action: CorrectiveAction,
+    pub log_msg: &'a str,
+}
+
+/// Reads `line` as [`decode`] would if it is a `challenge_response` in the common form (`None` otherwise: leave it
+/// to [`decode`]), without building a [`Message`].
+pub(crate) fn decode_answer(line: &[u8]) -> Option<Answer<'_>> {
+    let mut c = Cur { b: line, i: 0 };
+    c.lit(b"{\"version\":")?;
+    c.uint().filter(|&v| v >= VERSION)?;
+    c.lit(b",\"revision\":")?;
+    c.uint()?;
+    c.lit(b",\"msg_type\":\"")?;
+    answer_rest(&mut c)
+}
+
+/// The rest of a `challenge_response` after `"msg_type":"`, to the end of the line.
+fn answer_rest<'a>(c: &mut Cur<'a>) -> Option<Answer<'a>> {
+    c.lit(b"challenge_response\",\"sequence\":")?;
+    let sequence = c.uint()?;
+    c.lit(b",\"heartbeat_response\":")?;
+    let heartbeat_response = c.uint()?;
+    c.lit(b",\"heartbeat_health\":\"")?;
+    let heartbeat_health = Health::from_wire_bytes(c.plain()?)?;
+    c.lit(b",\"corrective_action\":\"")?;
+    let corrective_action = CorrectiveAction::from_wire_bytes(c.plain()?)?;
+    c.lit(b",\"log_msg\":\"")?;
+    let log_msg = c.plain_str().filter(|s| s.len() <= MAX_LOG_MSG)?;
+    c.lit(b"}")?;
+    c.end()?;
+    Some(Answer { sequence, heartbeat_response, heartbeat_health, corrective_action, log_msg })
 }
 
 /// Writes `msg` (framed: `\n{...}\n`) into `buf` if it is a `challenge`, or a `challenge_response` whose `log_msg`
@@ -219,7 +261,32 @@ mod tests {
         .into();
         for v in &variants {
             assert_eq!(decode(v.as_bytes()), None, "{v}");
+            assert_eq!(decode_answer(v.as_bytes()), None, "{v}");
         }
+    }
+
+    #[test]
+    fn an_answer_read_in_place_is_the_answer_decode_builds() {
+        for line in REFERENCE {
+            let in_place = decode_answer(line.as_bytes());
+            match decode(line.as_bytes()).map(|m| (m.sequence, m.body)) {
+                Some((sequence, Body::ChallengeResponse(r))) => assert_eq!(
+                    in_place,
+                    Some(Answer {
+                        sequence,
+                        heartbeat_response: r.heartbeat_response,
+                        heartbeat_health: r.heartbeat_health,
+                        corrective_action: r.corrective_action,
+                        log_msg: r.log_msg.as_str(),
+                    }),
+                    "{line}"
+                ),
+                _ => assert_eq!(in_place, None, "not an answer: {line}"),
+            }
+        }
+        let longest =
+            REFERENCE[0].replace("\"log_msg\":\"\"", &std::format!("\"log_msg\":\"{}\"", "x".repeat(MAX_LOG_MSG)));
+        assert_eq!(decode_answer(longest.as_bytes()).map(|a| a.log_msg.len()), Some(MAX_LOG_MSG));
     }
 
     #[test]
@@ -254,6 +321,16 @@ mod tests {
             }),
         );
         assert_eq!(encode(&quote, &mut [0u8; MAX_WIRE]), None, "escapes are the general encoder's");
+    }
+
+    #[test]
+    fn wire_names_read_from_bytes_are_read_as_from_text() {
+        for s in
+            ["healthy", "unhealthy", "unknown", "none", "log", "reboot", "stop", "", "Healthy", "healthy ", "reboo"]
+        {
+            assert_eq!(Health::from_wire_bytes(s.as_bytes()), Health::from_wire(s), "{s:?}");
+            assert_eq!(CorrectiveAction::from_wire_bytes(s.as_bytes()), CorrectiveAction::from_wire(s), "{s:?}");
+        }
     }
 
     #[test]

@@ -66,6 +66,11 @@ macro_rules! wire_enum {
             pub fn from_wire(s: &str) -> Option<Self> {
                 match s { $($wire => Some($name::$variant),)+ _ => None }
             }
+
+            /// Parses the exact wire string from its bytes (no UTF-8 check needed: a match is ASCII).
+            pub fn from_wire_bytes(s: &[u8]) -> Option<Self> {
+                match s { $(_ if s == $wire.as_bytes() => Some($name::$variant),)+ _ => None }
+            }
         }
 
         impl fmt::Display for $name {

@@ -13,7 +13,7 @@ mod vote;
 
 use core::fmt;
 
-use crate::codec::{next_message, DecodeError};
+use crate::codec::{decode, DecodeError};
 use crate::error::ProtocolError;
 use crate::framer::{LineFramer, LineStorage, LINE_BUF};
 use crate::msg::*;
@@ -27,6 +27,24 @@ pub use nonces::ANSWER_WINDOW;
 use nonces::{Echo, SentNonces};
 pub use stats::MonitorStats;
 use vote::{vote_result, Vote, VoteEnd};
+
+/// What one line of input is, for [`Monitor::handle_bytes`]: a value on the stack for one step (the core has no
+/// allocator to box the large variant in, and an answer, the common step, writes only its few bytes of it).
+#[allow(clippy::large_enum_variant)]
+enum Step {
+    /// An answer with nothing to report (read in place): the nonce, the health, the action.
+    Answer(u32, Health, CorrectiveAction),
+    Message(Message),
+    Error(ProtocolError),
+}
+
+/// The parts of an answer the monitor judges.
+#[derive(Clone, Copy)]
+struct Answered {
+    heartbeat_response: u32,
+    heartbeat_health: Health,
+    corrective_action: CorrectiveAction,
+}
 
 /// Where the session stands.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -209,12 +227,26 @@ impl<R: IdSource, S: LineStorage, E: EventSlot, C: ConfigSource> Monitor<R, S, E
         }
         let mut used = 0;
         while used < input.len() && self.room() {
-            let (n, parsed) = next_message(&mut self.framer, &input[used..]);
+            let (n, line) = self.framer.push(&input[used..]);
             used += n;
-            match parsed {
-                None => {}
-                Some(Ok(msg)) => self.on_message(now, msg),
-                Some(Err(e)) => self.on_protocol_error(now, e),
+            let step = match line {
+                None => continue,
+                Some(Err(e)) => Step::Error(ProtocolError::Frame(e)),
+                // the common input, an answer with nothing to report, is read in place: no message is built
+                Some(Ok(line)) => match crate::fast::decode_answer(line) {
+                    Some(a) if a.heartbeat_health != Health::Unhealthy => {
+                        Step::Answer(a.heartbeat_response, a.heartbeat_health, a.corrective_action)
+                    }
+                    _ => match decode(line) {
+                        Ok(msg) => Step::Message(msg),
+                        Err(e) => Step::Error(ProtocolError::Decode(e)),
+                    },
+                },
+            };
+            match step {
+                Step::Answer(nonce, health, action) => self.on_answer(now, nonce, health, action, LogMsg::new),
+                Step::Message(msg) => self.on_message(now, msg),
+                Step::Error(e) => self.on_protocol_error(now, e),
             }
         }
         self.stats.bytes_in += used as u64;
@@ -376,6 +408,20 @@ impl<R: IdSource, S: LineStorage, E: EventSlot, C: ConfigSource> Monitor<R, S, E
     }
 
     fn on_response(&mut self, now: Instant, r: ChallengeResponse) {
+        let ChallengeResponse { heartbeat_response, heartbeat_health, corrective_action, log_msg } = r;
+        self.on_answer(now, heartbeat_response, heartbeat_health, corrective_action, move || log_msg);
+    }
+
+    /// An answer; `log_msg` gives its text, needed only when it reports the application unhealthy.
+    fn on_answer(
+        &mut self,
+        now: Instant,
+        heartbeat_response: u32,
+        heartbeat_health: Health,
+        corrective_action: CorrectiveAction,
+        log_msg: impl FnOnce() -> LogMsg,
+    ) {
+        let r = Answered { heartbeat_response, heartbeat_health, corrective_action };
         if self.state != MonitorState::Heartbeating {
             self.on_protocol_error(now, ProtocolError::Unexpected(MsgType::ChallengeResponse));
             return;
@@ -408,7 +454,7 @@ impl<R: IdSource, S: LineStorage, E: EventSlot, C: ConfigSource> Monitor<R, S, E
                 if self.unhealthy_reported.is_none_or(|prev| action > prev) {
                     self.unhealthy_reported = Some(action);
                     self.fault = Some(Fault::Unhealthy(action));
-                    self.push(MonitorEvent::Unhealthy { corrective_action: action, log_msg: r.log_msg });
+                    self.push(MonitorEvent::Unhealthy { corrective_action: action, log_msg: log_msg() });
                 }
             }
             Health::Healthy => {
