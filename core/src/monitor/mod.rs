@@ -304,6 +304,13 @@ impl<R: IdSource, S: LineStorage, E: EventSlot, C: ConfigSource> Monitor<R, S, E
 
     // ---- output ----
 
+    /// Whether [`poll_event`](Self::poll_event) has an event: a caller serving many guests asks it after each input
+    /// (most inputs, answers, make none) and polls only then.
+    #[must_use]
+    pub fn has_event(&self) -> bool {
+        !self.room()
+    }
+
     /// The next event, if any.
     #[must_use]
     pub fn poll_event(&mut self) -> Option<MonitorEvent> {

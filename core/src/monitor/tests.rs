@@ -32,11 +32,19 @@ impl Script {
         while !input.is_empty() {
             let n = self.m.handle_bytes(at(t), input);
             input = &input[n..];
-            while let Some(e) = self.m.poll_event() {
+            while let Some(e) = self.poll_event() {
                 events.push(e);
             }
         }
         events
+    }
+
+    /// The next event; every poll also holds `has_event` to what it returns.
+    fn poll_event(&mut self) -> Option<MonitorEvent> {
+        let announced = self.m.has_event();
+        let e = self.m.poll_event();
+        assert_eq!(announced, e.is_some(), "has_event says what poll_event returns");
+        e
     }
 
     /// Runs timers up to `t`; returns the events.
@@ -47,7 +55,7 @@ impl Script {
                 Some(d) if d <= at(t) => self.m.handle_timeout(d),
                 _ => break,
             }
-            while let Some(e) = self.m.poll_event() {
+            while let Some(e) = self.poll_event() {
                 events.push(e);
             }
         }

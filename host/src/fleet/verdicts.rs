@@ -12,6 +12,9 @@ use crate::events::{Ago, Event};
 
 impl Fleet {
     pub(super) fn drain_monitor(&mut self, key: GuestKey, now: Instant) {
+        if !self.guests.get(key).is_some_and(|g| g.monitor.has_event()) {
+            return; // the common case: an answer or a challenge made no event
+        }
         let mut scratch = std::mem::take(&mut self.scratch);
         if let Some(g) = self.guests.get_mut(key) {
             while let Some(e) = g.monitor.poll_event() {
