@@ -111,6 +111,8 @@ pub struct Fleet {
     ledger: recovery::Ledger,
     /// Guests watched through the stock QEMU guest agent, by id.
     agents: HashMap<Arc<str>, agentless::AgentGuest>,
+    /// The earliest end of a held agentless loss (see `agentless::AGENT_LOSS_HOLD`).
+    agent_hold_at: Option<Instant>,
 }
 
 impl Fleet {
@@ -140,6 +142,7 @@ impl Fleet {
             removed: VecDeque::new(),
             ledger: recovery::Ledger::default(),
             agents: HashMap::new(),
+            agent_hold_at: None,
         }
     }
 
@@ -201,7 +204,10 @@ impl Fleet {
 
     /// The earliest deadline of any guest.
     pub fn next_timeout(&self) -> Option<Instant> {
-        self.wheel.next_wakeup()
+        match (self.wheel.next_wakeup(), self.agent_hold_at) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
     }
 
     /// Every guest's status line.
@@ -382,6 +388,9 @@ impl Fleet {
             }
         }
         self.fired = fired;
+        if self.agent_hold_at.is_some_and(|t| t <= now) {
+            self.release_agent_holds(now);
+        }
     }
 
     /// A corrective command finished (or could not start).

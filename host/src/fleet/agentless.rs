@@ -12,6 +12,10 @@
 //! An answer is any reply from the agent, an error reply included: an agent that refuses a command while the
 //! guest's file systems are frozen is alive. Only no answer (the probe's timeout, or libvirt's "agent
 //! unresponsive") is a miss.
+//!
+//! A loss is held for [`AGENT_LOSS_HOLD`] before it is reported: a domain being destroyed or shut down stops
+//! answering before the hypervisor's `stopped` event is read, and that event (or an answer, or any other word of
+//! the hypervisor on the VM) within the hold means there was no hang to report.
 
 use std::sync::Arc;
 
@@ -40,6 +44,8 @@ pub struct AgentGuest {
     vm: Vm,
     misses: u32,
     lost: bool,
+    /// A loss waiting out [`AGENT_LOSS_HOLD`]: until when, and what it will report.
+    held: Option<HeldLoss>,
     last_answer: Option<Instant>,
     /// Since when an answer is awaited (watch start, VM start or reboot), until the first one.
     waiting_since: Option<Instant>,
@@ -96,6 +102,23 @@ impl AgentGuest {
     }
 }
 
+/// A loss not yet reported: it waits out [`AGENT_LOSS_HOLD`].
+#[derive(Clone, Debug)]
+struct HeldLoss {
+    /// When the loss was found (what `last_heartbeat` is measured from).
+    found: Instant,
+    until: Instant,
+    misses: u32,
+    last_answer: Option<Instant>,
+    reason: String,
+}
+
+/// How long a loss is held for a word from the hypervisor that explains it (the VM stopped, paused, rebooted)
+/// before it is reported. `virsh destroy` leaves a domain unanswering some milliseconds before its `stopped`
+/// event is read; two seconds cover that with a wide margin and add little to a detection that takes two probe
+/// intervals.
+pub const AGENT_LOSS_HOLD: Duration = Duration::from_secs(2);
+
 /// How long a rebooting agentless guest may go without an answer before misses count again.
 pub const AGENT_REBOOT_GRACE: Duration = Duration::from_secs(600);
 /// How long an agent may take to answer for the first time before it is reported `not_established`.
@@ -115,6 +138,7 @@ impl Fleet {
             vm: Vm::Running,
             misses: 0,
             lost: false,
+            held: None,
             last_answer: None,
             waiting_since: Some(now),
             said_not_established: false,
@@ -146,7 +170,6 @@ impl Fleet {
 
     /// The outcome of one probe of guest `id`.
     pub fn handle_agent_probe(&mut self, id: &str, probe: Probe, now: Instant, loss_threshold: u32) {
-        let action = self.agent_action();
         let Some(g) = self.agents.get_mut(id) else { return };
         let id = &g.id;
         match probe {
@@ -157,6 +180,7 @@ impl Fleet {
                 g.last_answer = Some(now);
                 g.waiting_since = None;
                 g.said_not_established = false;
+                g.held = None;
                 if matches!(g.vm, Vm::Rebooting { .. }) {
                     g.vm = Vm::Running;
                 }
@@ -190,25 +214,48 @@ impl Fleet {
                 self.counters.agent_misses += 1;
                 g.missed += 1;
                 g.misses += 1;
-                if g.misses > loss_threshold && !g.lost {
+                if g.misses > loss_threshold && !g.lost && g.held.is_none() {
                     if !self.reporting {
                         self.counters.withheld_faults += 1;
                         return;
                     }
-                    g.lost = true;
-                    let e = Event::HeartbeatLost {
-                        consecutive_misses: g.misses,
-                        last_heartbeat: g.last_answer.map(|t| Ago((now - t).as_millis())),
-                        corrective_action: action.as_str(),
-                        reason: Some(format!("qemu-ga: {reason}")),
-                        probe: Some("qemu-ga"),
-                    };
-                    let id = Arc::clone(id);
-                    self.events.push_back((Arc::clone(&id), e));
-                    let policy = Arc::clone(&self.defaults);
-                    self.act_under(&id, &policy, None, "heartbeat_lost", action, now);
+                    let until = now + AGENT_LOSS_HOLD;
+                    g.held = Some(HeldLoss { found: now, until, misses: g.misses, last_answer: g.last_answer, reason });
+                    self.agent_hold_at = Some(self.agent_hold_at.map_or(until, |t| t.min(until)));
                 }
             }
+        }
+    }
+
+    /// Reports the held losses whose hold is over (nothing explained them), and finds the next one's end.
+    pub(super) fn release_agent_holds(&mut self, now: Instant) {
+        let action = self.agent_action();
+        let mut due = Vec::new();
+        let mut next: Option<Instant> = None;
+        for (id, g) in &mut self.agents {
+            match &g.held {
+                Some(h) if h.until <= now => {
+                    if let Some(h) = g.held.take() {
+                        g.lost = true;
+                        due.push((Arc::clone(id), h));
+                    }
+                }
+                Some(h) => next = Some(next.map_or(h.until, |t| t.min(h.until))),
+                None => {}
+            }
+        }
+        self.agent_hold_at = next;
+        for (id, h) in due {
+            let e = Event::HeartbeatLost {
+                consecutive_misses: h.misses,
+                last_heartbeat: h.last_answer.map(|t| Ago((h.found - t).as_millis())),
+                corrective_action: action.as_str(),
+                reason: Some(format!("qemu-ga: {}", h.reason)),
+                probe: Some("qemu-ga"),
+            };
+            self.events.push_back((Arc::clone(&id), e));
+            let policy = Arc::clone(&self.defaults);
+            self.act_under(&id, &policy, None, "heartbeat_lost", action, now);
         }
     }
 
@@ -257,6 +304,8 @@ impl Fleet {
     pub(super) fn agent_lifecycle(&mut self, id: &str, event: Lifecycle, now: Instant) -> bool {
         let Some(g) = self.agents.get_mut(id) else { return false };
         let id = Arc::clone(&g.id);
+        // the hypervisor's word explains a loss still held: it is not reported
+        g.held = None;
         let said = match event {
             Lifecycle::Paused => {
                 g.vm = Vm::Paused;
@@ -325,6 +374,12 @@ mod tests {
         f.handle_agent_probe("u1", miss(), at(10_000), 1);
         assert!(kinds(&mut f).is_empty(), "one miss is not a loss");
         f.handle_agent_probe("u1", miss(), at(15_000), 1);
+        assert!(kinds(&mut f).is_empty(), "the loss is held for a word from the hypervisor");
+        assert_eq!(f.next_timeout(), Some(at(15_000) + AGENT_LOSS_HOLD), "the loop wakes when the hold ends");
+        f.handle_timeouts(at(16_999));
+        assert!(kinds(&mut f).is_empty());
+        f.handle_timeouts(at(17_000));
+        assert_eq!(f.next_timeout(), None);
         let lost: Vec<_> = std::iter::from_fn(|| f.poll_event()).collect();
         assert_eq!(lost.len(), 1);
         match &lost[0].1 {
@@ -369,6 +424,37 @@ mod tests {
         let _ = kinds(&mut f);
         f.handle_lifecycle("u2", Lifecycle::Stopped, at(71_000));
         assert!(kinds(&mut f).is_empty());
+    }
+
+    #[test]
+    fn a_held_loss_that_the_hypervisor_explains_is_never_reported() {
+        // CI saw it: `virsh destroy` stopped the answers, the second miss came 7 ms before the `stopped` event
+        for word in [Lifecycle::Stopped, Lifecycle::Crashed, Lifecycle::Paused, Lifecycle::Rebooting] {
+            let mut f = Fleet::new(FleetConfig::default(), FileConfig::default(), 1, at(0));
+            f.watch_agent("u1", "vm-1", at(0));
+            f.handle_agent_probe("u1", Probe::Answered, at(1_000), 1);
+            f.handle_agent_probe("u1", miss(), at(6_000), 1);
+            f.handle_agent_probe("u1", miss(), at(11_000), 1);
+            assert!(f.handle_lifecycle("u1", word, at(11_007)));
+            f.handle_timeouts(at(11_000) + AGENT_LOSS_HOLD);
+            f.handle_timeouts(at(60_000));
+            let k = kinds(&mut f);
+            assert!(!k.contains(&"heartbeat_lost"), "{word:?}: {k:?}");
+            assert!(f.poll_action().is_none());
+            assert_ne!(f.status("u1", at(60_000)).map(|s| s.state), Some("lost".into()));
+        }
+        // an answer within the hold ends it too; a domain that left the list takes its hold with it
+        let mut f = Fleet::new(FleetConfig::default(), FileConfig::default(), 1, at(0));
+        for id in ["u1", "u2"] {
+            f.watch_agent(id, id, at(0));
+            f.handle_agent_probe(id, Probe::Answered, at(1_000), 1);
+            f.handle_agent_probe(id, miss(), at(6_000), 1);
+            f.handle_agent_probe(id, miss(), at(11_000), 1);
+        }
+        f.handle_agent_probe("u1", Probe::Answered, at(12_000), 1);
+        f.unwatch_agent("u2", at(12_000));
+        f.handle_timeouts(at(20_000));
+        assert_eq!(kinds(&mut f), ["watching", "watching", "removed"]);
     }
 
     #[test]
@@ -434,6 +520,7 @@ mod tests {
             f.handle_agent_probe("u1", Probe::Answered, at(t + 1_000), 1);
             f.handle_agent_probe("u1", miss(), at(t + 2_000), 1);
             f.handle_agent_probe("u1", miss(), at(t + 3_000), 1);
+            f.handle_timeouts(at(t + 3_000) + AGENT_LOSS_HOLD);
         }
         let a = f.poll_action().expect("a reset for the first loss");
         assert_eq!((&*a.guest, a.trigger), ("u1", "heartbeat_lost"));
