@@ -156,6 +156,14 @@ pub fn decode(line: &[u8]) -> Result<Message, DecodeError> {
     }
 }
 
+/// The monitor's in-place reading of an answer (sequence, nonce, health, action, text), `None` for anything else:
+/// for the fuzz target that holds it to what [`decode`] makes of the same line.
+#[doc(hidden)]
+pub fn decode_answer_in_place(line: &[u8]) -> Option<(u32, u32, crate::Health, crate::CorrectiveAction, &str)> {
+    crate::fast::decode_answer(line)
+        .map(|a| (a.sequence, a.heartbeat_response, a.heartbeat_health, a.corrective_action, a.log_msg))
+}
+
 /// [`decode`] without the fast path: for the tests and the fuzz target that hold the two to the same answers.
 #[doc(hidden)]
 pub fn decode_general(line: &[u8]) -> Result<Message, DecodeError> {

@@ -44,7 +44,9 @@ mod time;
 mod timers;
 
 pub use agent::{Agent, AgentConfig, AgentEvent, AgentState, AgentStats};
-pub use codec::{decode, decode_general, decode_without_precheck, precheck, DecodeError, Field, MAX_DEPTH};
+pub use codec::{
+    decode, decode_answer_in_place, decode_general, decode_without_precheck, precheck, DecodeError, Field, MAX_DEPTH,
+};
 pub use error::ProtocolError;
 pub use framer::{FrameError, LineFramer, LineStorage, LINE_BUF, MAX_LINE};
 pub use monitor::{
