@@ -32,7 +32,8 @@ use vote::{vote_result, Vote, VoteEnd};
 /// allocator to box the large variant in, and an answer, the common step, writes only its few bytes of it).
 #[allow(clippy::large_enum_variant)]
 enum Step {
-    /// An answer with nothing to report (read in place): the nonce, the health, the action.
+    /// An answer whose text the monitor does not need (healthy, or health unknown), read in place: the nonce, the
+    /// health, the action.
     Answer(u32, Health, CorrectiveAction),
     Message(Message),
     Error(ProtocolError),
@@ -232,7 +233,8 @@ impl<R: IdSource, S: LineStorage, E: EventSlot, C: ConfigSource> Monitor<R, S, E
             let step = match line {
                 None => continue,
                 Some(Err(e)) => Step::Error(ProtocolError::Frame(e)),
-                // the common input, an answer with nothing to report, is read in place: no message is built
+                // the common input, an answer whose text is not needed (not unhealthy), is read in place: no message
+                // is built
                 Some(Ok(line)) => match crate::fast::decode_answer(line) {
                     Some(a) if a.heartbeat_health != Health::Unhealthy => {
                         Step::Answer(a.heartbeat_response, a.heartbeat_health, a.corrective_action)
