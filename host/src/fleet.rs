@@ -204,10 +204,7 @@ impl Fleet {
 
     /// The earliest deadline of any guest.
     pub fn next_timeout(&self) -> Option<Instant> {
-        match (self.wheel.next_wakeup(), self.agent_hold_at) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+        earliest(self.wheel.next_wakeup(), self.agent_hold_at)
     }
 
     /// Every guest's status line.
@@ -527,12 +524,17 @@ impl Fleet {
         let rebooting = if let Vm::Rebooting { until } = g.vm { Some(until) } else { None };
         let others = [g.resume_at().filter(|_| g.link == Link::Connected), g.maintenance().map(|(t, _)| *t), rebooting];
         for t in others {
-            at = match (at, t) {
-                (Some(a), Some(b)) => Some(a.min(b)),
-                (a, b) => a.or(b),
-            };
+            at = earliest(at, t);
         }
         self.wheel.set(key, at);
+    }
+}
+
+/// The earlier of two moments, either of which may be absent.
+fn earliest(a: Option<Instant>, b: Option<Instant>) -> Option<Instant> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
     }
 }
 

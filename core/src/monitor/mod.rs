@@ -39,14 +39,6 @@ enum Step {
     Error(ProtocolError),
 }
 
-/// The parts of an answer the monitor judges.
-#[derive(Clone, Copy)]
-struct Answered {
-    heartbeat_response: u32,
-    heartbeat_health: Health,
-    corrective_action: CorrectiveAction,
-}
-
 /// Where the session stands.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
@@ -430,16 +422,15 @@ impl<R: IdSource, S: LineStorage, E: EventSlot, C: ConfigSource> Monitor<R, S, E
         corrective_action: CorrectiveAction,
         log_msg: impl FnOnce() -> LogMsg,
     ) {
-        let r = Answered { heartbeat_response, heartbeat_health, corrective_action };
         if self.state != MonitorState::Heartbeating {
             self.on_protocol_error(now, ProtocolError::Unexpected(MsgType::ChallengeResponse));
             return;
         }
-        let Echo::Fresh { behind } = self.sent.answer(r.heartbeat_response) else {
-            self.on_protocol_error(now, ProtocolError::StaleNonce { expected: self.nonce, got: r.heartbeat_response });
+        let Echo::Fresh { behind } = self.sent.answer(heartbeat_response) else {
+            self.on_protocol_error(now, ProtocolError::StaleNonce { expected: self.nonce, got: heartbeat_response });
             return;
         };
-        if behind == 0 && r.heartbeat_response == self.nonce && !self.tx_challenge {
+        if behind == 0 && heartbeat_response == self.nonce && !self.tx_challenge {
             self.answered = true;
             let rtt = now - self.challenged_at;
             self.stats.last_rtt = rtt;
@@ -454,12 +445,12 @@ impl<R: IdSource, S: LineStorage, E: EventSlot, C: ConfigSource> Monitor<R, S, E
         self.last_heartbeat = Some(now);
         self.stats.heartbeats += 1;
         self.set_timer(Timer::Registration, None);
-        if r.heartbeat_health == Health::Unknown || r.corrective_action == CorrectiveAction::Unknown {
+        if heartbeat_health == Health::Unknown || corrective_action == CorrectiveAction::Unknown {
             self.stats.unknown_values = self.stats.unknown_values.saturating_add(1);
         }
-        match r.heartbeat_health {
+        match heartbeat_health {
             Health::Unhealthy => {
-                let action = r.corrective_action;
+                let action = corrective_action;
                 if self.unhealthy_reported.is_none_or(|prev| action > prev) {
                     self.unhealthy_reported = Some(action);
                     self.fault = Some(Fault::Unhealthy(action));

@@ -221,7 +221,7 @@ impl Fleet {
                     }
                     let until = now + AGENT_LOSS_HOLD;
                     g.held = Some(HeldLoss { found: now, until, misses: g.misses, last_answer: g.last_answer, reason });
-                    self.agent_hold_at = Some(self.agent_hold_at.map_or(until, |t| t.min(until)));
+                    self.agent_hold_at = super::earliest(self.agent_hold_at, Some(until));
                 }
             }
         }
@@ -240,7 +240,7 @@ impl Fleet {
                         due.push((Arc::clone(id), h));
                     }
                 }
-                Some(h) => next = Some(next.map_or(h.until, |t| t.min(h.until))),
+                Some(h) => next = super::earliest(next, Some(h.until)),
                 None => {}
             }
         }
