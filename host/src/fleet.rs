@@ -178,11 +178,11 @@ impl Fleet {
         self.guests.get(key).map(|g| &g.monitor)
     }
 
-    /// Watched guests whose socket is not in `present` (for a rescan).
-    pub fn watched_not_in(&self, present: &std::collections::HashSet<&Path>) -> Vec<GuestKey> {
+    /// Watched guests not in `present`, the guests a rescan found (their sockets are gone).
+    pub fn watched_not_in(&self, present: &std::collections::HashSet<GuestKey>) -> Vec<GuestKey> {
         self.guests
             .iter()
-            .filter(|(_, g)| g.origin == Origin::Watched && !present.contains(&*g.path))
+            .filter(|(k, g)| g.origin == Origin::Watched && !present.contains(k))
             .map(|(k, _)| k)
             .collect()
     }

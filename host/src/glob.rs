@@ -24,50 +24,62 @@ impl Pattern {
 
     /// Whether `name` matches (a `*` may match nothing).
     pub fn is_match(&self, name: &str) -> bool {
-        let p: Vec<char> = self.text.chars().collect();
-        let n: Vec<char> = name.chars().collect();
-        matches(&p, &n, &mut None, false)
+        matches(&self.text, name)
     }
 
-    /// If `name` matches, the guest id it names (never empty).
+    /// If `name` matches, the guest id it names (never empty): the shortest text the first `*` can take so that
+    /// the rest of the name matches the rest of the pattern.
     pub fn guest_id(&self, name: &str) -> Option<String> {
-        let p: Vec<char> = self.text.chars().collect();
-        let n: Vec<char> = name.chars().collect();
-        let mut capture = None;
-        if !matches(&p, &n, &mut capture, true) {
-            return None;
-        }
-        let id = match capture {
-            Some((a, b)) => n[a..b].iter().collect::<String>(),
-            None => name.to_string(),
+        let Some(star) = self.text.find('*') else {
+            return (self.is_match(name) && !name.is_empty()).then(|| name.to_string());
         };
-        (!id.is_empty()).then_some(id)
+        // the part before the first star has no star: it matches one character per character
+        let mut start = 0;
+        for p in self.text[..star].chars() {
+            let c = name[start..].chars().next()?;
+            if p != '?' && p != c {
+                return None;
+            }
+            start += c.len_utf8();
+        }
+        let rest = &self.text[star + 1..];
+        let mut end = start;
+        loop {
+            if matches(rest, &name[end..]) {
+                return (end > start).then(|| name[start..end].to_string());
+            }
+            end += name[end..].chars().next()?.len_utf8();
+        }
     }
 }
 
-/// Backtracking matcher; records the span of the first `*` on success.
-fn matches(p: &[char], n: &[char], capture: &mut Option<(usize, usize)>, first_star: bool) -> bool {
-    fn go(p: &[char], pi: usize, n: &[char], ni: usize, cap: &mut Option<(usize, usize)>, first: bool) -> bool {
-        match p.get(pi) {
-            None => ni == n.len(),
-            Some('*') => {
-                // Shortest match first for later stars; longest-first for the capture would be surprising either
-                // way, so the first star takes the shortest span that lets the rest match.
-                for end in ni..=n.len() {
-                    if go(p, pi + 1, n, end, cap, false) {
-                        if first {
-                            *cap = Some((ni, end));
-                        }
-                        return true;
-                    }
-                }
-                false
+/// Whether `name` matches `pattern`, without allocating: characters are matched in turn; at a mismatch the last
+/// `*` seen takes one more character and matching resumes after it (a later star never needs to give back what
+/// an earlier one took, so remembering the last one is enough).
+fn matches(pattern: &str, name: &str) -> bool {
+    let (mut p, mut n) = (0, 0);
+    // after the last star: where the pattern resumes, and where in the name that star's span ends
+    let mut star: Option<(usize, usize)> = None;
+    loop {
+        match (pattern[p..].chars().next(), name[n..].chars().next()) {
+            (Some('*'), _) => {
+                p += 1;
+                star = Some((p, n));
             }
-            Some('?') => ni < n.len() && go(p, pi + 1, n, ni + 1, cap, first),
-            Some(c) => n.get(ni) == Some(c) && go(p, pi + 1, n, ni + 1, cap, first),
+            (Some(pc), Some(nc)) if pc == '?' || pc == nc => {
+                p += pc.len_utf8();
+                n += nc.len_utf8();
+            }
+            (None, None) => return true,
+            _ => {
+                let Some((resume, taken)) = star else { return false };
+                let Some(c) = name[taken..].chars().next() else { return false };
+                p = resume;
+                n = taken + c.len_utf8();
+                star = Some((resume, n));
+            }
         }
     }
-    go(p, 0, n, 0, capture, first_star)
 }
 
 #[cfg(test)]
@@ -93,5 +105,48 @@ mod tests {
         assert_eq!(Pattern::new("vm?.sock").unwrap().guest_id("vm12.sock"), None);
         assert!(Pattern::new("a/b").is_err());
         assert!(Pattern::new("").is_err());
+    }
+
+    /// The matcher as first written (backtracking over every span of every star, one `Vec<char>` per call):
+    /// simple enough to be right by reading, the yardstick of the one in use.
+    fn reference(p: &str, n: &str) -> (bool, Option<String>) {
+        fn go(p: &[char], pi: usize, n: &[char], ni: usize, cap: &mut Option<(usize, usize)>, first: bool) -> bool {
+            match p.get(pi) {
+                None => ni == n.len(),
+                Some('*') => {
+                    for end in ni..=n.len() {
+                        if go(p, pi + 1, n, end, cap, false) {
+                            if first {
+                                *cap = Some((ni, end));
+                            }
+                            return true;
+                        }
+                    }
+                    false
+                }
+                Some('?') => ni < n.len() && go(p, pi + 1, n, ni + 1, cap, first),
+                Some(c) => n.get(ni) == Some(c) && go(p, pi + 1, n, ni + 1, cap, first),
+            }
+        }
+        let (pc, nc): (Vec<char>, Vec<char>) = (p.chars().collect(), n.chars().collect());
+        let mut cap = None;
+        if !go(&pc, 0, &nc, 0, &mut cap, true) {
+            return (false, None);
+        }
+        let id = cap.map_or_else(|| n.to_string(), |(a, b)| nc[a..b].iter().collect());
+        (true, (!id.is_empty()).then_some(id))
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(4000))]
+        /// Patterns and names over a small alphabet (with a two-byte and a three-byte character), so that stars,
+        /// question marks and literals meet often: the matcher and the ids agree with the yardstick's.
+        #[test]
+        fn the_matcher_agrees_with_the_backtracking_yardstick(p in "[ab.*?é€]{1,8}", n in "[ab.é€]{0,12}") {
+            let pattern = Pattern::new(&p).unwrap();
+            let (is, id) = reference(&p, &n);
+            proptest::prop_assert_eq!(pattern.is_match(&n), is, "pattern {:?} name {:?}", p, n);
+            proptest::prop_assert_eq!(pattern.guest_id(&n), id, "pattern {:?} name {:?}", p, n);
+        }
     }
 }

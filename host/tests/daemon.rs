@@ -36,6 +36,29 @@ fn discovers_sockets_created_before_and_after_start() {
     assert!(ev.iter().all(|e| e["host"].is_string() && e["time"].is_string()));
 }
 
+/// The rescan, not inotify: a directory that does not exist at start has no watch, so its sockets are found by
+/// the periodic rescan (1 s here), which adds the watch; a watched directory moved away loses its watch, and the
+/// rescan that follows lets its guests go (their sockets are no longer where they were found).
+#[test]
+fn a_directory_made_after_start_is_found_by_the_rescan_and_one_moved_away_is_let_go() {
+    let work = TempDir::new("rescan");
+    let dir = work.path().join("qemu");
+    let d = Vigild::start(&dir, work.path(), &["--rescan-secs", "1"]);
+    d.wait_ready();
+    std::fs::create_dir_all(&dir).unwrap();
+    let _s = sim(&dir, &["--guests", "2", "--prefix", "later"]);
+    d.wait_until(15, "both guests of the new directory registered", |ev| count(ev, "registered") == 2);
+    std::fs::rename(&dir, work.path().join("moved")).unwrap();
+    d.wait_until(15, "both guests let go", |ev| count(ev, "removed") == 2);
+    let ev = d.events();
+    for id in ["later-ok-00000", "later-ok-00001"] {
+        assert_eq!(by_guest(&ev, id, "registered").len(), 1, "{id}");
+        assert_eq!(by_guest(&ev, id, "removed").len(), 1, "{id}");
+    }
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(d.events_of("registered").len(), 2, "nothing found again in the directory's old place");
+}
+
 #[test]
 fn reconnects_after_the_socket_goes_away_and_comes_back_without_leaking() {
     let work = TempDir::new("flap");

@@ -366,12 +366,13 @@ impl Daemon {
     }
 
     fn rescan(&mut self, now: Instant) {
-        let present = self.discovery.scan();
-        let keep: std::collections::HashSet<&std::path::Path> = present.iter().map(|(_, p)| p.as_path()).collect();
-        for key in self.fleet.watched_not_in(&keep) {
+        let mut present = std::collections::HashSet::new();
+        let fleet = &self.fleet;
+        let new = self.discovery.scan(|path| fleet.key_of(path).map(|key| present.insert(key)).is_some());
+        for key in self.fleet.watched_not_in(&present) {
             self.fleet.remove_guest(key, "socket removed", now);
         }
-        for (id, path) in present {
+        for (id, path) in new {
             self.fleet.add_guest(&id, path, Origin::Watched, None, os_random(), now);
         }
     }
