@@ -20,6 +20,9 @@ struct Cur<'a> {
 }
 
 impl<'a> Cur<'a> {
+    /// Inlined so that each literal's length is known where it is compared: a few wide loads instead of a call
+    /// to `bcmp` per literal (eight per answer).
+    #[inline(always)]
     fn lit(&mut self, s: &[u8]) -> Option<()> {
         let end = self.i.checked_add(s.len())?;
         (self.b.get(self.i..end)? == s).then(|| self.i = end)
@@ -344,5 +347,29 @@ mod tests {
             assert_eq!(&a[..n], &b[..k]);
         }
         assert_eq!(encode_challenge(VERSION, REVISION, 1, 1, &mut [0u8; 20]), None, "a short buffer is refused");
+    }
+
+    /// Every length of number, each side of every power of ten, and a spread of others: the digits written in
+    /// place are the ones `format!` writes, alone and inside a challenge.
+    #[test]
+    fn numbers_are_written_as_format_writes_them() {
+        let mut values = std::vec![0, 1, 9, u32::MAX, u32::MAX - 1, 2_147_483_647];
+        let mut p = 1u32;
+        while let Some(next) = p.checked_mul(10) {
+            values.extend([p - 1, p, p + 1, next - 1]);
+            p = next;
+        }
+        values.extend((0..2000u32).map(|i| i.wrapping_mul(2_654_435_761)));
+        for v in values {
+            let mut digits = [0u8; 10];
+            assert_eq!(u32_ascii(v, &mut digits), std::format!("{v}").as_bytes(), "{v}");
+            let mut buf = [0u8; MAX_WIRE];
+            let n = encode_challenge(3, 1, v, v ^ 0x5555, &mut buf).unwrap();
+            let want = std::format!(
+                "\n{{\"version\":3,\"revision\":1,\"msg_type\":\"challenge\",\"sequence\":{v},\"heartbeat_challenge\":{}}}\n",
+                v ^ 0x5555
+            );
+            assert_eq!(&buf[..n], want.as_bytes(), "{v}");
+        }
     }
 }

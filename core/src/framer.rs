@@ -183,27 +183,10 @@ impl<S> fmt::Debug for LineFramer<S> {
     }
 }
 
-/// The first `\n` in `b`, eight bytes at a time (a line is a few hundred bytes: a byte loop was ~8 % of the fleet's
-/// work per heartbeat).
+/// The first newline of `b` (a heartbeat's answer is ~190 bytes, scanned once per answer: `memchr` compares 16
+/// bytes at a time where the target has SIMD, a word at a time elsewhere).
 fn memchr_nl(b: &[u8]) -> Option<usize> {
-    const LO: u64 = 0x0101_0101_0101_0101;
-    const HI: u64 = 0x8080_8080_8080_8080;
-    const NL: u64 = LO * b'\n' as u64;
-    let mut chunks = b.chunks_exact(8);
-    let mut at = 0;
-    for chunk in &mut chunks {
-        let mut word = [0u8; 8];
-        word.copy_from_slice(chunk);
-        let x = u64::from_le_bytes(word) ^ NL;
-        // a zero byte of `x` (a newline) sets its high bit here; bytes after the first zero may be set falsely, so
-        // only the lowest set bit is trusted
-        let found = x.wrapping_sub(LO) & !x & HI;
-        if found != 0 {
-            return Some(at + (found.trailing_zeros() / 8) as usize);
-        }
-        at += 8;
-    }
-    chunks.remainder().iter().position(|&c| c == b'\n').map(|p| at + p)
+    memchr::memchr(b'\n', b)
 }
 
 fn strip_cr(line: &[u8]) -> &[u8] {
