@@ -28,16 +28,24 @@ impl<'a> Cur<'a> {
         (self.b.get(self.i..end)? == s).then(|| self.i = end)
     }
 
-    /// A JSON unsigned integer that fits 32 bits, without a leading zero.
+    /// A JSON unsigned integer that fits 32 bits, without a leading zero. At most 11 digits are read: 11 never
+    /// fit, and a longer run is refused all the same.
     fn uint(&mut self) -> Option<u32> {
-        let start = self.i;
-        let mut v: u32 = 0;
-        while let Some(&c) = self.b.get(self.i).filter(|c| c.is_ascii_digit()) {
-            v = v.checked_mul(10)?.checked_add(u32::from(c - b'0'))?;
-            self.i += 1;
+        let rest = self.b.get(self.i..)?;
+        let (mut v, mut n) = (0u64, 0);
+        for &c in rest.iter().take(11) {
+            let d = c.wrapping_sub(b'0');
+            if d > 9 {
+                break;
+            }
+            v = v * 10 + u64::from(d);
+            n += 1;
         }
-        let n = self.i - start;
-        (n > 0 && !(n > 1 && self.b[start] == b'0')).then_some(v)
+        if n == 0 || (n > 1 && rest[0] == b'0') {
+            return None;
+        }
+        self.i += n;
+        u32::try_from(v).ok()
     }
 
     /// The rest of a string whose opening quote was read: no escapes, no control bytes, valid UTF-8.
@@ -254,6 +262,9 @@ mod tests {
             base.replace(":3,", ":2,"), // old version: the general codec words the refusal
             base.replace("\"sequence\":2", "\"sequence\":02"), // leading zero
             base.replace("2147483647", "4294967296"), // over 32 bits
+            base.replace("2147483647", "42949672950"), // eleven digits
+            base.replace("2147483647", "00000000001"), // eleven digits, and leading zeros
+            base.replace("2147483647", "-1"), // a sign
             base.replace("healthy", "fine"), // unknown health: the general codec maps it
             base.replace("\"\"}", "\"a\\\"b\"}"), // an escape
             base.replace(",\"revision\"", ", \"revision\""), // white space
@@ -286,6 +297,15 @@ mod tests {
                 ),
                 _ => assert_eq!(in_place, None, "not an answer: {line}"),
             }
+        }
+        // the edges of a number: zero, and the largest 32-bit one
+        for (from, to) in [("\"sequence\":2", "\"sequence\":0"), ("2147483647", "4294967295")] {
+            let line = REFERENCE[0].replace(from, to);
+            let a = decode_answer(line.as_bytes()).unwrap();
+            assert_eq!(
+                (a.sequence, a.heartbeat_response),
+                if to.ends_with(":0") { (0, 2147483647) } else { (2, u32::MAX) }
+            );
         }
         let longest =
             REFERENCE[0].replace("\"log_msg\":\"\"", &std::format!("\"log_msg\":\"{}\"", "x".repeat(MAX_LOG_MSG)));
