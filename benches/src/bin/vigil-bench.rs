@@ -20,7 +20,7 @@ use mio::{Events, Interest, Poll, Token};
 use serde_json::Value;
 
 /// Benchmark vigild against a naive floor host.
-#[derive(Parser, Debug)]
+#[derive(Parser, Debug, Clone)]
 struct Cli {
     /// Guest counts to run (one row each).
     #[arg(long, value_delimiter = ',', default_value = "1000,10000")]
@@ -50,6 +50,11 @@ struct Cli {
     /// A configuration file for vigild (`vigild run --config`), to compare settings.
     #[arg(long)]
     config: Option<PathBuf>,
+    /// After the table's pair, this many more floor/vigild pairs per guest count (CPU only: no strace; vigild
+    /// first in every other pair), and one line with the ratio's spread: on a shared machine one pair moves by
+    /// +-10 %. The median of an even number of pairs is the upper middle one.
+    #[arg(long, default_value_t = 0)]
+    repeat: usize,
 }
 
 struct Proc(Child);
@@ -566,6 +571,34 @@ fn main() {
             );
             if ratio < 1.0 {
                 println!("note: the floor cost more than vigild here: the floor is not the cheapest honest host");
+            }
+            if cli.repeat > 0 {
+                let quiet = Cli { syscalls: false, ..cli.clone() };
+                let mut ratios = vec![ratio];
+                for i in 0..cli.repeat {
+                    // a directory of its own: the killed simulators' socket files stay behind
+                    let again = work.join(format!("repeat-{i}"));
+                    std::fs::create_dir_all(&again).unwrap();
+                    // the order alternates, so that neither host always runs on a machine the other just warmed
+                    let (f, v) = if i % 2 == 0 {
+                        let v = run_vigild(&quiet, n, &again);
+                        (run_floor(&quiet, n, &again), v)
+                    } else {
+                        let f = run_floor(&quiet, n, &again);
+                        (f, run_vigild(&quiet, n, &again))
+                    };
+                    ratios.push(v.cpu_us_per_hb / f.cpu_us_per_hb.max(1e-9));
+                }
+                let each: Vec<String> = ratios.iter().map(|r| format!("{r:.2}")).collect();
+                ratios.sort_by(f64::total_cmp);
+                println!(
+                    "vigild/floor CPU per heartbeat over {} pairs (N = {n}): median {:.2}, min {:.2}, max {:.2} (in run order: {})",
+                    ratios.len(),
+                    ratios[ratios.len() / 2],
+                    ratios[0],
+                    ratios[ratios.len() - 1],
+                    each.join(", ")
+                );
             }
         }
     }
